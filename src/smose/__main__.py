@@ -1,0 +1,5 @@
+import sys
+
+from smose.cli import main
+
+sys.exit(main())

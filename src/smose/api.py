@@ -1,0 +1,131 @@
+"""The Python API, shaped like Stable-Baselines3: ``learn``, ``predict``, ``save``, ``load``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from smose.config import TrainConfig
+from smose.envs import make_env
+from smose.errors import SmoseError
+from smose.evaluate import evaluate
+from smose.policy import Actor, DeterministicMode, SMOSEActor
+from smose.serialization import check_env_compatible, load_model, read_json, save_model, write_json
+from smose.train import CONFIG_FILE, Trainer
+
+
+class SMOSE:
+    """A SMOSE (or dense SAC baseline) agent.
+
+    >>> model = SMOSE("Hopper-v5", n_experts=8, seed=0)
+    >>> model.learn(20_000)
+    >>> action, _ = model.predict(obs, deterministic=True)
+    >>> model.save("runs/hopper"); model = SMOSE.load("runs/hopper")
+
+    ``algo`` selects the actor ("smose", "sac-l", "sac-m", "sac-s"); any other ``TrainConfig`` field can be passed
+    as a keyword (``learning_starts=1000``, ``lb_weight=0.1``, ...). ``mode`` is the deterministic action mode:
+    "gated" (tanh of the gated mean, default) or "linear" (the chosen expert's raw linear output, clipped).
+    """
+
+    def __init__(self, env: str | gym.Env = "Hopper-v5", algo: str = "smose", n_experts: int = 8, seed: int = 0,
+                 mode: DeterministicMode = "gated", **config: Any):
+        env_id = env if isinstance(env, str) else getattr(env.spec, "id", None)
+        if env_id is None:
+            raise SmoseError("pass a registered Gymnasium env id or an env created with gymnasium.make")
+        self.config = TrainConfig(env=env_id, algo=algo, experts=n_experts, seed=seed, **config)
+        self.mode: DeterministicMode = mode
+        self._trainer: Trainer | None = Trainer(self.config)
+        self.actor: Actor = self._trainer.actor
+        self.env_id = env_id
+
+    # ---- training -------------------------------------------------------------------------------------------------
+    def learn(self, total_timesteps: int, progress_bar: bool = False) -> SMOSE:
+        """Train for ``total_timesteps`` more environment steps."""
+        if self._trainer is None:
+            raise SmoseError("a loaded model carries its policy only; continue a run with `smose train --resume RUN_DIR`")
+        if total_timesteps <= 0:
+            raise SmoseError(f"total_timesteps must be positive, got {total_timesteps}")
+        self._trainer.run(self._trainer.global_step + total_timesteps, progress=progress_bar)
+        return self
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    # ---- acting ---------------------------------------------------------------------------------------------------
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3."""
+        obs = np.asarray(observation, dtype=np.float32)
+        single = obs.ndim == 1
+        if obs.shape[-1] != self.actor.n_obs or obs.ndim not in (1, 2):
+            raise SmoseError(f"observation of shape {obs.shape} does not fit a policy with {self.actor.n_obs} inputs")
+        obs_t = torch.from_numpy(obs.reshape(-1, self.actor.n_obs))
+        with torch.no_grad():
+            if deterministic:
+                action, _ = self.actor.act(obs_t, self.mode)
+            else:
+                action, _, _ = self.actor.sample(obs_t)
+        action_np = action.numpy()
+        return (action_np[0] if single else action_np), None
+
+    def evaluate(self, episodes: int = 10, seed: int = 0) -> dict:
+        env = make_env(self.env_id)
+        try:
+            return evaluate(self.actor, env, episodes, seed, self.mode)
+        finally:
+            env.close()
+
+    # ---- inspection -----------------------------------------------------------------------------------------------
+    def _smose_actor(self) -> SMOSEActor:
+        if not isinstance(self.actor, SMOSEActor):
+            raise SmoseError(f"{self.actor.algo} is a dense actor: it has no router or experts")
+        return self.actor
+
+    @property
+    def router_weights(self) -> dict[str, np.ndarray]:
+        """Θ [M, n_obs] and c [M] of the router z = Θ s + c."""
+        router = self._smose_actor().router
+        return {"weight": router.weight.detach().numpy().copy(), "bias": router.bias.detach().numpy().copy()}
+
+    @property
+    def expert_weights(self) -> dict[str, np.ndarray]:
+        """Per expert: mean head W [M, n_act, n_obs], b [M, n_act] and log-std head V [M, n_act, n_obs], d [M, n_act]."""
+        actor = self._smose_actor()
+        w, b, n = actor.expert_weight.detach().numpy(), actor.expert_bias.detach().numpy(), actor.n_act
+        return {"mean_weight": w[:, :n].copy(), "mean_bias": b[:, :n].copy(),
+                "log_std_weight": w[:, n:].copy(), "log_std_bias": b[:, n:].copy()}
+
+    # ---- persistence ----------------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write model.safetensors, model.json and config.json into the directory ``path``."""
+        path = Path(path)
+        save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps})
+        write_json(path / CONFIG_FILE, self.config.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, mode: DeterministicMode = "gated") -> SMOSE:
+        """Load a saved model or a run directory (policy only: safetensors + JSON, nothing executable)."""
+        path = Path(path)
+        actor, meta = load_model(path)
+        model = cls.__new__(cls)
+        model.actor, model.mode, model.env_id, model._trainer = actor, mode, meta["env_id"], None
+        config_path = path / CONFIG_FILE
+        model.config = None
+        if config_path.is_file():
+            data = read_json(config_path, "run configuration")
+            fields = {k: v for k, v in data.items() if k in TrainConfig.__dataclass_fields__}
+            try:
+                model.config = TrainConfig.from_dict(fields)
+            except (TypeError, SmoseError) as exc:
+                raise SmoseError(f"{config_path}: invalid run configuration ({exc})") from None
+        model.meta = meta
+        return model
+
+    def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
+        """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""
+        check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id}, env, Path(source))

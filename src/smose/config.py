@@ -1,0 +1,101 @@
+"""The training configuration: one typed dataclass that is also the ``smose train`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from smose.errors import SmoseError
+from smose.losses import DEFAULT_LB_WEIGHT, LB_LOSSES
+from smose.policy import ALGOS
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    env: str = _opt("Hopper-v5", "Gymnasium environment id (Box observations and actions)")
+    algo: str = _opt("smose", "actor: smose (mixture of linear experts) or a dense SAC baseline", choices=ALGOS)
+    steps: int = _opt(1_000_000, "total environment steps")
+    experts: int = _opt(8, "number of linear experts M (also sizes SAC-M/SAC-S)")
+    lb_loss: str = _opt("cv2", "router load-balancing loss", choices=LB_LOSSES)
+    lb_weight: float | None = _opt(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
+    lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state", choices=("batch", "state"))
+    seed: int = _opt(0, "seed for the env, the networks and the replay sampling")
+    learning_starts: int = _opt(10_000, "uniform random actions before the first update")
+    batch_size: int = _opt(256, "minibatch size")
+    buffer_size: int = _opt(1_000_000, "replay buffer capacity (transitions)")
+    gamma: float = _opt(0.99, "discount factor")
+    tau: float = _opt(0.005, "target network smoothing coefficient")
+    actor_lr: float = _opt(3e-4, "actor learning rate (Adam)")
+    critic_lr: float = _opt(1e-3, "critic learning rate (Adam)")
+    alpha_lr: float = _opt(1e-3, "entropy temperature learning rate (Adam)")
+    policy_frequency: int = _opt(2, "actor/alpha update delay: every Nth step, N actor and N alpha updates")
+    target_frequency: int = _opt(1, "soft target update every N steps")
+    autotune: bool = _opt(True, "tune the entropy temperature alpha towards entropy -n_act")
+    alpha: float = _opt(0.2, "fixed entropy temperature when --no-autotune")
+    eval_every: int = _opt(10_000, "deterministic evaluation every N steps (0: never during training)")
+    eval_episodes: int = _opt(5, "episodes per periodic and final evaluation")
+    threads: int = _opt(1, "torch intra-op threads (one run per core is fastest)")
+    out: str | None = _opt(None, "run directory (default: runs/<env>__<algo>__<seed>)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def effective_lb_weight(self) -> float:
+        return DEFAULT_LB_WEIGHT[self.lb_loss] if self.lb_weight is None else float(self.lb_weight)
+
+    def validate(self) -> None:
+        positive = ["steps", "experts", "batch_size", "buffer_size", "policy_frequency", "target_frequency",
+                    "eval_episodes", "threads"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SmoseError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("learning_starts", "eval_every"):
+            if getattr(self, name) < 0:
+                raise SmoseError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.algo not in ALGOS:
+            raise SmoseError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
+        if self.lb_loss not in LB_LOSSES:
+            raise SmoseError(f"unknown --lb-loss {self.lb_loss!r}; expected one of {', '.join(LB_LOSSES)}")
+        if self.lb_noise not in ("batch", "state"):
+            raise SmoseError(f"unknown --lb-noise {self.lb_noise!r}; expected 'batch' or 'state'")
+        if self.lb_weight is not None and self.lb_weight < 0:
+            raise SmoseError(f"--lb-weight must be >= 0, got {self.lb_weight}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise SmoseError("--gamma must lie in [0, 1] and --tau in (0, 1]")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "alpha"):
+            if getattr(self, name) <= 0:
+                raise SmoseError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SmoseError(f"unknown configuration keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expose every TrainConfig field as --kebab-case option, typed from the annotation."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "float | None": float, "str": str, "str | None": str}[str(f.type)]
+        parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"), help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

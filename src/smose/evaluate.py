@@ -1,0 +1,64 @@
+"""Deterministic evaluation of an actor: returns and how often each expert was chosen."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from smose.policy import Actor, DeterministicMode
+
+# Evaluation episodes use seeds far from the training seed so the two never share initial states.
+EVAL_SEED_OFFSET = 10_000
+
+# A router: observation batch [1, n_obs] -> chosen expert [1]; None means the actor's own (neural) router.
+RouterFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def evaluate(
+    actor: Actor,
+    env: gym.Env,
+    episodes: int,
+    seed: int,
+    mode: DeterministicMode = "gated",
+    router: RouterFn | None = None,
+) -> dict:
+    """Run ``episodes`` deterministic episodes (seeds seed+EVAL_SEED_OFFSET+i) and summarise them."""
+    n_experts = getattr(actor, "n_experts", 0)
+    usage = np.zeros(n_experts, dtype=np.int64)
+    returns, lengths = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
+        done, total, length = False, 0.0, 0
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            if router is None:
+                action, expert = actor.act(obs_t, mode)
+            else:
+                expert = router(obs_t)
+                action = actor.act_with_experts(obs_t, expert, mode)
+            if expert is not None:
+                usage[int(expert[0])] += 1
+            obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    r = np.asarray(returns)
+    result = {
+        "mean": float(r.mean()),
+        "std": float(r.std()),
+        "min": float(r.min()),
+        "max": float(r.max()),
+        "episodes": episodes,
+        "mean_length": float(np.mean(lengths)),
+        "mode": mode,
+        "seed": seed,
+        "returns": [float(x) for x in returns],
+    }
+    if n_experts:
+        result["expert_usage"] = (usage / max(1, usage.sum())).round(6).tolist()
+    return result
