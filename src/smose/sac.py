@@ -108,6 +108,8 @@ class SACLearner:
         stats["qf_values"] = q.detach().mean()
 
         if self.n_updates % hp.policy_frequency == 0:
+            # The critics only pass gradient through to the action here; freezing them skips their weight gradients.
+            self.critic.requires_grad_(False)
             for _ in range(hp.policy_frequency):
                 pi_loss, lb = actor_loss(self.actor, self.critic, batch.obs, self.alpha, hp)
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -122,6 +124,7 @@ class SACLearner:
                     self.alpha_opt.step()
                     self.alpha = self.log_alpha.detach().exp()
                     stats["alpha_loss"] = a_loss.detach()
+            self.critic.requires_grad_(True)
 
         if self.n_updates % hp.target_frequency == 0:
             with torch.no_grad():

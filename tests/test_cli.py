@@ -1,0 +1,91 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smose.cli import main
+
+TINY = ["--env", "Pendulum-v1", "--steps", "300", "--learning-starts", "100", "--batch-size", "32",
+        "--eval-every", "150", "--eval-episodes", "1", "--experts", "3", "--quiet"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smose", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_eval_info_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    for name in ("config.json", "model.safetensors", "model.json", "metrics.csv", "eval.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env"] == "Pendulum-v1" and config["seed"] == 0 and config["experts"] == 3
+    assert set(config["versions"]) >= {"smose", "torch", "gymnasium", "mujoco"}
+    meta = json.loads((run_dir / "model.json").read_text())
+    assert meta["architecture"] == {"algo": "smose", "n_obs": 3, "n_act": 1, "n_experts": 3}
+    assert meta["parameter_counts"]["train"] == 3 * 4 * 3
+
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    episodes = [r for r in rows if r["event"] == "episode"]
+    evals = [r for r in rows if r["event"] == "eval"]
+    assert [int(r["step"]) for r in episodes] == [200]  # Pendulum episodes are 200 steps long
+    assert [int(r["step"]) for r in evals] == [150, 300]
+    assert {"qf_loss", "actor_loss", "alpha", "lb_loss", "sps", "usage_0", "usage_2"} <= set(rows[0])
+    assert float(episodes[0]["qf_loss"]) > 0
+    usage = [float(episodes[0][f"usage_{m}"]) for m in range(3)]
+    assert abs(sum(usage) - 1) < 1e-4
+
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "2", "--mode", "linear", "--seed", "5"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line)
+    assert set(result) >= {"mean", "std", "min", "max", "episodes", "mode", "expert_usage"}
+    assert result["episodes"] == 2 and result["mode"] == "linear" and result["min"] <= result["mean"] <= result["max"]
+    assert json.loads((run_dir / "eval.json").read_text())["mode"] == "linear"
+
+    assert main(["info", str(run_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameter_counts"] == {"train": 36, "deploy": 24, "active": 16}
+    assert info["trained_steps"] == 300 and info["last_eval"]["step"] == "300"
+    assert main(["info", str(run_dir)]) == 0
+    assert "parameters train 36 / deploy 24 / active 16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--env", "CartPole-v1"], "Discrete action space"),
+        (["train", "--env", "Hopper-v9"], "unknown environment 'Hopper-v9'; did you mean"),
+        (["train", "--steps", "0"], "--steps must be positive"),
+        (["train", "--experts", "-2"], "--experts must be positive"),
+        (["eval", "/nonexistent/run"], "no such run directory"),
+        (["info", "/nonexistent/run"], "no such run directory"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_non_empty_run_directory_is_not_overwritten(tmp_path):
+    keep = tmp_path / "precious.txt"
+    keep.write_text("data")
+    proc = run_cli("train", *TINY, "--out", str(tmp_path))
+    assert proc.returncode != 0 and "not empty" in proc.stderr and "--force" in proc.stderr
+    assert keep.read_text() == "data"
+
+
+def test_eval_refuses_a_model_on_an_env_of_another_shape(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "50", "--learning-starts", "50", "--eval-every", "0", "--out", str(run_dir)]) == 0
+    proc = run_cli("eval", str(run_dir), "--env", "MountainCarContinuous-v0")
+    assert proc.returncode != 0 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr
