@@ -8,7 +8,11 @@ DEMO_ENV ?= Hopper-v5
 DEMO_STEPS ?= 20000
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup setup-test demo test clean
+# Headless MuJoCo rendering (`smose video`, EGL) needs these Debian packages; `setup-render` installs them with apt-get
+# when they are missing and we are root, and otherwise only warns (everything but `smose video` works without them).
+RENDER_PKGS ?= libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri
+
+.PHONY: setup setup-test setup-render demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +28,24 @@ setup: $(VENV)/.installed
 
 setup-test: $(VENV)/.installed-test
 
-demo: setup
+setup-render:
+	@if ! command -v dpkg >/dev/null 2>&1 || dpkg -s $(RENDER_PKGS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "setup-render: installing $(RENDER_PKGS)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RENDER_PKGS)) \
+			|| echo "setup-render: apt-get failed; smose video may be unavailable"; \
+	else echo "setup-render: missing $(RENDER_PKGS) and not root; smose video may be unavailable"; fi
+
+demo: setup setup-render
 	$(SMOSE) train --env $(DEMO_ENV) --steps $(DEMO_STEPS) --learning-starts 5000 --eval-every 5000 --out $(DEMO_DIR) --force
 	$(SMOSE) eval $(DEMO_DIR) --episodes 10
 	$(SMOSE) info $(DEMO_DIR)
+	$(SMOSE) distill $(DEMO_DIR)
+	$(SMOSE) explain $(DEMO_DIR)
+	@echo "Report: $(DEMO_DIR)/report/index.html (open it in a browser; report.md beside it)."
+	@echo "Video of one episode: $(SMOSE) video $(DEMO_DIR) --out $(DEMO_DIR)/episode.mp4"
 
-test: setup-test
+test: setup-test setup-render
 	$(PY) -m pytest -q tests
 
 clean:

@@ -9,12 +9,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from smose.config import TrainConfig
-from smose.envs import make_env
+from smose.config import TrainConfig, read_run_config, run_config_json
+from smose.envs import env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import Actor, DeterministicMode, SMOSEActor
-from smose.serialization import check_env_compatible, load_model, read_json, save_model, write_json
+from smose.serialization import check_env_compatible, load_model, save_model, write_json
 from smose.train import CONFIG_FILE, Trainer
 
 
@@ -36,7 +36,7 @@ class SMOSE:
         env_id = env if isinstance(env, str) else getattr(env.spec, "id", None)
         if env_id is None:
             raise SmoseError("pass a registered Gymnasium env id or an env created with gymnasium.make")
-        self.config = TrainConfig(env=env_id, algo=algo, experts=n_experts, seed=seed, **config)
+        self.config = TrainConfig.from_dict({"env": env_id, "algo": algo, "experts": n_experts, "seed": seed, **config})
         self.mode: DeterministicMode = mode
         self._trainer: Trainer | None = Trainer(self.config)
         self.actor: Actor = self._trainer.actor
@@ -105,7 +105,7 @@ class SMOSE:
         """Write model.safetensors, model.json and config.json into the directory ``path``."""
         path = Path(path)
         save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps})
-        write_json(path / CONFIG_FILE, self.config.to_dict())
+        write_json(path / CONFIG_FILE, run_config_json(self.config, env_versions()))
 
     @classmethod
     def load(cls, path: str | Path, mode: DeterministicMode = "gated") -> SMOSE:
@@ -115,14 +115,7 @@ class SMOSE:
         model = cls.__new__(cls)
         model.actor, model.mode, model.env_id, model._trainer = actor, mode, meta["env_id"], None
         config_path = path / CONFIG_FILE
-        model.config = None
-        if config_path.is_file():
-            data = read_json(config_path, "run configuration")
-            fields = {k: v for k, v in data.items() if k in TrainConfig.__dataclass_fields__}
-            try:
-                model.config = TrainConfig.from_dict(fields)
-            except (TypeError, SmoseError) as exc:
-                raise SmoseError(f"{config_path}: invalid run configuration ({exc})") from None
+        model.config = read_run_config(config_path) if config_path.is_file() else None
         model.meta = meta
         return model
 

@@ -1,4 +1,4 @@
-"""The ``smose`` command line: train, eval, info."""
+"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from smose import __version__
-from smose.config import add_config_arguments, config_from_args
+from smose.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
 
 
@@ -23,12 +23,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from smose.train import train
+def non_negative_int(text: str) -> int:
+    """argparse type for seeds and counts that may be zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
-    config = config_from_args(args)
-    run_dir = train(config, Path(config.out) if config.out else None, force=args.force, progress=not args.quiet)
-    result = json.loads((run_dir / "eval.json").read_text())
+
+# Options `smose train --resume` accepts: the rest of the configuration comes from the run's config.json.
+RESUME_OPTIONS = ("steps", "checkpoint_every")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from smose.serialization import read_eval
+    from smose.train import TrainingInterrupted, resume, train
+
+    try:
+        if args.resume is not None:
+            given = explicit_options(args)
+            refused = sorted(set(given) - set(RESUME_OPTIONS)) + (["force"] if args.force else [])
+            if refused:
+                flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+                raise SmoseError(f"--resume continues with the run's config.json; only --steps and --checkpoint-every "
+                                 f"may be given (got {flags})")
+            run_dir = resume(Path(args.resume), given.get("steps"), given.get("checkpoint_every"),
+                             progress=not args.quiet)
+        else:
+            config = config_from_args(args)
+            run_dir = train(config, Path(config.out) if config.out else None, force=args.force,
+                            progress=not args.quiet)
+    except TrainingInterrupted as exc:
+        print(f"smose: {exc}", file=sys.stderr)
+        return 130
+    result = read_eval(run_dir / "eval.json")
     print(json.dumps({"run_dir": str(run_dir), "final_eval_mean": result["mean"], "final_eval_std": result["std"]}))
     return 0
 
@@ -36,18 +67,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from smose.envs import make_env
     from smose.evaluate import evaluate
-    from smose.serialization import check_env_compatible, load_model, write_json
+    from smose.serialization import check_env_compatible, load_model, write_eval, write_json
 
     run_dir = Path(args.run_dir)
     actor, meta = load_model(run_dir)
     if args.mode == "linear" and meta["architecture"]["algo"] != "smose":
         raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds {meta['architecture']['algo']}")
+    router = None
+    if args.router == "tree":
+        from smose.distill import load_tree_router, require_smose
+
+        router = load_tree_router(run_dir, args.tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
     env = make_env(args.env or meta["env_id"])
     check_env_compatible(meta, env, run_dir / "model.json")
-    result = evaluate(actor, env, args.episodes, args.seed, args.mode)
+    result = evaluate(actor, env, args.episodes, args.seed, args.mode, router=router)
     env.close()
-    result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": "neural"}
-    write_json(run_dir / "eval.json", result | {"source": "eval"})
+    result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
+    if router is None:
+        write_eval(run_dir / "eval.json", result | {"source": "eval"})
+    else:  # the neural evaluation in eval.json stays the run's reference
+        from smose.distill import tree_eval_file
+
+        result["tree_kind"] = args.tree_kind
+        write_json(tree_eval_file(run_dir, args.tree_kind), result | {"source": "eval"})
     print(json.dumps(result))
     return 0
 
@@ -57,11 +99,23 @@ def _last_metrics(path: Path) -> dict[str, str]:
     last: dict[str, str] = {}
     if not path.is_file():
         return last
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            prefix = "last_eval" if row.get("event") == "eval" else "last_episode"
-            last[prefix] = {k: v for k, v in row.items() if v not in ("", None)}  # type: ignore[assignment]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                prefix = "last_eval" if row.get("event") == "eval" else "last_episode"
+                last[prefix] = {k: v for k, v in row.items() if isinstance(k, str) and v not in ("", None)}  # type: ignore[assignment]
+    except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
+        raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
     return last
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from smose.distill import distill, print_summary
+
+    summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
+                      eval_episodes=args.eval_episodes, mode=args.mode)
+    print_summary(summary, Path(args.run_dir))
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -79,9 +133,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     eval_path = run_dir / "eval.json"
     if eval_path.is_file():
-        from smose.serialization import read_json
+        from smose.serialization import read_eval
 
-        evaluation = read_json(eval_path, "evaluation")
+        evaluation = read_eval(eval_path)
         info["eval"] = {k: evaluation.get(k) for k in ("mean", "std", "episodes", "mode", "expert_usage") if k in evaluation}
     if args.json:
         print(json.dumps(info))
@@ -101,6 +155,61 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from smose.report import explain
+
+    path = explain(args.run_dir, episodes=args.episodes, seed=args.seed, distill_missing=not args.no_distill,
+                   progress=lambda message: print(f"smose: {message}", file=sys.stderr))
+    print(f"report: {path} (and {path.with_name('report.md')})")
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from smose.video import record_video
+
+    summary = record_video(args.run_dir, args.out, router=args.router, tree_kind=args.tree_kind, seed=args.seed,
+                           max_steps=args.max_steps)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from smose.export import export_policy
+
+    path = export_policy(args.run_dir, args.format, args.out, router=args.router, mode=args.mode,
+                         tree_kind=args.tree_kind)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from smose.sweep import Grid, parse_list, parse_seeds, run_sweep
+
+    settings = {name: getattr(args, name) for name in ("learning_starts", "eval_every", "eval_episodes", "batch_size")}
+    grid = Grid(
+        envs=parse_list(args.envs, str, "--envs"),
+        algos=parse_list(args.algos, str, "--algos"),
+        seeds=parse_seeds(args.seeds),
+        steps=args.steps,
+        experts=parse_list(args.experts, int, "--experts") if args.experts else Grid.experts,
+        lb_weights=parse_list(args.lb_weight, float, "--lb-weight") if args.lb_weight else Grid.lb_weights,
+        settings=tuple(sorted((k, v) for k, v in settings.items() if v is not None)),
+    )
+    result = run_sweep(grid, Path(args.out), backend=args.backend, workers=args.workers, address=args.address,
+                       export=Path(args.export) if args.export else None)
+    print(result.summary())
+    return 1 if result.failed else 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from smose.table import write_tables
+
+    paths = write_tables(Path(args.directory), Path(args.out) if args.out else None)
+    print(paths["markdown"].read_text(), end="")
+    print(f"tables and plots in {paths['markdown'].parent}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smose", description="Sparse Mixture of Shallow Experts: interpretable SAC controllers.")
     parser.add_argument("--version", action="version", version=f"smose {__version__}")
@@ -109,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a SMOSE (or dense SAC) agent into a run directory")
     add_config_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue RUN_DIR from its last checkpoint with its config.json (--steps may extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -116,14 +227,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=_positive_int, default=10)
     p.add_argument("--mode", choices=("gated", "linear"), default="gated")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--env", default=None, help="evaluate on another env id of the same shape (default: the training env)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--env", default=None,
+                   help="evaluate on another version of the training task, e.g. Hopper-v4 (default: the training env)")
+    p.add_argument("--router", choices=("neural", "tree"), default="neural",
+                   help="route with the trained router or with the trees saved by `smose distill`")
+    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert",
+                   help="which distilled trees route with --router tree (writes trees/eval-<kind>.json)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("distill", help="distil the router into decision trees; report fidelity and tree-routed return")
+    p.add_argument("run_dir")
+    p.add_argument("--depth", type=_positive_int, default=3, help="maximum tree depth")
+    p.add_argument("--episodes", type=_positive_int, default=20,
+                   help="deterministic episodes to fit on (and as many held-out episodes to score on)")
+    p.add_argument("--kind", choices=("per-expert", "multiclass", "both"), default="both")
+    p.add_argument("--seed", type=int, default=0, help="reset seed of the first fitting episode")
+    p.add_argument("--eval-episodes", type=_positive_int, default=10,
+                   help="episodes for the neural vs tree-routed return comparison")
+    p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("info", help="architecture, parameter counts and last metrics of a run")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("explain", help="write the run's visual report: RUN_DIR/report/index.html and report.md")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=_positive_int, default=5,
+                   help="deterministic episodes behind the usage, timeline and per-expert statistics")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed of those episodes (as in `smose eval`)")
+    p.add_argument("--no-distill", action="store_true",
+                   help="do not run `smose distill` when the run has no trees (the report then says how to get them)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("video", help="render one deterministic episode headless with the active expert on each frame")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
+    p.add_argument("--router", choices=("neural", "tree"), default="neural",
+                   help="route with the trained router or with the trees saved by `smose distill`")
+    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed: the first episode of `smose eval --seed`")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("export", help="write the deterministic policy as a standalone Python, C, JSON or ONNX file")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, help="python (stdlib only), c (header-only C99), json or onnx")
+    p.add_argument("--router", choices=("neural", "tree"), default="neural",
+                   help="route with the trained router or with the trees saved by `smose distill`")
+    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert")
+    p.add_argument("--mode", choices=("gated", "linear"), default="gated",
+                   help="gated: tanh of the gated mean (as trained); linear: the chosen expert's output, clipped")
+    p.add_argument("--out", required=True, help="output file (or an existing directory for the default file name)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sweep", help="train a grid of envs x algos x seeds (x M x lambda), locally or on Ray; "
+                                     "re-running skips finished runs")
+    p.add_argument("--envs", required=True, help="comma-separated env ids, e.g. Hopper-v5,Walker2d-v5")
+    p.add_argument("--algos", default="smose", help="comma-separated: smose,sac-l,sac-m,sac-s (default: smose)")
+    p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,1,2 (default: 0)")
+    p.add_argument("--steps", type=_positive_int, required=True, help="environment steps per run")
+    p.add_argument("--experts", default=None, help="comma-separated numbers of experts M (default: 8)")
+    p.add_argument("--lb-weight", default=None, help="comma-separated load-balancing weights (default: 0.1)")
+    p.add_argument("--learning-starts", type=int, default=None, help="as in `smose train`")
+    p.add_argument("--eval-every", type=int, default=None, help="as in `smose train`")
+    p.add_argument("--eval-episodes", type=_positive_int, default=None, help="as in `smose train`")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="as in `smose train`")
+    p.add_argument("--out", required=True, help="sweep directory, e.g. sweeps/NAME")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: training processes on this machine; ray: Ray tasks (pip install 'smose[ray]')")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="runs at a time (local default: one per core; ray default: as many as the cluster takes)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="copy each finished run's small files to DIR/<run name>/ and take runs already in DIR from "
+                        "there (DIR is meant to be committed, e.g. benchmarks/results/runs)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("table", help="aggregate a sweep (or any directory of runs) into Markdown/CSV tables and "
+                                     "learning-curve plots")
+    p.add_argument("directory", help="a sweep directory or a directory of run directories")
+    p.add_argument("--out", default=None, help="output directory (default: DIRECTORY/table)")
+    p.set_defaults(func=cmd_table)
     return parser
 
 

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from smose.errors import SmoseError
 from smose.losses import DEFAULT_LB_WEIGHT, LB_LOSSES
 from smose.policy import ALGOS
+from smose.serialization import check_format, read_json
+
+# Upper bounds that keep a typo (or a tampered config.json) from requesting absurd amounts of memory or threads.
+MAX_EXPERTS = 1024
+MAX_THREADS = 1024
+MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit
+RUN_CONFIG_FORMAT = "smose-run-config"
+RUN_CONFIG_FORMAT_VERSION = 1
+# Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back).
+RUN_CONFIG_EXTRA_KEYS = ("format", "format_version", "lb_weight_effective", "versions")
+_TYPES: dict[str, type] = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool}
+
+
+def check_type(name: str, value: Any, annotation: str) -> None:
+    """``value`` must match a TrainConfig annotation ("int", "float | None", ...); bools are not ints here."""
+    base = annotation.removesuffix(" | None")
+    if value is None and annotation.endswith(" | None"):
+        return
+    if not isinstance(value, _TYPES[base]) or (base != "bool" and isinstance(value, bool)):
+        article = "an" if base == "int" else "a"
+        raise SmoseError(f"{name} must be {article} {base}, got {value!r}")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -40,6 +64,8 @@ class TrainConfig:
     alpha: float = _opt(0.2, "fixed entropy temperature when --no-autotune")
     eval_every: int = _opt(10_000, "deterministic evaluation every N steps (0: never during training)")
     eval_episodes: int = _opt(5, "episodes per periodic and final evaluation")
+    checkpoint_every: int = _opt(50_000, "write a resumable checkpoint every N steps (0: only at the end and when "
+                                         "interrupted); continue with `smose train --resume RUN_DIR`")
     threads: int = _opt(1, "torch intra-op threads (one run per core is fastest)")
     out: str | None = _opt(None, "run directory (default: runs/<env>__<algo>__<seed>)")
 
@@ -51,20 +77,31 @@ class TrainConfig:
         return DEFAULT_LB_WEIGHT[self.lb_loss] if self.lb_weight is None else float(self.lb_weight)
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            check_type(f"--{f.name.replace('_', '-')}", getattr(self, f.name), str(f.type))
         positive = ["steps", "experts", "batch_size", "buffer_size", "policy_frequency", "target_frequency",
                     "eval_episodes", "threads"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SmoseError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("learning_starts", "eval_every"):
+        for name in ("learning_starts", "eval_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise SmoseError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name, limit in (("experts", MAX_EXPERTS), ("threads", MAX_THREADS), ("seed", MAX_SEED)):
+            if getattr(self, name) > limit:
+                raise SmoseError(f"--{name} must be at most {limit}, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SmoseError(f"--{f.name.replace('_', '-')} must be finite, got {value}")
         if self.algo not in ALGOS:
             raise SmoseError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
         if self.lb_loss not in LB_LOSSES:
             raise SmoseError(f"unknown --lb-loss {self.lb_loss!r}; expected one of {', '.join(LB_LOSSES)}")
         if self.lb_noise not in ("batch", "state"):
             raise SmoseError(f"unknown --lb-noise {self.lb_noise!r}; expected 'batch' or 'state'")
+        if self.batch_size > self.buffer_size:
+            raise SmoseError(f"--batch-size {self.batch_size} exceeds --buffer-size {self.buffer_size}")
         if self.lb_weight is not None and self.lb_weight < 0:
             raise SmoseError(f"--lb-weight must be >= 0, got {self.lb_weight}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
@@ -85,17 +122,43 @@ class TrainConfig:
         return cls(**data)
 
 
+def run_config_json(config: TrainConfig, versions: dict[str, str]) -> dict[str, Any]:
+    """The contents of a run's config.json: the fields, the effective λ and the library versions."""
+    return {"format": RUN_CONFIG_FORMAT, "format_version": RUN_CONFIG_FORMAT_VERSION, **config.to_dict(),
+            "lb_weight_effective": config.effective_lb_weight, "versions": versions}
+
+
+def read_run_config(path: Path) -> TrainConfig:
+    """A run's config.json, checked (files written before the format field existed are read as version 1)."""
+    path = Path(path)
+    data = check_format(read_json(path, "run configuration"), path, RUN_CONFIG_FORMAT, RUN_CONFIG_FORMAT_VERSION,
+                        "smose run configuration", required=False)
+    try:
+        return TrainConfig.from_dict({k: v for k, v in data.items() if k not in RUN_CONFIG_EXTRA_KEYS})
+    except SmoseError as exc:
+        raise SmoseError(f"{path}: invalid run configuration ({exc})") from None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Expose every TrainConfig field as --kebab-case option, typed from the annotation."""
+    """Expose every TrainConfig field as --kebab-case option, typed from the annotation.
+
+    The parser's defaults are None so that ``explicit_options`` can tell what was given on the command line (for
+    ``--resume``); the dataclass supplies the real defaults.
+    """
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "float | None": float, "str": str, "str | None": str}[str(f.type)]
-        parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"), help=help_text)
+        parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return TrainConfig(**explicit_options(args))

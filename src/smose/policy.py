@@ -229,7 +229,7 @@ class TwinQ(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             self.weights.append(nn.Parameter(torch.empty(n_critics, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n_critics, 1, fan_out).uniform_(-bound, bound)))
-        self.n_critics = n_critics
+        self.n_obs, self.n_act, self.n_critics = n_obs, n_act, n_critics
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q values of shape [n_critics, B]."""

@@ -1,18 +1,22 @@
 """Soft Actor-Critic update for any of our actors (spec §3), with the router's load balancing in the actor step (§2).
 
-The maths lives in three pure loss functions; ``SACLearner`` owns the networks and optimisers and applies one
-learning step in the order of CleanRL's ``sac_continuous_action.py``.
+``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
+``sac_continuous_action.py``. The actor's side is plain autograd; the twin critic's passes are written out by hand
+(``smose.critic``) because at batch 256 autograd's allocations cost as much as the arithmetic. ``tests/test_sac.py``
+checks the whole update against a straightforward CleanRL-style implementation.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from smose.buffer import Batch
+from smose.critic import TwinQPasses
 from smose.losses import LBLoss, NoiseKind, balance_loss, router_noise
 from smose.policy import Actor, SMOSEActor, TwinQ
 
@@ -33,29 +37,26 @@ class SACHyperParams:
     lb_noise: NoiseKind = "batch"
 
 
-def critic_loss(
-    actor: Actor, critic: TwinQ, target: TwinQ, batch: Batch, alpha: torch.Tensor, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Twin-Q TD loss against the min of the target twins; returns (loss, Q values [2, B])."""
+def td_target(
+    actor: Actor, target_q: Callable[[torch.Tensor], torch.Tensor], batch: Batch, alpha: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """r + γ (1 − d) (min of the target twins at (s', a') − α log π(a'|s')), with a' ~ π(s') from the clean router."""
     with torch.no_grad():
         next_action, next_log_prob, _ = actor.sample(batch.next_obs)
-        next_q = target(batch.next_obs, next_action).min(dim=0).values - alpha * next_log_prob
-        td_target = batch.rewards + (1.0 - batch.dones) * gamma * next_q
-    q = critic(batch.obs, batch.actions)
-    # Sum of the two critics' MSEs, as CleanRL does (qf1_loss + qf2_loss).
-    return 2.0 * F.mse_loss(q, td_target.expand_as(q)), q
+        next_q = target_q(torch.cat([batch.next_obs, next_action], dim=-1)).min(dim=0).values - alpha * next_log_prob
+        return batch.rewards + (1.0 - batch.dones) * gamma * next_q
 
 
 def actor_loss(
-    actor: Actor, critic: TwinQ, obs: torch.Tensor, alpha: torch.Tensor, hp: SACHyperParams
+    actor: Actor, min_q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], obs: torch.Tensor,
+    alpha: torch.Tensor, hp: SACHyperParams,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mean(α log π − min Q) + λ L_aux, with router noise only in this pass; returns (loss, load-balancing term)."""
     noise = None
     if isinstance(actor, SMOSEActor) and hp.lb_loss != "none":
         noise = router_noise(obs.shape[0], actor.n_experts, hp.lb_noise)
     action, log_prob, out = actor.sample(obs, noise)
-    q = critic(obs, action).min(dim=0).values
-    loss = (alpha * log_prob - q).mean()
+    loss = (alpha * log_prob - min_q(obs, action)).mean()
     lb = loss.new_zeros(())
     if noise is not None:
         clean_logits = out.logits - noise
@@ -64,15 +65,51 @@ def actor_loss(
     return loss, lb
 
 
-def alpha_loss(actor: Actor, log_alpha: torch.Tensor, obs: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """Temperature loss on a fresh sample from the (clean-router) policy."""
+def alpha_loss_and_grad(
+    actor: Actor, log_alpha: torch.Tensor, obs: torch.Tensor, target_entropy: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature loss −α mean(log π + H̄) on a fresh clean-router sample, and its gradient with respect to log α.
+
+    d/d log α of −e^(log α) c is −e^(log α) c again: the loss is its own gradient, so no graph is recorded.
+    """
     with torch.no_grad():
         _, log_prob, _ = actor.sample(obs)
-    return (-log_alpha.exp() * (log_prob + target_entropy)).mean()
+        loss = -log_alpha.exp() * (log_prob + target_entropy).mean()
+    return loss.reshape(()), loss
 
 
-def make_adam(params, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, fused=True)
+class FusedAdam(torch.optim.Adam):
+    """``torch.optim.Adam(fused=True)`` with ``fast_step``: the same fused kernel without ``step``'s bookkeeping.
+
+    For networks this small ``step`` spends more time in Python (hooks, profiler ranges, grouping tensors by device)
+    than in its kernel. ``fast_step`` makes the very calls ``step`` makes for CPU tensors; the state, and therefore
+    ``state_dict`` and checkpoints, are those of torch's Adam.
+    """
+
+    def __init__(self, params, lr: float):
+        super().__init__(params, lr=lr, fused=True)
+        self._params: list[torch.Tensor] = [p for group in self.param_groups for p in group["params"]]
+        (self._group,) = self.param_groups
+
+    def zero_grad_fast(self) -> None:
+        """``zero_grad(set_to_none=True)``: the next backward assigns fresh gradients instead of accumulating."""
+        for p in self._params:
+            p.grad = None
+
+    def fast_step(self) -> None:
+        if not self.state:  # the first step creates the state tensors
+            self.step()
+            return
+        group, states = self._group, [self.state[p] for p in self._params]
+        steps = [s["step"] for s in states]
+        with torch.no_grad():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                self._params, [p.grad for p in self._params], [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
+                beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                grad_scale=None, found_inf=None,
+            )
 
 
 class SACLearner:
@@ -83,14 +120,15 @@ class SACLearner:
         self.actor = actor
         self.critic = TwinQ(actor.n_obs, actor.n_act)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = make_adam(actor.parameters(), hp.actor_lr)
-        self.critic_opt = make_adam(self.critic.parameters(), hp.critic_lr)
+        self.actor_opt = FusedAdam(actor.parameters(), hp.actor_lr)
+        self.critic_opt = FusedAdam(self.critic.parameters(), hp.critic_lr)
         self.target_entropy = -float(actor.n_act)
         self.log_alpha = torch.zeros(1, requires_grad=hp.autotune)
         if not hp.autotune:
             self.log_alpha.data.fill_(torch.log(torch.tensor(hp.alpha)).item())
-        self.alpha_opt = make_adam([self.log_alpha], hp.alpha_lr)
+        self.alpha_opt = FusedAdam([self.log_alpha], hp.alpha_lr)
         self.alpha = self.log_alpha.detach().exp()
+        self.critic_passes = TwinQPasses(self.critic)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.n_updates = 0
@@ -100,36 +138,41 @@ class SACLearner:
         hp = self.hp
         self.n_updates += 1
         stats: dict[str, torch.Tensor] = {}
-        qf_loss, q = critic_loss(self.actor, self.critic, self.critic_target, batch, self.alpha, hp.gamma)
-        self.critic_opt.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        self.critic_opt.step()
-        stats["qf_loss"] = qf_loss.detach()
-        stats["qf_values"] = q.detach().mean()
+        stats["qf_loss"], stats["qf_values"] = self.critic_step(batch)
 
         if self.n_updates % hp.policy_frequency == 0:
-            # The critics only pass gradient through to the action here; freezing them skips their weight gradients.
-            self.critic.requires_grad_(False)
             for _ in range(hp.policy_frequency):
-                pi_loss, lb = actor_loss(self.actor, self.critic, batch.obs, self.alpha, hp)
-                self.actor_opt.zero_grad(set_to_none=True)
+                pi_loss, lb = actor_loss(self.actor, self.critic_passes.min_q, batch.obs, self.alpha, hp)
+                self.actor_opt.zero_grad_fast()
                 pi_loss.backward()
-                self.actor_opt.step()
+                self.actor_opt.fast_step()
                 stats["actor_loss"] = pi_loss.detach()
                 stats["lb_loss"] = lb.detach()
                 if hp.autotune:
-                    a_loss = alpha_loss(self.actor, self.log_alpha, batch.obs, self.target_entropy)
-                    self.alpha_opt.zero_grad(set_to_none=True)
-                    a_loss.backward()
-                    self.alpha_opt.step()
+                    a_loss, self.log_alpha.grad = alpha_loss_and_grad(
+                        self.actor, self.log_alpha, batch.obs, self.target_entropy)
+                    self.alpha_opt.fast_step()
                     self.alpha = self.log_alpha.detach().exp()
-                    stats["alpha_loss"] = a_loss.detach()
-            self.critic.requires_grad_(True)
+                    stats["alpha_loss"] = a_loss
 
         if self.n_updates % hp.target_frequency == 0:
             with torch.no_grad():
                 torch._foreach_lerp_(self._target_params, self._critic_params, hp.tau)
         return stats
+
+    def critic_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step on the sum of the twins' TD MSEs (CleanRL's qf1_loss + qf2_loss); returns (loss, mean Q).
+
+        The gradient of that loss with respect to Q is 4 (Q − y) / (2B); the passes carry it back to the weights.
+        """
+        passes = self.critic_passes
+        y = td_target(self.actor, partial(passes.forward, net=self.critic_target), batch, self.alpha, self.hp.gamma)
+        x = torch.cat([batch.obs, batch.actions], dim=-1)
+        q = passes.forward(x)
+        error = q - y
+        passes.backward_to_params(x, error * (4.0 / error.numel()))
+        self.critic_opt.fast_step()
+        return 2.0 * error.square().mean(), q.mean()
 
     def state_dict(self) -> dict:
         return {

@@ -1,15 +1,22 @@
-"""The training loop: rollouts, replay, SAC updates, periodic evaluation, logging and the run directory.
+"""The training loop: rollouts, replay, SAC updates, periodic evaluation, logging, checkpoints and the run directory.
 
 A run directory holds everything later commands read:
-``config.json``, ``model.safetensors`` + ``model.json``, ``metrics.csv``, ``tensorboard/`` and ``eval.json``.
+``config.json``, ``model.safetensors`` + ``model.json``, ``metrics.csv``, ``tensorboard/``, ``eval.json`` and
+``checkpoint/`` (the resumable training state, see ``smose.checkpoint``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import platform
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -17,13 +24,15 @@ from tqdm import tqdm
 
 from smose import __version__
 from smose.buffer import ReplayBuffer
-from smose.config import TrainConfig
+from smose.checkpoint import (CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json,
+                              save_checkpoint)
+from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.envs import env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
 from smose.sac import SACHyperParams, SACLearner
-from smose.serialization import save_model, write_json
+from smose.serialization import WriteError, save_model, write_error, write_eval, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -31,6 +40,14 @@ EVAL_FILE = "eval.json"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the message says how to resume."""
+
+
+def warn(message: str) -> None:
+    print(f"smose: warning: {message}", file=sys.stderr)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -74,31 +91,66 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
 class RunLogger:
     """metrics.csv (one row per finished episode and per evaluation) and CleanRL-named TensorBoard scalars."""
 
-    def __init__(self, run_dir: Path, n_experts: int):
+    def __init__(self, run_dir: Path, n_experts: int, resume_step: int | None = None,
+                 metrics_bytes: int | None = None):
+        """``resume_step``: continue a run from its checkpoint at that step, whose metrics.csv was
+        ``metrics_bytes`` long: later rows (written after the checkpoint, before a crash) are cut off, and
+        TensorBoard hides events after the step (``purge_step``), so neither has duplicates or gaps."""
         from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
         self.n_experts = n_experts
+        self.path = run_dir / METRICS_FILE
         self.columns = ["step", "event", "episodic_return", "episodic_length", "eval_return_mean", "eval_return_std",
                         *LOSS_COLUMNS, "sps"] + [f"usage_{m}" for m in range(n_experts)]
-        path = run_dir / METRICS_FILE
-        new = not path.exists()
+        path = self.path
+        if metrics_bytes is not None:
+            size = path.stat().st_size if path.exists() else 0
+            if size < metrics_bytes:
+                warn(f"{path} is shorter than at the checkpoint ({size} < {metrics_bytes} bytes): rows are missing")
+            else:
+                os.truncate(path, metrics_bytes)
+        new = not path.exists() or path.stat().st_size == 0
         self._file = open(path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=self.columns, restval="")
         if new:
             self._csv.writeheader()
-        self.tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
+        purge = None if resume_step is None else resume_step + 1
+        self.tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:  # e.g. a full disk
+            raise write_error(path, exc) from None
 
     def row(self, values: dict) -> None:
-        self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
-        self._file.flush()
+        with self._writing(self.path):
+            self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
+            self._file.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.tb.add_scalar(name, value, step)
+        with self._writing(self.path.with_name(TENSORBOARD_DIR)):
+            for name, value in values.items():
+                self.tb.add_scalar(name, value, step)
+
+    def sync(self) -> int:
+        """Put every row and event so far on disk; returns the length of metrics.csv (a checkpoint records it)."""
+        with self._writing(self.path.with_name(TENSORBOARD_DIR)):
+            self.tb.flush()
+        with self._writing(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            return os.fstat(self._file.fileno()).st_size
 
     def close(self) -> None:
-        self._file.close()
-        self.tb.close()
+        # Closing flushes; on a full disk that fails too, and must not hide the error that stopped training.
+        # Rows lost here lie after the last checkpoint, whose metrics position a resumed run truncates to.
+        for closer in (self._file.close, self.tb.close):
+            try:
+                closer()
+            except OSError:
+                pass
 
 
 class Trainer:
@@ -117,25 +169,66 @@ class Trainer:
         self.learner = SACLearner(actor, hyperparams(config))
         self.actor = actor
         self.n_experts = getattr(actor, "n_experts", 0)
-        self.buffer = ReplayBuffer(config.buffer_size, n_obs, n_act)
+        try:
+            self.buffer = ReplayBuffer(config.buffer_size, n_obs, n_act)
+        except (MemoryError, ValueError):  # ValueError: beyond numpy's maximum array size
+            gigabytes = config.buffer_size * (2 * n_obs + n_act + 2) * 4 / 1e9
+            self.env.close()
+            self.eval_env.close()
+            raise SmoseError(f"cannot allocate a replay buffer of {config.buffer_size} transitions "
+                             f"({gigabytes:.1f} GB); lower --buffer-size") from None
         self.global_step = 0
         self.obs, _ = self.env.reset(seed=config.seed)
         self.episode_return, self.episode_length = 0.0, 0
         self.episode_usage = np.zeros(self.n_experts, dtype=np.int64)
         self.last_episode_return = float("nan")
         self.last_eval: dict | None = None
+        self.stats: dict[str, torch.Tensor] = {}  # the last update's losses (episode rows of metrics.csv show them)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger: RunLogger | None = None
+        self.checkpoint_step: int | None = None  # step of the last checkpoint written or resumed from
+        self.resume_metrics_bytes: int | None = None  # set when resuming: metrics.csv length at the checkpoint
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM: stop after the current step
+
+    @classmethod
+    def resume(cls, run_dir: Path, steps: int | None = None, checkpoint_every: int | None = None) -> Trainer:
+        """A trainer restored from ``run_dir``'s last complete checkpoint, with the run's config.json.
+
+        ``steps`` may extend the run; ``checkpoint_every`` may change the checkpoint interval.
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise SmoseError(f"{run_dir}: no such run directory")
+        config = read_run_config(run_dir / CONFIG_FILE)
+        data = read_checkpoint_json(run_dir)
+        step = data["step"]
+        if steps is not None:
+            config.steps = steps
+        if checkpoint_every is not None:
+            config.checkpoint_every = checkpoint_every
+        config.out = str(run_dir)
+        config.validate()
+        if config.steps < step:
+            raise SmoseError(f"--steps {config.steps} is below the checkpoint's step {step}")
+        if config.steps == step and data.get("finished") is True:
+            raise SmoseError(f"{run_dir}: the run already finished at step {step}; pass --steps N (> {step}) "
+                             f"to train it further")
+        trainer = cls(config, run_dir)
+        try:
+            load_checkpoint(trainer, data)
+        except BaseException:
+            trainer.close()
+            raise
+        if env_state_kind(trainer.env) == "none":
+            warn(f"the state of {config.env} cannot be saved mid-episode: the resumed run starts a new episode")
+        return trainer
 
     # ---- run directory -------------------------------------------------------------------------------------------
     def write_config(self) -> None:
         assert self.run_dir is not None
-        write_json(self.run_dir / CONFIG_FILE, {
-            **self.config.to_dict(),
-            "lb_weight_effective": self.config.effective_lb_weight,
-            "versions": {"smose": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                         "python": platform.python_version(), **env_versions()},
-        })
+        write_json(self.run_dir / CONFIG_FILE, run_config_json(self.config, {
+            "smose": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), **env_versions()}))
 
     def save(self, directory: Path | None = None) -> None:
         target = Path(directory) if directory is not None else self.run_dir
@@ -143,20 +236,60 @@ class Trainer:
             raise SmoseError("no run directory to save to")
         save_model(self.actor, target, self.config.env, {"trained_steps": self.global_step})
 
+    def metrics_position(self) -> int | None:
+        return self.logger.sync() if self.logger is not None else None
+
+    def checkpoint(self, finished: bool = False) -> Path:
+        """Check the numbers, then write the model files and a resumable checkpoint (each atomically)."""
+        self.check_finite(self.global_step)
+        self.save()
+        path = save_checkpoint(self, finished)
+        self.checkpoint_step = self.global_step
+        return path
+
+    # ---- numerical guard -----------------------------------------------------------------------------------------
+    def check_finite(self, step: int) -> None:
+        """Stop with a SmoseError if the last losses or any parameter hold NaN/inf.
+
+        One reduction per tensor and one sync for all of them: cheap enough for every LOSS_LOG_EVERY steps and
+        before each checkpoint, so a diverged state is never saved.
+        """
+        learner = self.learner
+        named = [(f"loss {k}", v) for k, v in self.stats.items()] + [("log_alpha", learner.log_alpha)]
+        for prefix, module in (("actor", learner.actor), ("critic", learner.critic),
+                               ("critic_target", learner.critic_target)):
+            named += [(f"parameter {prefix}.{k}", v) for k, v in module.named_parameters()]
+        with torch.no_grad():
+            if bool(torch.isfinite(torch.stack([v.sum() for _, v in named])).all()):
+                return
+            for name, value in named:  # only on failure: find the culprit (a finite overflowing sum is no failure)
+                if not bool(torch.isfinite(value).all()):
+                    break
+            else:
+                return
+        if self.checkpoint_step is not None and self.run_dir is not None:
+            kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT_DIR}, "
+                    f"but resuming with the same settings repeats the same numbers")
+        else:
+            kept = "no checkpoint was written before"
+        raise SmoseError(f"non-finite {name} at step {step}; training stopped: {kept}. Try lower learning rates "
+                         f"(--actor-lr/--critic-lr) or check the environment's rewards and observations")
+
     # ---- the loop ------------------------------------------------------------------------------------------------
     def run(self, total_steps: int, progress: bool = False) -> None:
-        """Advance training until ``global_step == total_steps``."""
+        """Advance training until ``global_step == total_steps`` (or a stop signal; see ``stop_signal``)."""
         cfg, env, actor, learner, buffer = self.config, self.env, self.actor, self.learner, self.buffer
         if self.run_dir is not None and self.logger is None:
-            self.logger = RunLogger(self.run_dir, self.n_experts)
+            resumed = self.checkpoint_step if self.resume_metrics_bytes is not None else None
+            self.logger = RunLogger(self.run_dir, self.n_experts, resumed, self.resume_metrics_bytes)
         log = self.logger
-        stats: dict[str, torch.Tensor] = {}
+        checkpoint_every = cfg.checkpoint_every if self.run_dir is not None else 0
         bar = tqdm(total=total_steps, initial=self.global_step, disable=not progress, unit="step",
                    dynamic_ncols=True, smoothing=0.05)
         sps_clock, sps_step, sps = time.perf_counter(), self.global_step, 0.0
-        obs = self.obs
         try:
             while self.global_step < total_steps:
+                obs = self.obs
                 # 1. act: uniform random during warm-up, then the stochastic policy
                 if self.global_step < cfg.learning_starts:
                     action = env.action_space.sample()
@@ -172,23 +305,24 @@ class Trainer:
                 buffer.add(obs, action, reward, next_obs, terminated)
                 self.episode_return += float(reward)
                 self.episode_length += 1
-                obs = next_obs
+                self.obs = next_obs
                 self.global_step += 1
                 step = self.global_step
 
                 if terminated or truncated:
-                    self._end_episode(step, stats, sps)
-                    obs, _ = env.reset()
+                    self._end_episode(step, sps)
+                    self.obs, _ = env.reset()
 
                 # 3. learn: one update per env step once warm-up is over
                 if step > cfg.learning_starts:
-                    stats = learner.update(buffer.sample(cfg.batch_size, self.rng))
+                    self.stats = learner.update(buffer.sample(cfg.batch_size, self.rng))
                     if step % LOSS_LOG_EVERY == 0:
+                        self.check_finite(step)
                         now = time.perf_counter()
                         sps = (step - sps_step) / max(now - sps_clock, 1e-9)
                         sps_clock, sps_step = now, step
                         if log is not None:
-                            log.scalars(step, {f"losses/{k}": float(v) for k, v in stats.items()}
+                            log.scalars(step, {f"losses/{k}": float(v) for k, v in self.stats.items()}
                                         | {"losses/alpha": float(learner.alpha), "charts/SPS": sps})
                 if step % LOSS_LOG_EVERY == 0:
                     bar.update(step - bar.n)
@@ -197,13 +331,19 @@ class Trainer:
                 if cfg.eval_every and step % cfg.eval_every == 0:
                     self._evaluate(step)
                     bar.set_postfix(self._postfix(sps), refresh=False)
+
+                # 5. periodic checkpoint; a stop signal ends the loop between two whole steps
+                if checkpoint_every and step % checkpoint_every == 0:
+                    self.checkpoint()
+                if self.stop_signal is not None:
+                    break
         finally:
-            self.obs = obs
             bar.update(self.global_step - bar.n)
             bar.close()
 
-    def _end_episode(self, step: int, stats: dict[str, torch.Tensor], sps: float) -> None:
+    def _end_episode(self, step: int, sps: float) -> None:
         self.last_episode_return = self.episode_return
+        stats = self.stats
         if self.logger is not None:
             row = {"step": step, "event": "episode", "episodic_return": self.episode_return,
                    "episodic_length": self.episode_length, "sps": sps}
@@ -247,18 +387,83 @@ class Trainer:
         self.eval_env.close()
 
 
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the current step; a second one aborts at once.
+
+    Stopping between whole steps keeps the state consistent for the checkpoint written afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum: int, frame) -> None:
+        trainer.stop_signal = signum
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print(f"\nsmose: {signal.Signals(signum).name} received: stopping after this step and writing a checkpoint "
+              f"(send it again to abort without one)", file=sys.stderr)
+
+    for sig in previous:
+        signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _explain_write_errors(trainer: Trainer) -> Iterator[None]:
+    """A failed write (e.g. a full disk) stops training; say which checkpoint survived and how to go on."""
+    try:
+        yield
+    except WriteError as exc:
+        if trainer.checkpoint_step is None:
+            raise SmoseError(f"{exc}; no checkpoint was written yet: free space and start again with --force") from None
+        raise SmoseError(f"{exc}; the previous checkpoint (step {trainer.checkpoint_step}) is intact: free space and "
+                         f"run `smose train --resume {trainer.run_dir}`") from None
+
+
+def _run_to_end(trainer: Trainer, progress: bool) -> None:
+    """Train to ``config.steps``, then evaluate, save the model and eval.json, and write the final checkpoint."""
+    assert trainer.run_dir is not None
+    run_dir, steps = trainer.run_dir, trainer.config.steps
+    with stop_on_signals(trainer), _explain_write_errors(trainer):
+        trainer.run(steps, progress=progress)
+        if trainer.global_step < steps:  # stopped by a signal
+            trainer.checkpoint()
+            raise TrainingInterrupted(
+                f"{signal.Signals(trainer.stop_signal or signal.SIGINT).name} at step {trainer.global_step} of {steps}: "
+                f"checkpoint written to {run_dir / CHECKPOINT_DIR}; continue with `smose train --resume {run_dir}`")
+        final = trainer.last_eval if trainer.last_eval and trainer.last_eval["step"] == steps else None
+        if final is None:
+            final = trainer._evaluate(steps)
+        write_eval(run_dir / EVAL_FILE, final | {"source": "train"})
+        trainer.checkpoint(finished=True)
+
+
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
+    make_env(config.env).close()  # an unusable env id is refused before any directory is created
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
     trainer = Trainer(config, run_dir)
-    trainer.write_config()
     try:
-        trainer.run(config.steps, progress=progress)
-        trainer.save()
-        final = trainer.last_eval if trainer.last_eval and trainer.last_eval["step"] == config.steps else None
-        if final is None:
-            final = trainer._evaluate(config.steps)
-        write_json(run_dir / EVAL_FILE, final | {"source": "train"})
+        trainer.write_config()
+        _run_to_end(trainer, progress)
     finally:
         trainer.close()
     return run_dir
+
+
+def resume(run_dir: Path, steps: int | None = None, checkpoint_every: int | None = None,
+           progress: bool = True) -> Path:
+    """Continue the run in ``run_dir`` from its last complete checkpoint (``steps`` may extend it)."""
+    trainer = Trainer.resume(run_dir, steps, checkpoint_every)
+    try:
+        trainer.write_config()
+        _run_to_end(trainer, progress)
+    finally:
+        trainer.close()
+    return Path(run_dir)

@@ -1,0 +1,610 @@
+"""Distil a SMOSE router into shallow decision trees, route with them, and measure their fidelity (spec §5).
+
+States come from deterministic rollouts of the trained policy and are labelled with the clean router's argmax
+``k(s)``. Two tree kinds are offered:
+
+- per-expert (the paper's form): for each expert m a binary CART tree on the router-weighted features
+  ``u_m(s) = Θ_m ⊙ s`` with target ``1[k(s) = m]``; the routing decision is the expert whose tree gives the highest
+  YES probability (ties to the lowest index);
+- multiclass: one CART tree on the raw state with target ``k(s)``.
+
+Trees are stored as JSON (format in docs/trees.md) and used through :class:`TreeRouter`, which needs only numpy;
+scikit-learn is only used to fit them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from smose.errors import SmoseError
+from smose.evaluate import evaluate
+from smose.features import observation_names
+from smose.policy import DeterministicMode, SMOSEActor
+from smose.serialization import read_json, write_json
+
+TREES_DIR = "trees"
+TREE_FORMAT = "smose-trees"
+TREE_FORMAT_VERSION = 1
+FIDELITY_FORMAT = "smose-fidelity"
+FIDELITY_FILE = "fidelity.json"
+KINDS = ("per-expert", "multiclass")
+# Held-out scoring episodes start from reset seeds this far from the fitting episodes' seeds (and from evaluate's).
+HOLDOUT_SEED_OFFSET = 5_000
+
+
+def tree_file(run_dir: Path, kind: str) -> Path:
+    return Path(run_dir) / TREES_DIR / f"{kind}.json"
+
+
+def rules_file(run_dir: Path, kind: str) -> Path:
+    return Path(run_dir) / TREES_DIR / f"{kind}.txt"
+
+
+def tree_eval_file(run_dir: Path, kind: str) -> Path:
+    return Path(run_dir) / TREES_DIR / f"eval-{kind}.json"
+
+
+def router_digest(actor: SMOSEActor) -> str:
+    """SHA-256 of the router's float32 weight and bias: ties a tree file to the model it was distilled from."""
+    digest = hashlib.sha256()
+    for tensor in (actor.router.weight, actor.router.bias):
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """u_m(s) = Θ_m ⊙ s for every expert: [M, B, n_obs], in float32 as scikit-learn fits on float32."""
+    return theta.astype(np.float32)[:, None, :] * obs.astype(np.float32)[None, :, :]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def collect_states(
+    actor: SMOSEActor, env, episodes: int, seed: int, mode: DeterministicMode = "gated"
+) -> tuple[np.ndarray, np.ndarray]:
+    """States visited by ``episodes`` deterministic episodes (reset seeds seed+i) and the router's choice in each."""
+    states, labels = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done = False
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            action, expert = actor.act(obs_t, mode)
+            states.append(obs_t[0].numpy())
+            labels.append(int(expert[0]))
+            obs, _, terminated, truncated, _ = env.step(action[0].numpy())
+            done = terminated or truncated
+    return np.stack(states).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fitting and export
+
+
+def _fit_tree(x: np.ndarray, y: np.ndarray, depth: int):
+    from sklearn.tree import DecisionTreeClassifier  # only needed to fit, not to use the trees
+
+    return DecisionTreeClassifier(max_depth=depth, random_state=0).fit(x, y)
+
+
+def _export_nodes(model, x: np.ndarray, y: np.ndarray, n_classes: int, names: list[str],
+                  theta_row: np.ndarray | None) -> list[dict]:
+    """Nodes of a fitted sklearn tree as JSON dicts, with exact per-class training counts from its decision paths.
+
+    Counts are recomputed rather than read from ``tree_.value`` because that array holds fractions in recent
+    scikit-learn releases and only the classes seen in training; here every node lists all ``n_classes`` classes.
+    """
+    tree = model.tree_
+    paths = model.decision_path(x)  # [B, n_nodes] indicator of the nodes each sample passes
+    counts = np.zeros((tree.node_count, n_classes), dtype=np.int64)
+    for c in range(n_classes):
+        mask = y == c
+        if mask.any():
+            counts[:, c] = np.asarray(paths[mask].sum(axis=0)).ravel()
+    nodes = []
+    for i in range(tree.node_count):
+        samples = int(counts[i].sum())
+        node: dict[str, Any] = {"id": i, "leaf": bool(tree.children_left[i] == -1)}
+        if not node["leaf"]:
+            feature, threshold = int(tree.feature[i]), float(tree.threshold[i])
+            op, state_threshold = "<=", threshold
+            if theta_row is not None:  # restate Θ_mf·s_f <= t on the raw state variable
+                weight = float(theta_row[feature])
+                state_threshold = threshold / weight
+                op = "<=" if weight > 0 else ">="
+            node |= {
+                "feature": feature,
+                "feature_name": names[feature],
+                "threshold": threshold,
+                "state_op": op,
+                "state_threshold": state_threshold,
+                "left": int(tree.children_left[i]),
+                "right": int(tree.children_right[i]),
+            }
+        node |= {
+            "samples": samples,
+            "counts": counts[i].tolist(),
+            "probability": (counts[i] / max(samples, 1)).tolist(),
+        }
+        nodes.append(node)
+    return nodes
+
+
+def _tree_shape(nodes: list[dict]) -> tuple[int, int]:
+    """(depth, number of leaves) of a node list whose children follow their parent."""
+    depth = [0] * len(nodes)
+    for node in nodes:
+        if not node["leaf"]:
+            depth[node["left"]] = depth[node["right"]] = depth[node["id"]] + 1
+    return max(depth), sum(1 for node in nodes if node["leaf"])
+
+
+def _tree_entry(nodes: list[dict], expert: int | None) -> dict:
+    depth, leaves = _tree_shape(nodes)
+    entry: dict[str, Any] = {} if expert is None else {"expert": expert}
+    return entry | {"depth": depth, "n_leaves": leaves, "nodes": nodes}
+
+
+def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[str]) -> dict:
+    header: dict[str, Any] = {
+        "format": TREE_FORMAT,
+        "format_version": TREE_FORMAT_VERSION,
+        "kind": kind,
+        "env_id": env_id,
+        "n_obs": actor.n_obs,
+        "n_experts": actor.n_experts,
+        "max_depth": depth,
+        "input": "router-weighted" if kind == "per-expert" else "state",
+        "feature_names": names,
+        "router_sha256": router_digest(actor),
+    }
+    if kind == "per-expert":
+        header["router_weight"] = actor.router.weight.detach().to(torch.float32).tolist()
+    header["classes"] = [0, 1] if kind == "per-expert" else list(range(actor.n_experts))
+    return header
+
+
+def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
+    """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict."""
+    names = observation_names(env_id, actor.n_obs)
+    theta = actor.router.weight.detach().to(torch.float32).numpy()
+    features = router_features(theta, states)
+    trees = []
+    for m in range(actor.n_experts):
+        target = (labels == m).astype(np.int64)
+        model = _fit_tree(features[m], target, depth)
+        trees.append(_tree_entry(_export_nodes(model, features[m], target, 2, names, theta[m]), m))
+    return _header("per-expert", actor, env_id, depth, names) | {"trees": trees}
+
+
+def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
+    """One tree on the raw state with target k(s); returns the tree-file dict."""
+    names = observation_names(env_id, actor.n_obs)
+    model = _fit_tree(states, labels, depth)
+    nodes = _export_nodes(model, states, labels, actor.n_experts, names, None)
+    return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def validate_trees(data: Any, source: Path | str) -> dict:
+    """Check a tree-file dict thoroughly; any problem is a SmoseError naming ``source``."""
+
+    def fail(message: str) -> SmoseError:
+        return SmoseError(f"{source}: {message}")
+
+    if not isinstance(data, dict) or data.get("format") != TREE_FORMAT:
+        raise fail(f"not a smose tree file (format field missing or not {TREE_FORMAT!r})")
+    if data.get("format_version") != TREE_FORMAT_VERSION:
+        raise fail(f"tree format version {data.get('format_version')!r} is not supported "
+                   f"(this smose reads version {TREE_FORMAT_VERSION})")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise fail(f"unknown tree kind {kind!r}; expected one of {', '.join(KINDS)}")
+    n_obs, n_experts, max_depth = data.get("n_obs"), data.get("n_experts"), data.get("max_depth")
+    for key, value in (("n_obs", n_obs), ("n_experts", n_experts), ("max_depth", max_depth)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail(f"{key} must be a positive integer, got {value!r}")
+    names = data.get("feature_names")
+    if not isinstance(names, list) or len(names) != n_obs or not all(isinstance(n, str) for n in names):
+        raise fail(f"feature_names must be a list of {n_obs} strings")
+    if not isinstance(data.get("env_id"), str) or not isinstance(data.get("router_sha256"), str):
+        raise fail("env_id and router_sha256 must be strings")
+    n_classes = 2 if kind == "per-expert" else n_experts
+    if data.get("classes") != list(range(n_classes)):
+        raise fail(f"classes must be {list(range(n_classes))} for {kind} trees")
+    if kind == "per-expert":
+        weight = data.get("router_weight")
+        try:
+            theta = np.asarray(weight, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise fail("router_weight is not a numeric matrix") from None
+        if theta.shape != (n_experts, n_obs) or not np.isfinite(theta).all():
+            raise fail(f"router_weight must be a finite {n_experts}x{n_obs} matrix")
+    trees = data.get("trees")
+    expected_trees = n_experts if kind == "per-expert" else 1
+    if not isinstance(trees, list) or len(trees) != expected_trees:
+        raise fail(f"{kind} files hold {expected_trees} tree(s), found "
+                   f"{len(trees) if isinstance(trees, list) else type(trees).__name__}")
+    for t, tree in enumerate(trees):
+        where = f"tree {t}"
+        if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list) or not tree["nodes"]:
+            raise fail(f"{where} has no node list")
+        if kind == "per-expert" and tree.get("expert") != t:
+            raise fail(f"{where} is labelled expert {tree.get('expert')!r}; per-expert trees must be in expert order")
+        _validate_nodes(tree["nodes"], n_obs, n_classes, lambda msg, w=where: fail(f"{w}: {msg}"))
+        depth, _ = _tree_shape(tree["nodes"])
+        if depth > max_depth:
+            raise fail(f"{where} has depth {depth}, more than max_depth {max_depth}")
+    return data
+
+
+def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str], SmoseError]) -> None:
+    reached = [False] * len(nodes)
+    reached[0] = True
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or node.get("id") != i:
+            raise fail(f"node {i} is missing or has the wrong id")
+        if not reached[i]:
+            raise fail(f"node {i} is not reachable from the root")
+        if not isinstance(node.get("leaf"), bool):
+            raise fail(f"node {i} has no boolean 'leaf' field")
+        if not node["leaf"]:
+            feature, threshold = node.get("feature"), node.get("threshold")
+            if not isinstance(feature, int) or isinstance(feature, bool) or not 0 <= feature < n_obs:
+                raise fail(f"node {i} uses feature {feature!r}, outside 0..{n_obs - 1}")
+            if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+                raise fail(f"node {i} has a non-finite or non-numeric threshold {threshold!r}")
+            for side in ("left", "right"):
+                child = node.get(side)
+                # Children after their parent make every path finite and the node list a tree.
+                if not isinstance(child, int) or isinstance(child, bool) or not i < child < len(nodes):
+                    raise fail(f"node {i} has an invalid {side} child {child!r}")
+                if reached[child]:
+                    raise fail(f"node {child} has two parents")
+                reached[child] = True
+        probability = node.get("probability")
+        try:
+            p = np.asarray(probability, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise fail(f"node {i} has a non-numeric probability") from None
+        if p.shape != (n_classes,) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+            raise fail(f"node {i}: probability must be {n_classes} finite numbers in [0, 1]")
+        counts, samples = node.get("counts"), node.get("samples")
+        if (not isinstance(counts, list) or len(counts) != n_classes
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+                or samples != sum(counts)):
+            raise fail(f"node {i}: counts must be {n_classes} non-negative integers summing to samples")
+
+
+def load_trees(path: Path | str, actor: SMOSEActor | None = None, env_id: str | None = None) -> dict:
+    """Read and validate a tree file; with ``actor`` (and ``env_id``) also check it was distilled from that model."""
+    path = Path(path)
+    data = validate_trees(read_json(path, "tree file"), path)
+    if env_id is not None and data["env_id"] != env_id:
+        raise SmoseError(f"{path}: trees were distilled on {data['env_id']}, the model was trained on {env_id}")
+    if actor is not None:
+        if (data["n_obs"], data["n_experts"]) != (actor.n_obs, actor.n_experts):
+            raise SmoseError(
+                f"{path}: trees are for {data['n_obs']} observations and {data['n_experts']} experts, the model has "
+                f"{actor.n_obs} and {actor.n_experts}"
+            )
+        if data["router_sha256"] != router_digest(actor):
+            raise SmoseError(f"{path}: trees were distilled from a different model (router weights differ); "
+                             "run `smose distill` again")
+        if data["kind"] == "per-expert":
+            theta = actor.router.weight.detach().to(torch.float32).numpy()
+            if not np.array_equal(np.asarray(data["router_weight"], dtype=np.float32), theta):
+                raise SmoseError(f"{path}: router_weight differs from the model's router; run `smose distill` again")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Routing with trees
+
+
+class TreeRouter:
+    """Routes states to experts with distilled trees; needs only numpy (no scikit-learn objects).
+
+    Usable as the ``router`` argument of :func:`smose.evaluate.evaluate`: ``router(obs[B, n_obs]) -> LongTensor[B]``.
+    """
+
+    def __init__(self, trees: dict):
+        self.kind: str = trees["kind"]
+        self.n_obs: int = trees["n_obs"]
+        self.n_experts: int = trees["n_experts"]
+        self.feature_names: list[str] = list(trees["feature_names"])
+        self.theta = (np.asarray(trees["router_weight"], dtype=np.float32) if self.kind == "per-expert" else None)
+        self._trees = []
+        for tree in trees["trees"]:
+            nodes = tree["nodes"]
+            feature = np.array([-1 if n["leaf"] else n["feature"] for n in nodes], dtype=np.int64)
+            threshold = np.array([0.0 if n["leaf"] else n["threshold"] for n in nodes], dtype=np.float64)
+            left = np.array([-1 if n["leaf"] else n["left"] for n in nodes], dtype=np.int64)
+            right = np.array([-1 if n["leaf"] else n["right"] for n in nodes], dtype=np.int64)
+            probability = np.array([n["probability"] for n in nodes], dtype=np.float64)
+            self._trees.append((feature, threshold, left, right, probability))
+
+    def _inputs(self, obs: np.ndarray) -> Iterable[np.ndarray]:
+        """The feature matrix each tree reads: u_m = Θ_m ⊙ s for per-expert trees, the raw state otherwise."""
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.n_obs)
+        if self.theta is None:
+            return [obs]
+        return router_features(self.theta, obs)
+
+    def leaf_ids(self, obs: np.ndarray) -> np.ndarray:
+        """[B, n_trees] id of the leaf each state reaches in each tree (go left iff x[f] <= threshold)."""
+        columns = []
+        for x, (feature, threshold, left, right, _) in zip(self._inputs(obs), self._trees):
+            rows = np.arange(x.shape[0])
+            node = np.zeros(x.shape[0], dtype=np.int64)
+            active = feature[node] >= 0
+            while active.any():
+                current = node[active]
+                value = x[rows[active], feature[current]].astype(np.float64)
+                node[active] = np.where(value <= threshold[current], left[current], right[current])
+                active = feature[node] >= 0
+            columns.append(node)
+        return np.stack(columns, axis=1)
+
+    def yes_probability(self, obs: np.ndarray) -> np.ndarray:
+        """[B, M]: per-expert trees' YES probabilities, or the multiclass tree's leaf class probabilities."""
+        leaves = self.leaf_ids(obs)
+        if self.kind == "per-expert":
+            return np.stack([tree[4][leaves[:, m], 1] for m, tree in enumerate(self._trees)], axis=1)
+        return self._trees[0][4][leaves[:, 0]]
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Chosen expert per state; np.argmax takes the first maximum, i.e. ties go to the lowest index."""
+        return self.yes_probability(obs).argmax(axis=1).astype(np.int64)
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.predict(obs.detach().cpu().numpy()), dtype=torch.long)
+
+
+def require_smose(actor, meta: dict, run_dir: Path) -> SMOSEActor:
+    if not isinstance(actor, SMOSEActor):
+        raise SmoseError(f"{run_dir} holds a dense {meta['architecture']['algo']} baseline; "
+                         "trees can only be distilled from (and route) a SMOSE router")
+    return actor
+
+
+def load_tree_router(run_dir: Path | str, kind: str, actor: SMOSEActor, env_id: str | None = None) -> TreeRouter:
+    """The TreeRouter saved by ``smose distill`` in ``run_dir``, validated against the run's model."""
+    if kind not in KINDS:
+        raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join(KINDS)}")
+    path = tree_file(run_dir, kind)
+    if not path.is_file():
+        raise SmoseError(f"{path}: no {kind} trees distilled yet; run `smose distill {run_dir} --kind {kind}` first")
+    return TreeRouter(load_trees(path, actor, env_id))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Text rules
+
+
+def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None) -> list[str]:
+    nodes = tree["nodes"]
+    lines: list[str] = []
+
+    def leaf_text(node: dict) -> str:
+        p, n = node["probability"], node["samples"]
+        states = f"({n} state{'' if n == 1 else 's'})"
+        if kind == "per-expert":
+            answer = 1 if p[1] > p[0] else 0  # sklearn's predict: ties go to NO
+            return f"{'YES' if answer else 'NO'} {p[answer]:.2f} {states}"
+        k = int(np.argmax(p))
+        return f"expert {k} {p[k]:.2f} {states}"
+
+    def walk(i: int, indent: str) -> None:
+        node = nodes[i]
+        if node["leaf"]:
+            lines.append(indent + leaf_text(node))
+            return
+        name, op = node["feature_name"], node.get("state_op", "<=")
+        state_threshold = node.get("state_threshold", node["threshold"])
+        test = f"if {name} {op} {state_threshold:.4g}:"
+        if theta_row is not None:
+            test += f"  # tree tests {float(theta_row[node['feature']]):.3g}·{name} <= {node['threshold']:.4g}"
+        lines.append(indent + test)
+        walk(node["left"], indent + "    ")
+        lines.append(indent + "else:")
+        walk(node["right"], indent + "    ")
+
+    walk(0, "")
+    return lines
+
+
+def rules_text(trees: dict, fidelity: dict | None = None) -> str:
+    """All trees of a file as nested if/else rules with feature names (the ``.txt`` files next to the JSON)."""
+    kind = trees["kind"]
+    blocks = []
+    if kind == "per-expert":
+        theta = np.asarray(trees["router_weight"], dtype=np.float32)
+        per_tree = {t["expert"]: t for t in (fidelity or {}).get("trees", [])}
+        for tree in trees["trees"]:
+            m = tree["expert"]
+            title = f"expert {m}  (YES = the router picks expert {m}"
+            if m in per_tree:
+                f = per_tree[m]
+                title += f"; held-out accuracy {_fmt(f['accuracy'])}, precision {_fmt(f['precision'])}, " \
+                         f"recall {_fmt(f['recall'])}"
+            blocks.append("\n".join([title + ")"] + _rule_lines(tree, kind, theta[m])))
+    else:
+        title = "multiclass tree: which expert the router picks"
+        if fidelity:
+            title += f" (held-out agreement {_fmt(fidelity['agreement'])})"
+        blocks.append("\n".join([title] + _rule_lines(trees["trees"][0], kind, None)))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fidelity and the whole pipeline
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """Return ratio; only meaningful when the neural return is positive (negative-reward tasks compare means)."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def binary_scores(predicted: np.ndarray, actual: np.ndarray) -> dict:
+    """Accuracy, precision and recall of boolean predictions; precision/recall are None when undefined."""
+    tp = int(np.sum(predicted & actual))
+    predicted_yes, positives = int(predicted.sum()), int(actual.sum())
+    return {
+        "accuracy": float(np.mean(predicted == actual)),
+        "precision": tp / predicted_yes if predicted_yes else None,
+        "recall": tp / positives if positives else None,
+        "positives": positives,
+    }
+
+
+def fidelity_per_expert(router: TreeRouter, trees: dict, states: np.ndarray, labels: np.ndarray) -> dict:
+    yes = router.yes_probability(states)
+    per_tree = []
+    for m, tree in enumerate(trees["trees"]):
+        # A single binary tree says YES when its YES probability exceeds 0.5 (sklearn's predict; ties are NO).
+        scores = binary_scores(yes[:, m] > 0.5, labels == m)
+        per_tree.append({"expert": m, **scores, "depth": tree["depth"], "n_leaves": tree["n_leaves"]})
+    return {"agreement": float(np.mean(yes.argmax(axis=1) == labels)), "trees": per_tree}
+
+
+def fidelity_multiclass(router: TreeRouter, trees: dict, states: np.ndarray, labels: np.ndarray) -> dict:
+    predicted = router.predict(states)
+    per_class = [{"expert": m, **{k: v for k, v in binary_scores(predicted == m, labels == m).items()
+                                  if k != "accuracy"}} for m in range(router.n_experts)]
+    tree = trees["trees"][0]
+    return {"agreement": float(np.mean(predicted == labels)), "depth": tree["depth"], "n_leaves": tree["n_leaves"],
+            "per_class": per_class}
+
+
+def distill(
+    run_dir: Path | str,
+    depth: int = 3,
+    episodes: int = 20,
+    kind: str = "both",
+    seed: int = 0,
+    eval_episodes: int = 10,
+    mode: DeterministicMode = "gated",
+) -> dict:
+    """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary."""
+    from smose.envs import make_env
+    from smose.serialization import check_env_compatible, load_model
+
+    for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
+    if kind not in (*KINDS, "both"):
+        raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
+    run_dir = Path(run_dir)
+    actor, meta = load_model(run_dir)
+    actor = require_smose(actor, meta, run_dir)
+    env_id = meta["env_id"]
+    env = make_env(env_id)
+    check_env_compatible(meta, env, run_dir / "model.json")
+    kinds = KINDS if kind == "both" else (kind,)
+    try:
+        train_states, train_labels = collect_states(actor, env, episodes, seed, mode)
+        test_states, test_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET, mode)
+        fitted = {}
+        for k in kinds:
+            fit = fit_per_expert if k == "per-expert" else fit_multiclass
+            fitted[k] = fit(actor, train_states, train_labels, depth, env_id)
+        summary: dict[str, Any] = {
+            "format": FIDELITY_FORMAT,
+            "format_version": 1,
+            "env_id": env_id,
+            "depth": depth,
+            "episodes": episodes,
+            "seed": seed,
+            "holdout_seed": seed + HOLDOUT_SEED_OFFSET,
+            "eval_episodes": eval_episodes,
+            "mode": mode,
+            "train_states": int(len(train_labels)),
+            "heldout_states": int(len(test_labels)),
+            "router_usage_heldout": (np.bincount(test_labels, minlength=actor.n_experts) / len(test_labels)).tolist(),
+        }
+        neural = evaluate(actor, env, eval_episodes, seed, mode)
+        returns: dict[str, Any] = {"neural": neural, "ratio": {}}
+        for k, trees in fitted.items():
+            router = TreeRouter(trees)
+            score = fidelity_per_expert if k == "per-expert" else fidelity_multiclass
+            summary[k] = score(router, trees, test_states, test_labels)
+            summary[k]["train_agreement"] = float(np.mean(router.predict(train_states) == train_labels))
+            returns[k] = evaluate(actor, env, eval_episodes, seed, mode, router=router)
+            returns["ratio"][k] = _ratio(returns[k]["mean"], neural["mean"])
+        summary["returns"] = returns
+    finally:
+        env.close()
+    save_distillation(run_dir, fitted, summary)
+    return summary
+
+
+def save_distillation(run_dir: Path, fitted: dict[str, dict], summary: dict) -> None:
+    """Write the tree files, their rules and fidelity.json; drop files of kinds not distilled this time."""
+    out = Path(run_dir) / TREES_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmoseError(f"{out}: cannot create the trees directory ({exc.strerror})") from None
+    for k in KINDS:
+        if k in fitted:
+            write_json(tree_file(run_dir, k), fitted[k])
+            rules_file(run_dir, k).write_text(rules_text(fitted[k], summary.get(k)))
+        else:  # stale trees from an earlier distillation would no longer match fidelity.json
+            for stale in (tree_file(run_dir, k), rules_file(run_dir, k), tree_eval_file(run_dir, k)):
+                stale.unlink(missing_ok=True)
+    for k in fitted:
+        tree_eval_file(run_dir, k).unlink(missing_ok=True)
+    write_json(out / FIDELITY_FILE, summary)
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """The human-readable report of ``smose distill``."""
+
+    def pct(value: float | None) -> str:
+        return "   n/a" if value is None else f"{100 * value:5.1f}%"
+
+    print(f"distilled depth-{summary['depth']} trees for {summary['env_id']} from {summary['episodes']} episodes "
+          f"({summary['train_states']} states); scored on {summary['episodes']} held-out episodes "
+          f"({summary['heldout_states']} states)")
+    usage = summary["router_usage_heldout"]
+    if "per-expert" in summary:
+        fid = summary["per-expert"]
+        print(f"per-expert trees: routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])})")
+        print("  expert  share  accuracy  precision  recall  leaves")
+        for t in fid["trees"]:
+            print(f"  {t['expert']:>6}  {pct(usage[t['expert']])}  {pct(t['accuracy'])}    {pct(t['precision'])}     "
+                  f"{pct(t['recall'])}  {t['n_leaves']:>6}")
+    if "multiclass" in summary:
+        fid = summary["multiclass"]
+        print(f"multiclass tree:  routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}), "
+              f"{fid['n_leaves']} leaves")
+    returns = summary["returns"]
+    print(f"return over {summary['eval_episodes']} episodes (mode {summary['mode']}, seed {summary['seed']}):")
+    neural = returns["neural"]
+    print(f"  neural router     {neural['mean']:10.2f} ± {neural['std']:.2f}")
+    for k in KINDS:
+        if k in returns:
+            ratio = returns["ratio"][k]
+            ratio_text = "n/a (neural return <= 0)" if ratio is None else f"{ratio:.3f}"
+            label = "per-expert trees" if k == "per-expert" else "multiclass tree"
+            print(f"  {label:<17} {returns[k]['mean']:10.2f} ± {returns[k]['std']:.2f}   ratio {ratio_text}")
+    written = [f"{k}.json, {k}.txt" for k in KINDS if k in summary] + [FIDELITY_FILE]
+    print(f"wrote {Path(run_dir) / TREES_DIR}/ ({', '.join(written)})")

@@ -1,0 +1,997 @@
+"""Export a trained controller as one file that runs without the training stack: Python, C, JSON or ONNX.
+
+Every format computes the deterministic action of ``smose eval`` (``actor.act`` in "gated" or "linear" mode), routed
+by the neural router or by the trees of ``smose distill`` (``--router tree``):
+
+- ``python``: one module using only the standard library (``math.exp``, ``math.tanh``), computing in float64 with the
+  float32 weights written exactly (``repr``); ``act(obs) -> list[float]``.
+- ``c``: one header-only C99 file, float32, no allocation, only ``expf``/``tanhf`` from libm;
+  ``smose_act(obs, action)`` and ``smose_route(obs)``.
+- ``json``: every tensor (router, the experts' mean and log-std heads, action bounds) and every distilled tree with
+  names and shapes (schema in docs/export.md).
+- ``onnx``: a graph built by ``torch.onnx`` (trees unrolled into ``where`` ops), checked with ``onnx.checker`` and
+  run once with onnxruntime against the library's policy before it is written.
+
+Dense baselines (sac-l/m/s) export to every format (gated mode, neural "router" only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shlex
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smose import __version__
+from smose.errors import SmoseError
+from smose.features import action_names, observation_names
+from smose.policy import Actor, MLPActor, SMOSEActor
+from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
+
+EXPORT_FORMAT = "smose-policy"
+EXPORT_FORMAT_VERSION = 1
+FORMATS = ("python", "c", "json", "onnx")
+ROUTERS = ("neural", "tree")
+MODES = ("gated", "linear")
+TREE_KINDS = ("per-expert", "multiclass")
+DEFAULT_FILE_NAMES = {"python": "policy.py", "c": "smose_policy.h", "json": "policy.json", "onnx": "policy.onnx"}
+# The ONNX graph is checked against the library's policy on this many random states before it is written.
+ONNX_SELF_CHECK_STATES = 256
+ONNX_SELF_CHECK_TOLERANCE = 1e-5
+ONNX_OPSET = 17
+
+
+@dataclass
+class ExportedPolicy:
+    """What an exporter writes: float32 arrays, names and provenance, independent of torch modules."""
+
+    env_id: str
+    algo: str
+    n_obs: int
+    n_act: int
+    obs_names: list[str]
+    act_names: list[str]
+    mode: str
+    router: str
+    tree_kind: str | None
+    parameter_counts: dict[str, int]
+    command: str
+    source: dict[str, Any]
+    # [n_act] each; scale = (high - low) / 2 and center = (high + low) / 2 exactly as the actor stores them
+    action_low: np.ndarray
+    action_high: np.ndarray
+    action_scale: np.ndarray
+    action_center: np.ndarray
+    # name -> (array, axis names): every tensor of the policy, in the JSON's naming
+    tensors: dict[str, tuple[np.ndarray, list[str]]]
+    n_experts: int = 0
+    hidden: list[int] = field(default_factory=list)
+    routing_trees: dict | None = None  # the tree file used for routing (router == "tree")
+    all_trees: dict[str, dict] = field(default_factory=dict)  # every tree kind distilled in the run (JSON)
+
+    @property
+    def is_smose(self) -> bool:
+        return self.algo == "smose"
+
+    @property
+    def needs_router_weights(self) -> bool:
+        """The neural router is evaluated when it routes, and in gated mode for the gate g even under tree routing."""
+        return self.is_smose and (self.router == "neural" or self.mode == "gated")
+
+    def array(self, name: str) -> np.ndarray:
+        return self.tensors[name][0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Collecting what to export
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float32).cpu().numpy().copy()
+
+
+def export_command(run_dir: Path | str, fmt: str, out: Path | str, router: str, mode: str, tree_kind: str) -> str:
+    """The canonical ``smose export`` command line that reproduces a file (written into the file itself)."""
+    parts = ["smose", "export", str(run_dir), "--format", fmt, "--router", router]
+    if router == "tree":
+        parts += ["--tree-kind", tree_kind]
+    parts += ["--mode", mode, "--out", str(out)]
+    return shlex.join(parts)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_trees(run_dir: Path, actor: SMOSEActor, env_id: str, kinds: tuple[str, ...]) -> dict[str, dict]:
+    """The tree files of ``kinds`` that ``smose distill`` left in the run, validated against the model."""
+    from smose.distill import load_trees, tree_file
+
+    return {kind: load_trees(tree_file(run_dir, kind), actor, env_id)
+            for kind in kinds if tree_file(run_dir, kind).is_file()}
+
+
+def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tree_kind: str = "per-expert",
+            command: str = "", all_trees: bool = False) -> tuple[Actor, ExportedPolicy]:
+    """Load the run's model (and trees), check the export options against it, and gather what exporters write.
+
+    Only the routing trees are read unless ``all_trees`` (the JSON format carries every distilled kind), so a
+    neural-router export never depends on tree files.
+    """
+    run_dir = Path(run_dir)
+    if router not in ROUTERS:
+        raise SmoseError(f"unknown router {router!r}; expected one of {', '.join(ROUTERS)}")
+    if mode not in MODES:
+        raise SmoseError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if tree_kind not in TREE_KINDS:
+        raise SmoseError(f"unknown tree kind {tree_kind!r}; expected one of {', '.join(TREE_KINDS)}")
+    actor, meta = load_model(run_dir)
+    algo, env_id = meta["architecture"]["algo"], meta["env_id"]
+    if not isinstance(actor, SMOSEActor) and mode == "linear":
+        raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds the dense baseline {algo}")
+    if not isinstance(actor, SMOSEActor) and router == "tree":
+        raise SmoseError(f"--router tree needs a SMOSE model; {run_dir} holds the dense baseline {algo}")
+    kinds = TREE_KINDS if all_trees else (tree_kind,) if router == "tree" else ()
+    trees = _load_trees(run_dir, actor, env_id, kinds) if isinstance(actor, SMOSEActor) else {}
+    if router == "tree" and tree_kind not in trees:
+        raise SmoseError(f"{run_dir}: no {tree_kind} trees (trees/{tree_kind}.json); "
+                         f"run `smose distill {run_dir} --kind {tree_kind}` first")
+    action_axes = ["action"]
+    tensors: dict[str, tuple[np.ndarray, list[str]]] = {
+        "action_low": (_numpy(actor.action_low), action_axes),
+        "action_high": (_numpy(actor.action_high), action_axes),
+    }
+    hidden: list[int] = []
+    if isinstance(actor, SMOSEActor):
+        n_act = actor.n_act
+        weight, bias = _numpy(actor.expert_weight), _numpy(actor.expert_bias)
+        tensors |= {
+            "router.weight": (_numpy(actor.router.weight), ["expert", "observation"]),
+            "router.bias": (_numpy(actor.router.bias), ["expert"]),
+            "experts.mean.weight": (weight[:, :n_act], ["expert", "action", "observation"]),
+            "experts.mean.bias": (bias[:, :n_act], ["expert", "action"]),
+            "experts.log_std.weight": (weight[:, n_act:], ["expert", "action", "observation"]),
+            "experts.log_std.bias": (bias[:, n_act:], ["expert", "action"]),
+        }
+    elif isinstance(actor, MLPActor):
+        previous = "observation"
+        linears = [m for m in actor.trunk if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):
+            tensors[f"hidden.{i}.weight"] = (_numpy(layer.weight), [f"hidden_{i}", previous])
+            tensors[f"hidden.{i}.bias"] = (_numpy(layer.bias), [f"hidden_{i}"])
+            previous = f"hidden_{i}"
+            hidden.append(layer.out_features)
+        for head in ("mean", "log_std"):
+            module = actor.mean_head if head == "mean" else actor.log_std_head
+            tensors[f"{head}_head.weight"] = (_numpy(module.weight), ["action", previous])
+            tensors[f"{head}_head.bias"] = (_numpy(module.bias), ["action"])
+    else:  # a new actor class must get an exporter before it can be exported
+        raise SmoseError(f"{run_dir}: export does not support actors of type {type(actor).__name__}")
+    policy = ExportedPolicy(
+        env_id=env_id,
+        algo=algo,
+        n_obs=actor.n_obs,
+        n_act=actor.n_act,
+        obs_names=observation_names(env_id, actor.n_obs),
+        act_names=action_names(env_id, actor.n_act),
+        mode=mode,
+        router=router,
+        tree_kind=tree_kind if router == "tree" else None,
+        parameter_counts=actor.parameter_counts(),
+        command=command,
+        source={
+            "run_dir": str(run_dir),
+            "model_sha256": _file_sha256(run_dir / MODEL_WEIGHTS),
+            "trained_steps": meta.get("trained_steps"),
+        },
+        action_low=_numpy(actor.action_low),
+        action_high=_numpy(actor.action_high),
+        action_scale=_numpy(actor.action_scale),
+        action_center=_numpy(actor.action_bias),
+        tensors=tensors,
+        n_experts=getattr(actor, "n_experts", 0),
+        hidden=hidden,
+        routing_trees=trees.get(tree_kind) if router == "tree" else None,
+        all_trees=trees if all_trees else {},
+    )
+    return actor, policy
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shared text: names, layouts, the maths in words
+
+
+def _clean(name: str) -> str:
+    """A feature name safe inside Python and C comments and docstrings."""
+    text = "".join(ch if ch.isprintable() else " " for ch in name)
+    return text.replace("*/", "* /").replace('"""', "'''").replace("\\", "/")
+
+
+def _splits_and_leaves(trees: dict) -> tuple[int, int]:
+    nodes = [node for tree in trees["trees"] for node in tree["nodes"]]
+    leaves = sum(1 for node in nodes if node["leaf"])
+    return len(nodes) - leaves, leaves
+
+
+def _description(p: ExportedPolicy, lang: str) -> list[str]:
+    """The documentation block shared by the Python docstring and the C header comment (without the title)."""
+    command = f"`{p.command}`" if lang == "python" else p.command
+    lines = [
+        f"Produced by {command}",
+        (f"with smose {__version__} from {p.source['run_dir']}/{MODEL_WEIGHTS} "
+        f"(sha256 {p.source['model_sha256'][:16]}...), trained for {p.source['trained_steps']} steps."),
+        "",
+        f"Observation ({p.n_obs} numbers, obs[i]):",
+        *[f"    {i:>3}  {_clean(name)}" for i, name in enumerate(p.obs_names)],
+        f"Action ({p.n_act} numbers, in env units):",
+        *[f"    {j:>3}  {_clean(name)}  [{float(lo)!r}, {float(hi)!r}]"
+          for j, (name, lo, hi) in enumerate(zip(p.act_names, p.action_low, p.action_high))],
+        "",
+    ]
+    counts = p.parameter_counts
+    if not p.is_smose:
+        sizes = " -> ".join(str(n) for n in [p.n_obs, *p.hidden, p.n_act])
+        lines += [
+            f"Policy: the dense SAC baseline {p.algo}, an MLP {sizes} with ReLU hidden layers:",
+            "    h        = relu(HIDDEN_WEIGHT[l] h + HIDDEN_BIAS[l])  for each hidden layer, starting from h = obs",
+            "    action_j = tanh(MEAN_WEIGHT[j] . h + MEAN_BIAS[j]) * ACTION_SCALE[j] + ACTION_CENTER[j]",
+            (f"Parameters: {counts['train']:,} trained, {counts['deploy']:,} in this file "
+            "(the log-std head only matters while training)."),
+        ]
+        return lines
+    m, n, a = p.n_experts, p.n_obs, p.n_act
+    lines.append(f"Policy: SMOSE, {m} linear experts; one expert k acts at each step (mode \"{p.mode}\").")
+    if p.router == "neural":
+        lines.append("    k        = argmax_m logit_m, logit_m = ROUTER_WEIGHT[m] . obs + ROUTER_BIAS[m] "
+                     "(ties: lowest m)")
+    elif p.tree_kind == "per-expert":
+        lines += ["    k        = the expert whose distilled tree is most sure that the router picks it",
+                  "               (highest YES probability, ties: lowest m); tree m tests router-weighted",
+                  "               inputs (the router's weight of expert m for obs[i]) * obs[i] against thresholds"]
+    else:
+        lines.append("    k        = the leaf of one distilled decision tree on the raw observation")
+    if p.mode == "gated":
+        if p.router == "tree":
+            lines.append("    logit_m  = ROUTER_WEIGHT[m] . obs + ROUTER_BIAS[m] (needed for the gate only)")
+        lines += [
+            "    g        = exp(logit_k) / sum_m exp(logit_m)  (the router's softmax probability of k)",
+            "    action_j = tanh(g * (MEAN_WEIGHT[k][j] . obs + MEAN_BIAS[k][j])) * ACTION_SCALE[j] + ACTION_CENTER[j]",
+            "This is the deterministic action of the trained SAC policy (smose eval --mode gated).",
+        ]
+    else:
+        lines += [
+            "    action_j = clip(MEAN_WEIGHT[k][j] . obs + MEAN_BIAS[k][j], ACTION_LOW[j], ACTION_HIGH[j])",
+            "The chosen expert's linear mean, clipped to the action bounds (smose eval --mode linear).",
+        ]
+    held = [f"experts' mean heads {m * a * (n + 1):,}"]
+    if p.needs_router_weights:
+        held.insert(0, f"router {m * (n + 1):,}")
+    if p.routing_trees is not None:
+        splits, leaves = _splits_and_leaves(p.routing_trees)
+        held.append(f"{len(p.routing_trees['trees'])} tree(s) with {splits} tests and {leaves} leaves")
+    lines += [
+        (f"Parameters: {counts['train']:,} trained; this file holds {', '.join(held)}; "
+        f"a decision uses {counts['active']:,} with the neural router."),
+        "The experts' log-std heads only matter while training and are left out.",
+    ]
+    return lines
+
+
+def _wrap_values(values: list[str], indent: str, width: int = 116) -> list[str]:
+    """Comma-separated values over as many lines as needed (for the large matrices of dense baselines)."""
+    lines, current = [], indent
+    for value in values:
+        piece = value + ", "
+        if len(current) + len(piece) > width and current.strip():
+            lines.append(current.rstrip())
+            current = indent
+        current += piece
+    if current.strip():
+        lines.append(current.rstrip())
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Python
+
+
+def _py(value: float) -> str:
+    """Exact float64 text of a float32 (or float64) value."""
+    return repr(float(value))
+
+
+def _py_vector(name: str, values: np.ndarray, labels: list[str], comment: str) -> list[str]:
+    lines = [f"{name} = [  # {comment}"]
+    lines += [f"    {_py(v)},  # {label}" for v, label in zip(values, labels)]
+    return lines + ["]"]
+
+
+def _py_tree_lines(p: ExportedPolicy, tree: dict, expert: int | None) -> list[str]:
+    """Nested if/else of one tree; per-expert leaves return the YES probability, multiclass leaves the expert."""
+    nodes = tree["nodes"]
+    theta = p.array("router.weight")
+    out: list[str] = []
+
+    def walk(i: int, depth: int) -> None:
+        node, pad = nodes[i], "    " * depth
+        if node["leaf"]:
+            if expert is not None:
+                yes = node["counts"][1]
+                out.append(f"{pad}return {_py(node['probability'][1])}  # YES in {yes} of {node['samples']} "
+                           "training states")
+            else:
+                k = int(np.argmax(node["probability"]))  # first maximum, as the library's TreeRouter
+                out.append(f"{pad}return {k}  # expert {k} in {node['counts'][k]} of {node['samples']} "
+                           "training states")
+            return
+        f, name = node["feature"], _clean(p.obs_names[node["feature"]])
+        if expert is not None:
+            test = f"{_py(theta[expert][f])} * obs[{f}] <= {_py(node['threshold'])}"
+            note = f"{name} {node['state_op']} {node['state_threshold']:.6g}"
+        else:
+            test, note = f"obs[{f}] <= {_py(node['threshold'])}", name
+        out.append(f"{pad}if {test}:  # {note}")
+        walk(node["left"], depth + 1)
+        out.append(f"{pad}else:")
+        walk(node["right"], depth + 1)
+
+    walk(0, 1)
+    return out
+
+
+def python_source(p: ExportedPolicy) -> str:
+    """The stdlib-only Python module of a policy."""
+    title = (f"SMOSE controller for {p.env_id}: one of {p.n_experts} linear experts acts at each step."
+             if p.is_smose else f"Dense SAC controller ({p.algo}) for {p.env_id}.")
+    doc = [title, "", *_description(p, "python"), "",
+           "Only the Python standard library is used. act(obs) takes any sequence of the numbers above and returns",
+           "a list of floats; arithmetic is float64 on the float32 weights written exactly below."]
+    if p.is_smose:
+        doc.append("act_and_route(obs) also returns the index of the expert that acted.")
+    # Paths in the command may hold backslashes or quotes: escape them so the docstring reads back verbatim.
+    text = "\n".join(doc).rstrip().replace("\\", "\\\\").replace('"""', '\\"""')
+    lines = ['"""' + text + '\n"""', "", "import math", "",
+             f"ENV_ID = {p.env_id!r}", f"MODE = {p.mode!r}", f"N_OBS = {p.n_obs}", f"N_ACT = {p.n_act}"]
+    if p.is_smose:
+        lines.append(f"N_EXPERTS = {p.n_experts}")
+    lines += ["OBSERVATION_NAMES = " + repr(p.obs_names), "ACTION_NAMES = " + repr(p.act_names), ""]
+    act_labels = [f"{j} {_clean(name)}" for j, name in enumerate(p.act_names)]
+    obs_labels = [f"{i} {_clean(name)}" for i, name in enumerate(p.obs_names)]
+    if p.mode == "gated":
+        lines += _py_vector("ACTION_SCALE", p.action_scale, act_labels, "(high - low) / 2")
+        lines += _py_vector("ACTION_CENTER", p.action_center, act_labels, "(high + low) / 2")
+    else:
+        lines += _py_vector("ACTION_LOW", p.action_low, act_labels, "lower action bounds")
+        lines += _py_vector("ACTION_HIGH", p.action_high, act_labels, "upper action bounds")
+    lines.append("")
+    if p.is_smose:
+        lines += _python_smose(p, obs_labels)
+    else:
+        lines += _python_dense(p, obs_labels)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
+    lines: list[str] = []
+    if p.needs_router_weights:
+        weight, bias = p.array("router.weight"), p.array("router.bias")
+        lines.append("# Router: logit of expert m = sum_i ROUTER_WEIGHT[m][i] * obs[i] + ROUTER_BIAS[m]")
+        lines.append("ROUTER_WEIGHT = [")
+        for m in range(p.n_experts):
+            lines.append(f"    [  # expert {m}")
+            lines += [f"        {_py(v)},  # {label}" for v, label in zip(weight[m], obs_labels)]
+            lines.append("    ],")
+        lines += ["]", "ROUTER_BIAS = [" + ", ".join(_py(v) for v in bias) + "]", ""]
+    weight, bias = p.array("experts.mean.weight"), p.array("experts.mean.bias")
+    lines.append("# Experts: mean of action j under expert k = sum_i MEAN_WEIGHT[k][j][i] * obs[i] + MEAN_BIAS[k][j]")
+    lines.append("MEAN_WEIGHT = [")
+    for m in range(p.n_experts):
+        lines.append(f"    [  # expert {m}")
+        for j in range(p.n_act):
+            lines.append(f"        [  # action {j}: {_clean(p.act_names[j])}")
+            lines += [f"            {_py(v)},  # {label}" for v, label in zip(weight[m, j], obs_labels)]
+            lines.append("        ],")
+        lines.append("    ],")
+    lines += ["]", "MEAN_BIAS = ["]
+    lines += [f"    [{', '.join(_py(v) for v in bias[m])}],  # expert {m}" for m in range(p.n_experts)]
+    lines += ["]", "", "",
+              "def _dot(weights, obs):",
+              "    total = 0.0",
+              "    for w, x in zip(weights, obs):",
+              "        total += w * x",
+              "    return total", "", "",
+              "def _first_max(values):",
+              '    """Index of the largest value; ties go to the lowest index."""',
+              "    best = 0",
+              "    for i in range(1, len(values)):",
+              "        if values[i] > values[best]:",
+              "            best = i",
+              "    return best", "", "",
+              "def _check(obs):",
+              "    obs = [float(x) for x in obs]",
+              "    if len(obs) != N_OBS:",
+              '        raise ValueError(f"expected {N_OBS} observation values, got {len(obs)}")',
+              "    return obs", "", ""]
+    if p.needs_router_weights:
+        lines += ["def router_logits(obs):",
+                  "    return [_dot(ROUTER_WEIGHT[m], obs) + ROUTER_BIAS[m] for m in range(N_EXPERTS)]", "", ""]
+    trees = p.routing_trees
+    if trees is None:
+        lines += ["def route(obs):",
+                  '    """The expert that acts on obs: the largest router logit."""',
+                  "    return _first_max(router_logits(_check(obs)))", "", ""]
+    elif trees["kind"] == "per-expert":
+        for tree in trees["trees"]:
+            m = tree["expert"]
+            lines += [f"def yes_expert_{m}(obs):",
+                      (f'    """How sure the distilled tree is that the router picks expert {m} (YES share of the '
+                      'training states in the leaf)."""')]
+            lines += _py_tree_lines(p, tree, m) + ["", ""]
+        calls = ", ".join(f"yes_expert_{m}(obs)" for m in range(p.n_experts))
+        lines += ["def route(obs):",
+                  '    """The expert that acts on obs: the most confident YES of the per-expert trees."""',
+                  "    obs = _check(obs)",
+                  f"    return _first_max([{calls}])", "", ""]
+    else:
+        lines += ["def route(obs):",
+                  '    """The expert that acts on obs, by one distilled decision tree on the raw observation."""',
+                  "    obs = _check(obs)"]
+        lines += _py_tree_lines(p, trees["trees"][0], None) + ["", ""]
+    lines += ["def act_and_route(obs):",
+              '    """(action, expert): the deterministic action for one observation and the expert that acted."""',
+              "    obs = _check(obs)"]
+    if p.router == "neural":
+        lines += ["    logits = router_logits(obs)", "    k = _first_max(logits)"]
+    else:
+        lines.append("    k = route(obs)")
+        if p.mode == "gated":
+            lines.append("    logits = router_logits(obs)")
+    if p.mode == "gated":
+        lines += ["    top = max(logits)",
+                  "    gate = math.exp(logits[k] - top) / sum(math.exp(z - top) for z in logits)",
+                  "    action = []",
+                  "    for j in range(N_ACT):",
+                  "        mean = gate * (_dot(MEAN_WEIGHT[k][j], obs) + MEAN_BIAS[k][j])",
+                  "        action.append(math.tanh(mean) * ACTION_SCALE[j] + ACTION_CENTER[j])"]
+    else:
+        lines += ["    action = []",
+                  "    for j in range(N_ACT):",
+                  "        value = _dot(MEAN_WEIGHT[k][j], obs) + MEAN_BIAS[k][j]",
+                  "        action.append(max(min(value, ACTION_HIGH[j]), ACTION_LOW[j]))"]
+    lines += ["    return action, k", "", "",
+              "def act(obs):",
+              '    """The deterministic action for one observation, a list of N_ACT floats."""',
+              "    return act_and_route(obs)[0]"]
+    return lines
+
+
+def _python_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
+    lines = [("# Hidden layer l: h_new[u] = relu(sum_i HIDDEN_WEIGHT[l][u][i] * h[i] + HIDDEN_BIAS[l][u]); "
+             "layer 0 reads obs:"),
+             *[f"#   column {label}" for label in obs_labels],
+             "HIDDEN_WEIGHT = ["]
+    for i in range(len(p.hidden)):
+        weight = p.array(f"hidden.{i}.weight")
+        lines.append(f"    [  # layer {i}: {weight.shape[0]} units x {weight.shape[1]} inputs")
+        for u, row in enumerate(weight):
+            lines.append(f"        [  # unit {u}")
+            lines += _wrap_values([_py(v) for v in row], "            ")
+            lines.append("        ],")
+        lines.append("    ],")
+    lines += ["]", "HIDDEN_BIAS = ["]
+    for i in range(len(p.hidden)):
+        lines.append(f"    [  # layer {i}")
+        lines += _wrap_values([_py(v) for v in p.array(f"hidden.{i}.bias")], "        ")
+        lines.append("    ],")
+    lines += ["]", "# Mean head: action j before tanh = sum_u MEAN_WEIGHT[j][u] * h[u] + MEAN_BIAS[j]",
+              "MEAN_WEIGHT = ["]
+    for j, row in enumerate(p.array("mean_head.weight")):
+        lines.append(f"    [  # action {j}: {_clean(p.act_names[j])}")
+        lines += _wrap_values([_py(v) for v in row], "        ")
+        lines.append("    ],")
+    lines += ["]", "MEAN_BIAS = [" + ", ".join(_py(v) for v in p.array("mean_head.bias")) + "]", "", "",
+              "def _dot(weights, values):",
+              "    total = 0.0",
+              "    for w, x in zip(weights, values):",
+              "        total += w * x",
+              "    return total", "", "",
+              "def act(obs):",
+              '    """The deterministic action for one observation, a list of N_ACT floats."""',
+              "    h = [float(x) for x in obs]",
+              "    if len(h) != N_OBS:",
+              '        raise ValueError(f"expected {N_OBS} observation values, got {len(h)}")',
+              "    for weight, bias in zip(HIDDEN_WEIGHT, HIDDEN_BIAS):",
+              "        h = [max(_dot(row, h) + b, 0.0) for row, b in zip(weight, bias)]",
+              "    return [math.tanh(_dot(MEAN_WEIGHT[j], h) + MEAN_BIAS[j]) * ACTION_SCALE[j] + ACTION_CENTER[j]",
+              "            for j in range(N_ACT)]"]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# C
+
+
+def _c(value: float) -> str:
+    """Shortest text that reads back as the same float32, with the f suffix."""
+    text = str(np.float32(value))
+    if not any(ch in text for ch in ".en"):
+        text += ".0"
+    return text + "f"
+
+
+def _c_double(value: float) -> str:
+    text = repr(float(value))
+    return text if any(ch in text for ch in ".en") else text + ".0"
+
+
+def _c_tree_lines(p: ExportedPolicy, tree: dict, expert: int | None) -> list[str]:
+    """Nested if/else of one tree: the library's test is the float32 input compared in double with the threshold."""
+    nodes = tree["nodes"]
+    theta = p.array("router.weight")
+    out: list[str] = []
+
+    def walk(i: int, depth: int) -> None:
+        node, pad = nodes[i], "    " * depth
+        if node["leaf"]:
+            if expert is not None:
+                out.append(f"{pad}return {_c_double(node['probability'][1])}; /* YES in {node['counts'][1]} of "
+                           f"{node['samples']} training states */")
+            else:
+                k = int(np.argmax(node["probability"]))
+                out.append(f"{pad}return {k}; /* expert {k} in {node['counts'][k]} of {node['samples']} "
+                           "training states */")
+            return
+        f, name = node["feature"], _clean(p.obs_names[node["feature"]])
+        if expert is not None:
+            test = f"(double)({_c(theta[expert][f])} * obs[{f}]) <= {_c_double(node['threshold'])}"
+            note = f"{name} {node['state_op']} {node['state_threshold']:.6g}"
+        else:
+            test, note = f"(double)obs[{f}] <= {_c_double(node['threshold'])}", name
+        out.append(f"{pad}if ({test}) {{ /* {note} */")
+        walk(node["left"], depth + 1)
+        out.append(f"{pad}}} else {{")
+        walk(node["right"], depth + 1)
+        out.append(f"{pad}}}")
+
+    if nodes[0]["leaf"]:  # a tree without a test (one class only in training) does not read obs
+        out.insert(0, "    (void)obs;")
+    walk(0, 1)
+    return out
+
+
+def _c_array(name: str, dims: list[str], values: np.ndarray, labels: list[list[str]], comment: str) -> list[str]:
+    """A static const float array, one value per line with its label, nested braces per leading dimension."""
+    lines = [f"/* {comment} */", f"static const float {name}{''.join(f'[{d}]' for d in dims)} = {{"]
+
+    def emit(array: np.ndarray, depth: int) -> None:
+        pad = "    " * (depth + 1)
+        if array.ndim == 1:
+            lines.extend(f"{pad}{_c(v)}, /* {label} */" for v, label in zip(array, labels[depth]))
+            return
+        for idx, sub in enumerate(array):
+            lines.append(f"{pad}{{ /* {labels[depth][idx]} */")
+            emit(sub, depth + 1)
+            lines.append(f"{pad}}},")
+
+    emit(values, 0)
+    return lines + ["};"]
+
+
+def c_source(p: ExportedPolicy) -> str:
+    """The header-only C99 file of a policy."""
+    title = (f"smose_policy.h: SMOSE controller for {p.env_id}, {p.n_experts} linear experts, one acts per step."
+             if p.is_smose else f"smose_policy.h: dense SAC controller ({p.algo}) for {p.env_id}.")
+    usage = ["Usage: #include \"smose_policy.h\" in one or more C99 files and link with -lm.",
+             "    float action[SMOSE_N_ACT];",
+             "    smose_act(obs, action);                      obs: SMOSE_N_OBS floats in the order below"]
+    if p.is_smose:
+        usage.append("    int expert = smose_route(obs);               the expert that acts on obs")
+        usage.append("    int expert = smose_act_route(obs, action);   both at once")
+    usage.append("No allocation, no globals that change, only expf/tanhf from libm; arithmetic is float32.")
+    doc = [title, "", *usage, "", *_description(p, "c")]
+    lines = ["/*"] + [(" * " + line.replace("*/", "* /")).rstrip() for line in doc] + [" */",
+             "#ifndef SMOSE_POLICY_H", "#define SMOSE_POLICY_H", "", "#include <math.h>", "",
+             f"#define SMOSE_N_OBS {p.n_obs}", f"#define SMOSE_N_ACT {p.n_act}"]
+    if p.is_smose:
+        lines.append(f"#define SMOSE_N_EXPERTS {p.n_experts}")
+    lines.append("")
+    obs_labels = [f"{i} {_clean(name)}" for i, name in enumerate(p.obs_names)]
+    act_labels = [f"{j} {_clean(name)}" for j, name in enumerate(p.act_names)]
+    if p.mode == "gated":
+        lines += _c_array("SMOSE_ACTION_SCALE", ["SMOSE_N_ACT"], p.action_scale, [act_labels], "(high - low) / 2")
+        lines += _c_array("SMOSE_ACTION_CENTER", ["SMOSE_N_ACT"], p.action_center, [act_labels], "(high + low) / 2")
+    else:
+        lines += _c_array("SMOSE_ACTION_LOW", ["SMOSE_N_ACT"], p.action_low, [act_labels], "lower action bounds")
+        lines += _c_array("SMOSE_ACTION_HIGH", ["SMOSE_N_ACT"], p.action_high, [act_labels], "upper action bounds")
+    lines.append("")
+    lines += _c_smose(p, obs_labels, act_labels) if p.is_smose else _c_dense(p, obs_labels)
+    lines += ["", "#endif /* SMOSE_POLICY_H */"]
+    return "\n".join(lines) + "\n"
+
+
+def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) -> list[str]:
+    experts = [f"expert {m}" for m in range(p.n_experts)]
+    lines: list[str] = []
+    if p.needs_router_weights:
+        lines += _c_array("SMOSE_ROUTER_WEIGHT", ["SMOSE_N_EXPERTS", "SMOSE_N_OBS"], p.array("router.weight"),
+                          [experts, obs_labels],
+                          "router: logit[m] = sum_i ROUTER_WEIGHT[m][i] * obs[i] + ROUTER_BIAS[m]")
+        lines += _c_array("SMOSE_ROUTER_BIAS", ["SMOSE_N_EXPERTS"], p.array("router.bias"), [experts], "router bias")
+    lines += _c_array("SMOSE_MEAN_WEIGHT", ["SMOSE_N_EXPERTS", "SMOSE_N_ACT", "SMOSE_N_OBS"],
+                      p.array("experts.mean.weight"), [experts, [f"action {a}" for a in act_labels], obs_labels],
+                      "experts: mean[k][j] = sum_i MEAN_WEIGHT[k][j][i] * obs[i] + MEAN_BIAS[k][j]")
+    lines += _c_array("SMOSE_MEAN_BIAS", ["SMOSE_N_EXPERTS", "SMOSE_N_ACT"], p.array("experts.mean.bias"),
+                      [experts, act_labels], "expert mean biases")
+    lines.append("")
+    if p.needs_router_weights:
+        lines += ["static inline void smose_router_logits(const float obs[SMOSE_N_OBS], float logits[SMOSE_N_EXPERTS])",
+                  "{",
+                  "    for (int m = 0; m < SMOSE_N_EXPERTS; ++m) {",
+                  "        float z = 0.0f;",
+                  "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
+                  "            z += SMOSE_ROUTER_WEIGHT[m][i] * obs[i];",
+                  "        logits[m] = z + SMOSE_ROUTER_BIAS[m];",
+                  "    }",
+                  "}", "",
+                  "/* Index of the largest logit; ties go to the lowest index. */",
+                  "static inline int smose_argmax_(const float logits[SMOSE_N_EXPERTS])",
+                  "{",
+                  "    int best = 0;",
+                  "    for (int m = 1; m < SMOSE_N_EXPERTS; ++m)",
+                  "        if (logits[m] > logits[best])",
+                  "            best = m;",
+                  "    return best;",
+                  "}", ""]
+    trees = p.routing_trees
+    if trees is None:
+        lines += ["/* The expert that acts on obs: the largest router logit, ties to the lowest index. */",
+                  "static inline int smose_route(const float obs[SMOSE_N_OBS])",
+                  "{",
+                  "    float logits[SMOSE_N_EXPERTS];",
+                  "    smose_router_logits(obs, logits);",
+                  "    return smose_argmax_(logits);",
+                  "}"]
+    elif trees["kind"] == "per-expert":
+        for tree in trees["trees"]:
+            m = tree["expert"]
+            lines += [f"/* How sure the distilled tree is that the router picks expert {m}. */",
+                      f"static inline double smose_yes_expert_{m}(const float obs[SMOSE_N_OBS])", "{"]
+            lines += _c_tree_lines(p, tree, m) + ["}", ""]
+        lines += [("/* The expert that acts on obs: the most confident YES of the per-expert trees, ties to the lowest"
+                  " index. */"),
+                  "static inline int smose_route(const float obs[SMOSE_N_OBS])",
+                  "{",
+                  "    double yes[SMOSE_N_EXPERTS];"]
+        lines += [f"    yes[{m}] = smose_yes_expert_{m}(obs);" for m in range(p.n_experts)]
+        lines += ["    int best = 0;",
+                  "    for (int m = 1; m < SMOSE_N_EXPERTS; ++m)",
+                  "        if (yes[m] > yes[best])",
+                  "            best = m;",
+                  "    return best;",
+                  "}"]
+    else:
+        lines += ["/* The expert that acts on obs, by one distilled decision tree on the raw observation. */",
+                  "static inline int smose_route(const float obs[SMOSE_N_OBS])", "{"]
+        lines += _c_tree_lines(p, trees["trees"][0], None) + ["}"]
+    lines += ["",
+              "/* Writes the deterministic action for obs and returns the expert that acted. */",
+              "static inline int smose_act_route(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
+              "{"]
+    if p.mode == "gated":
+        choice = "smose_route(obs)" if trees is not None else "smose_argmax_(logits)"
+        lines += ["    float logits[SMOSE_N_EXPERTS];",
+                  "    smose_router_logits(obs, logits);",
+                  f"    const int k = {choice};"]
+        lines += ["    float top = logits[0];",
+                  "    for (int m = 1; m < SMOSE_N_EXPERTS; ++m)",
+                  "        if (logits[m] > top)",
+                  "            top = logits[m];",
+                  "    float total = 0.0f;",
+                  "    for (int m = 0; m < SMOSE_N_EXPERTS; ++m)",
+                  "        total += expf(logits[m] - top);",
+                  "    const float gate = expf(logits[k] - top) / total;",
+                  "    for (int j = 0; j < SMOSE_N_ACT; ++j) {",
+                  "        float mean = 0.0f;",
+                  "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
+                  "            mean += SMOSE_MEAN_WEIGHT[k][j][i] * obs[i];",
+                  "        mean = gate * (mean + SMOSE_MEAN_BIAS[k][j]);",
+                  "        action[j] = tanhf(mean) * SMOSE_ACTION_SCALE[j] + SMOSE_ACTION_CENTER[j];",
+                  "    }"]
+    else:
+        lines += ["    const int k = smose_route(obs);",
+                  "    for (int j = 0; j < SMOSE_N_ACT; ++j) {",
+                  "        float value = 0.0f;",
+                  "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
+                  "            value += SMOSE_MEAN_WEIGHT[k][j][i] * obs[i];",
+                  "        value += SMOSE_MEAN_BIAS[k][j];",
+                  "        if (value > SMOSE_ACTION_HIGH[j])",
+                  "            value = SMOSE_ACTION_HIGH[j];",
+                  "        if (value < SMOSE_ACTION_LOW[j])",
+                  "            value = SMOSE_ACTION_LOW[j];",
+                  "        action[j] = value;",
+                  "    }"]
+    lines += ["    return k;",
+              "}", "",
+              "/* Writes the deterministic action for obs. */",
+              "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
+              "{",
+              "    (void)smose_act_route(obs, action);",
+              "}"]
+    return lines
+
+
+def _c_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
+    lines: list[str] = []
+    sizes = [p.n_obs, *p.hidden]
+    for i, width in enumerate(p.hidden):
+        lines.append(f"#define SMOSE_HIDDEN_{i} {width}")
+    lines.append("")
+    for i in range(len(p.hidden)):
+        fan_in = "SMOSE_N_OBS" if i == 0 else f"SMOSE_HIDDEN_{i - 1}"
+        lines.append(f"/* hidden layer {i}: h{i}[u] = relu(sum_i HIDDEN_{i}_WEIGHT[u][i] * "
+                     f"{'obs' if i == 0 else f'h{i - 1}'}[i] + HIDDEN_{i}_BIAS[u]), {sizes[i + 1]} x {sizes[i]}")
+        if i == 0:
+            lines += [f" * column {label}" for label in obs_labels]
+        lines += [" */", f"static const float SMOSE_HIDDEN_{i}_WEIGHT[SMOSE_HIDDEN_{i}][{fan_in}] = {{"]
+        for u, row in enumerate(p.array(f"hidden.{i}.weight")):
+            lines.append(f"    {{ /* unit {u} */")
+            lines += _wrap_values([_c(v) for v in row], "        ")
+            lines.append("    },")
+        lines += ["};", f"static const float SMOSE_HIDDEN_{i}_BIAS[SMOSE_HIDDEN_{i}] = {{"]
+        lines += _wrap_values([_c(v) for v in p.array(f"hidden.{i}.bias")], "    ")
+        lines.append("};")
+    last = f"SMOSE_HIDDEN_{len(p.hidden) - 1}"
+    lines += ["/* mean head: action j = tanh(sum_u MEAN_WEIGHT[j][u] * h[u] + MEAN_BIAS[j]) * scale + center */",
+              f"static const float SMOSE_MEAN_WEIGHT[SMOSE_N_ACT][{last}] = {{"]
+    for j, row in enumerate(p.array("mean_head.weight")):
+        lines.append(f"    {{ /* action {j}: {_clean(p.act_names[j])} */")
+        lines += _wrap_values([_c(v) for v in row], "        ")
+        lines.append("    },")
+    lines += ["};", "static const float SMOSE_MEAN_BIAS[SMOSE_N_ACT] = {"]
+    lines += _wrap_values([_c(v) for v in p.array("mean_head.bias")], "    ")
+    lines += ["};", "",
+              "/* Writes the deterministic action for obs. */",
+              "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
+              "{"]
+    previous, fan_in = "obs", "SMOSE_N_OBS"
+    for i in range(len(p.hidden)):
+        lines += [f"    float h{i}[SMOSE_HIDDEN_{i}];",
+                  f"    for (int u = 0; u < SMOSE_HIDDEN_{i}; ++u) {{",
+                  "        float z = 0.0f;",
+                  f"        for (int i = 0; i < {fan_in}; ++i)",
+                  f"            z += SMOSE_HIDDEN_{i}_WEIGHT[u][i] * {previous}[i];",
+                  f"        z += SMOSE_HIDDEN_{i}_BIAS[u];",
+                  f"        h{i}[u] = z > 0.0f ? z : 0.0f;",
+                  "    }"]
+        previous, fan_in = f"h{i}", f"SMOSE_HIDDEN_{i}"
+    lines += ["    for (int j = 0; j < SMOSE_N_ACT; ++j) {",
+              "        float z = 0.0f;",
+              f"        for (int i = 0; i < {fan_in}; ++i)",
+              f"            z += SMOSE_MEAN_WEIGHT[j][i] * {previous}[i];",
+              "        z += SMOSE_MEAN_BIAS[j];",
+              "        action[j] = tanhf(z) * SMOSE_ACTION_SCALE[j] + SMOSE_ACTION_CENTER[j];",
+              "    }",
+              "}"]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# JSON
+
+
+def json_document(p: ExportedPolicy) -> dict:
+    """Every tensor and tree of the policy (schema: docs/export.md)."""
+    doc: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "smose_version": __version__,
+        "command": p.command,
+        "source": p.source,
+        "env_id": p.env_id,
+        "algo": p.algo,
+        "n_obs": p.n_obs,
+        "n_act": p.n_act,
+    }
+    doc |= {"n_experts": p.n_experts} if p.is_smose else {"hidden": p.hidden}
+    doc |= {
+        "observation_names": p.obs_names,
+        "action_names": p.act_names,
+        "mode": p.mode,
+        "router": p.router,
+        "tree_kind": p.tree_kind,
+        "parameter_counts": p.parameter_counts,
+        "log_std_range": [-5.0, 2.0],
+        "tensors": {name: {"shape": list(array.shape), "axes": axes, "data": array.tolist()}
+                    for name, (array, axes) in p.tensors.items()},
+        "trees": p.all_trees,
+    }
+    return doc
+
+
+def json_dumps(value: Any, level: int = 0) -> str:
+    """JSON with one line per row of numbers (innermost lists) and indented structure around them.
+
+    Floats are written by ``json`` with ``repr``, so every float32 weight reads back exactly.
+    """
+    pad = "  " * level
+    if isinstance(value, dict) and value:
+        items = [f"{pad}  {json.dumps(key)}: {json_dumps(item, level + 1)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value):
+        items = [f"{pad}  {json_dumps(item, level + 1)}" for item in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ONNX
+
+
+def _yes_leaf(node: dict) -> torch.Tensor:
+    return torch.tensor(node["probability"][1], dtype=torch.float64)
+
+
+def _class_leaf(node: dict) -> torch.Tensor:
+    """The leaf's most frequent expert, ties to the lowest index (as np.argmax in TreeRouter)."""
+    return torch.tensor(int(np.argmax(node["probability"])), dtype=torch.int64)
+
+
+class _OnnxSMOSE(nn.Module):
+    """The deterministic SMOSE policy written with ops the ONNX exporter maps one to one (batch axis dynamic).
+
+    With ``trees`` the expert comes from the distilled trees, unrolled into nested ``where`` ops; as in the library's
+    TreeRouter, each test compares a float32 input in float64 with the threshold.
+    """
+
+    def __init__(self, actor: SMOSEActor, mode: str, trees: dict | None = None):
+        super().__init__()
+        n_act, n_obs = actor.n_act, actor.n_obs
+        self.mode, self.n_experts, self.n_act, self.trees = mode, actor.n_experts, n_act, trees
+        self.register_buffer("router_weight", actor.router.weight.detach().clone())
+        self.register_buffer("router_bias", actor.router.bias.detach().clone())
+        self.register_buffer("mean_weight", actor.expert_weight.detach()[:, :n_act].reshape(-1, n_obs).clone())
+        self.register_buffer("mean_bias", actor.expert_bias.detach()[:, :n_act].reshape(-1).clone())
+        for name in ("action_scale", "action_bias", "action_low", "action_high"):
+            self.register_buffer(name, getattr(actor, name).detach().clone())
+
+    def _tree(self, nodes: list[dict], i: int, inputs: torch.Tensor, leaf: Callable[[dict], torch.Tensor]):
+        node = nodes[i]
+        if node["leaf"]:
+            return leaf(node)
+        go_left = inputs[:, node["feature"]].to(torch.float64) <= node["threshold"]
+        return torch.where(go_left, self._tree(nodes, node["left"], inputs, leaf),
+                           self._tree(nodes, node["right"], inputs, leaf))
+
+    def _tree_route(self, obs: torch.Tensor) -> torch.Tensor:
+        assert self.trees is not None
+        if self.trees["kind"] == "per-expert":
+            yes = []
+            for m, tree in enumerate(self.trees["trees"]):
+                inputs = obs * self.router_weight[m]  # u_m = Θ_m ⊙ s in float32
+                yes.append(self._tree(tree["nodes"], 0, inputs, _yes_leaf).expand(obs.shape[0]))
+            return torch.argmax(torch.stack(yes, dim=1), dim=1)  # first maximum: ties to the lowest index
+        return self._tree(self.trees["trees"][0]["nodes"], 0, obs, _class_leaf).expand(obs.shape[0])
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = F.linear(obs, self.router_weight, self.router_bias)
+        expert = torch.argmax(logits, dim=-1) if self.trees is None else self._tree_route(obs)
+        means = F.linear(obs, self.mean_weight, self.mean_bias).reshape(-1, self.n_experts, self.n_act)
+        index = expert.reshape(-1, 1, 1).expand(-1, 1, self.n_act)
+        chosen = torch.gather(means, 1, index).squeeze(1)
+        if self.mode == "gated":
+            gate = torch.gather(torch.softmax(logits, dim=-1), 1, expert.reshape(-1, 1))
+            action = torch.tanh(gate * chosen) * self.action_scale + self.action_bias
+        else:
+            action = torch.maximum(torch.minimum(chosen, self.action_high), self.action_low)
+        return action, expert
+
+
+class _OnnxDense(nn.Module):
+    def __init__(self, actor: MLPActor):
+        super().__init__()
+        self.trunk, self.mean_head = actor.trunk, actor.mean_head
+        self.register_buffer("action_scale", actor.action_scale.detach().clone())
+        self.register_buffer("action_bias", actor.action_bias.detach().clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mean_head(self.trunk(obs))) * self.action_scale + self.action_bias
+
+
+def onnx_bytes(actor: Actor, p: ExportedPolicy) -> bytes:
+    """The ONNX model, checked with onnx.checker and compared with the library's policy under onnxruntime."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise SmoseError(f"ONNX export needs the 'export' extra (pip install 'smose[export]'): {exc}") from None
+    module: nn.Module = (_OnnxSMOSE(actor, p.mode, p.routing_trees) if isinstance(actor, SMOSEActor)
+                         else _OnnxDense(actor))
+    module.eval()
+    outputs = ["action", "expert"] if p.is_smose else ["action"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter (dynamo=False) needs no extra packages and handles these small graphs; its
+        # deprecation notice is not actionable for users of the exported file.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, p.n_obs),), buffer, dynamo=False, input_names=["obs"],
+                          output_names=outputs, opset_version=ONNX_OPSET,
+                          dynamic_axes={name: {0: "batch"} for name in ["obs", *outputs]})
+    model = onnx.load_from_string(buffer.getvalue())
+    model.doc_string = "\n".join([f"SMOSE policy for {p.env_id} ({p.algo}, mode {p.mode}); produced by {p.command}",
+                                  "input obs [batch, n_obs] float32; output action [batch, n_act] float32"
+                                  + ("; expert [batch] int64" if p.is_smose else "")])
+    meta = {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION), "smose_version": __version__,
+            "env_id": p.env_id, "algo": p.algo, "mode": p.mode, "command": p.command,
+            "observation_names": "\n".join(p.obs_names), "action_names": "\n".join(p.act_names)}
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    _check_onnx_against_actor(onnxruntime, data, actor, p)
+    return data
+
+
+def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: ExportedPolicy) -> None:
+    obs = torch.randn(ONNX_SELF_CHECK_STATES, p.n_obs, generator=torch.Generator().manual_seed(0))
+    if p.routing_trees is None:
+        expected, _ = actor.act(obs, p.mode)  # type: ignore[arg-type]
+    else:
+        from smose.distill import TreeRouter
+
+        expected = actor.act_with_experts(obs, TreeRouter(p.routing_trees)(obs), p.mode)  # type: ignore[attr-defined]
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(["action"], {"obs": obs.numpy()})[0]
+    diff = float(np.max(np.abs(got - expected.numpy())))
+    if not diff <= ONNX_SELF_CHECK_TOLERANCE:
+        raise SmoseError(f"the ONNX graph differs from the policy by {diff:.3g} on random states; not written")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _resolve_out(out: Path | str, fmt: str) -> Path:
+    """An existing directory, or a path ending in a separator, gets the format's default file name."""
+    text = str(out)
+    path = Path(out)
+    is_dir = path.is_dir() or text.endswith(("/", os.sep))
+    return path / DEFAULT_FILE_NAMES[fmt] if is_dir else path
+
+
+def export_policy(run_dir: Path | str, fmt: str, out: Path | str, router: str = "neural", mode: str = "gated",
+                  tree_kind: str = "per-expert") -> Path:
+    """Write the run's deterministic policy as ``fmt`` to ``out`` (a file, or a directory for the default name)."""
+    if fmt not in FORMATS:
+        raise SmoseError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    target = _resolve_out(out, fmt)
+    command = export_command(run_dir, fmt, out, router, mode, tree_kind)
+    actor, policy = collect(run_dir, router, mode, tree_kind, command, all_trees=fmt == "json")
+    writers: dict[str, Callable[[], bytes]] = {
+        "python": lambda: python_source(policy).encode(),
+        "c": lambda: c_source(policy).encode(),
+        "json": lambda: (json_dumps(json_document(policy)) + "\n").encode(),
+        "onnx": lambda: onnx_bytes(actor, policy),
+    }
+    data = writers[fmt]()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise SmoseError(f"{target}: cannot write the exported policy ({exc.strerror or exc})") from None
+    return target

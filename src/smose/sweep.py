@@ -1,0 +1,792 @@
+"""Sweeps: a grid of tasks × algorithms × seeds (× M × λ) trained as ordinary run directories, locally or on Ray.
+
+``smose sweep --envs ... --algos ... --seeds 0-4 --steps N --out sweeps/NAME`` writes
+
+    sweeps/NAME/sweep.json            the grid and the command that reproduces it
+    sweeps/NAME/runs/<run name>/      one normal run directory per grid point (what `smose train` writes)
+    sweeps/NAME/logs/<run name>.log   each run's stdout/stderr
+
+Every run is a separate ``python -m smose train ... --threads 1 --quiet`` process: the sweep adds no training code
+of its own, so a sweep run and a hand-started run with the same options are the same computation. The local backend
+keeps ``--workers`` of them going (one per core by default); the Ray backend submits each as a Ray task needing one
+CPU, which runs the same command on whichever node Ray picks (the ``--out`` directory must then be on a filesystem
+all nodes share, at the same path).
+
+Re-running the same command skips finished runs (model.json and eval.json present, ``trained_steps == steps``, same
+configuration) and resumes unfinished ones with ``smose train --resume`` when they have a checkpoint, or restarts
+them. With ``--export DIR`` each finished run's small files are copied to ``DIR/<run name>/`` and runs whose
+configuration is already in DIR are taken from there instead of being trained: DIR is what gets committed, so a
+fresh checkout re-running the sweep command continues where the committed results stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import gymnasium as gym
+
+from smose.checkpoint import checkpoint_path
+from smose.config import TrainConfig, read_run_config
+from smose.errors import SmoseError
+from smose.policy import ALGOS
+from smose.serialization import read_json, write_json
+
+SWEEP_FILE = "sweep.json"
+SWEEP_FORMAT = "smose-sweep"
+SWEEP_FORMAT_VERSION = 1
+RUNS_DIR = "runs"
+LOGS_DIR = "logs"
+# What a finished run contributes to the committed results: no replay buffers, checkpoints or TensorBoard files.
+EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", "model.json", "model.safetensors")
+# Algorithms whose network depends on M (SAC-M and SAC-S are sized from it) and on λ.
+USES_EXPERTS = ("smose", "sac-m", "sac-s")
+USES_LB = ("smose",)
+# TrainConfig fields a sweep may fix for all its runs (besides the grid axes).
+SETTINGS = ("learning_starts", "eval_every", "eval_episodes", "batch_size")
+# Fields that do not change what a run computes; ignored when deciding whether two runs are the same.
+NON_RESULT_FIELDS = ("out", "threads", "checkpoint_every")
+DEFAULTS = TrainConfig()
+
+
+# ---- grid ------------------------------------------------------------------------------------------------------------
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """"0-4" -> (0, 1, 2, 3, 4); "0,2,7" and "0-2,9" work too. Order is kept, duplicates dropped."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                low, high = (int(x) for x in part.split("-"))
+                if high < low:
+                    raise ValueError
+                seeds.extend(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise SmoseError(f"--seeds: cannot read {part!r}; expected e.g. 0-4 or 0,1,2") from None
+    if any(s < 0 for s in seeds):
+        raise SmoseError("--seeds must be >= 0")
+    return tuple(dict.fromkeys(seeds))
+
+
+def format_seeds(seeds: Iterable[int]) -> str:
+    """The shortest text parse_seeds reads back: consecutive seeds become ranges."""
+    parts, values = [], list(seeds)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_list(text: str, kind: Callable[[str], Any], option: str) -> tuple:
+    try:
+        values = tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SmoseError(f"{option}: cannot read {text!r}; expected a comma-separated list") from None
+    if not values:
+        raise SmoseError(f"{option}: empty list")
+    return tuple(dict.fromkeys(values))
+
+
+def format_float(value: float) -> str:
+    """0.1 -> "0.1", 1.0 -> "1", 0.0 -> "0": short, exact enough to tell grid values apart, float() reads it back."""
+    return format(float(value), ".12g")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a sweep trains. ``experts``/``lb_weights`` hold the M and λ values (one value: a fixed setting)."""
+
+    envs: tuple[str, ...]
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    experts: tuple[int, ...] = (DEFAULTS.experts,)
+    lb_weights: tuple[float, ...] = (DEFAULTS.effective_lb_weight,)
+    settings: tuple[tuple[str, int], ...] = ()  # (field, value) pairs of SETTINGS given on the command line
+
+    def __post_init__(self) -> None:
+        for name in ("envs", "algos", "seeds", "experts", "lb_weights"):
+            if not getattr(self, name):
+                raise SmoseError(f"the sweep grid needs at least one value for {name}")
+        for env in self.envs:
+            if env not in gym.registry:
+                raise SmoseError(f"unknown environment {env!r} in --envs")
+            if "__" in env:
+                raise SmoseError(f"environment id {env!r} contains '__', which separates the parts of run names")
+        for algo in self.algos:
+            if algo not in ALGOS:
+                raise SmoseError(f"unknown algorithm {algo!r} in --algos; expected some of {','.join(ALGOS)}")
+        unknown = [name for name, _ in self.settings if name not in SETTINGS]
+        if unknown:
+            raise SmoseError(f"not a sweep setting: {', '.join(unknown)}")
+
+    @property
+    def name_axes(self) -> tuple[str, ...]:
+        """The axes named in run names besides env, algo and seed: M and λ when the grid varies them."""
+        return tuple(axis for axis, values in (("experts", self.experts), ("lb_weight", self.lb_weights))
+                     if len(values) > 1)
+
+    def effective_settings(self) -> dict[str, int]:
+        return {name: dict(self.settings).get(name, getattr(DEFAULTS, name)) for name in SETTINGS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"envs": list(self.envs), "algos": list(self.algos), "seeds": list(self.seeds), "steps": self.steps,
+                "experts": list(self.experts), "lb_weights": list(self.lb_weights), "settings": dict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Grid:
+        return cls(envs=tuple(data["envs"]), algos=tuple(data["algos"]), seeds=tuple(data["seeds"]),
+                   steps=int(data["steps"]), experts=tuple(data["experts"]),
+                   lb_weights=tuple(float(x) for x in data["lb_weights"]),
+                   settings=tuple(sorted(data.get("settings", {}).items())))
+
+    def command(self, out: Path) -> str:
+        """The `smose sweep` command line that expands to this grid."""
+        words = ["smose", "sweep", "--envs", ",".join(self.envs), "--algos", ",".join(self.algos),
+                 "--seeds", format_seeds(self.seeds), "--steps", str(self.steps)]
+        if self.experts != (DEFAULTS.experts,):
+            words += ["--experts", ",".join(map(str, self.experts))]
+        if self.lb_weights != (DEFAULTS.effective_lb_weight,):
+            words += ["--lb-weight", ",".join(map(format_float, self.lb_weights))]
+        for name, value in self.settings:
+            words += ["--" + name.replace("_", "-"), str(value)]
+        return shlex.join(words + ["--out", str(out)])
+
+
+def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weight: float | None = None) -> str:
+    """``<env>__<algo>[__M<m>][__lb<λ>]__s<seed>``; a '/' of a namespaced env id becomes '~'."""
+    parts = [env.replace("/", "~"), algo]
+    if experts is not None:
+        parts.append(f"M{experts}")
+    if lb_weight is not None:
+        parts.append(f"lb{format_float(lb_weight)}")
+    return "__".join(parts + [f"s{seed}"])
+
+
+def parse_run_name(name: str) -> dict[str, Any]:
+    """Inverse of run_name: {"env", "algo", "seed", "experts" (or None), "lb_weight" (or None)}."""
+    parts = name.split("__")
+    if len(parts) < 3 or not parts[-1].startswith("s"):
+        raise SmoseError(f"{name!r} is not a sweep run name (<env>__<algo>[__M<m>][__lb<λ>]__s<seed>)")
+    result: dict[str, Any] = {"env": parts[0].replace("~", "/"), "algo": parts[1], "experts": None, "lb_weight": None}
+    try:
+        result["seed"] = int(parts[-1][1:])
+        for part in parts[2:-1]:
+            if part.startswith("M"):
+                result["experts"] = int(part[1:])
+            elif part.startswith("lb"):
+                result["lb_weight"] = float(part[2:])
+            else:
+                raise ValueError
+    except ValueError:
+        raise SmoseError(f"{name!r} is not a sweep run name (<env>__<algo>[__M<m>][__lb<λ>]__s<seed>)") from None
+    return result
+
+
+@dataclass
+class RunSpec:
+    name: str
+    config: TrainConfig  # config.out is the run directory
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(str(self.config.out))
+
+
+def expand(grid: Grid, out: Path) -> list[RunSpec]:
+    """All runs of the grid, seed-major (every configuration gets seed 0 before any gets seed 1, so a sweep cut
+    short still covers the whole grid). M is applied only where it changes the network (not SAC-L) and λ only to
+    SMOSE; the other algorithms get the defaults, so they are not repeated per M or λ."""
+    names = grid.name_axes
+    runs: dict[str, RunSpec] = {}
+    for seed in grid.seeds:
+        for env in grid.envs:
+            for algo in grid.algos:
+                for experts in grid.experts if algo in USES_EXPERTS else (DEFAULTS.experts,):
+                    for lb in grid.lb_weights if algo in USES_LB else (DEFAULTS.effective_lb_weight,):
+                        name = run_name(env, algo, seed,
+                                        experts if "experts" in names and algo in USES_EXPERTS else None,
+                                        lb if "lb_weight" in names and algo in USES_LB else None)
+                        lb_weight = None if lb == DEFAULTS.effective_lb_weight else lb
+                        config = TrainConfig(env=env, algo=algo, seed=seed, steps=grid.steps, experts=experts,
+                                             lb_weight=lb_weight, threads=1, out=str(out / RUNS_DIR / name),
+                                             **dict(grid.settings))
+                        runs.setdefault(name, RunSpec(name, config))
+    return list(runs.values())
+
+
+def result_key(config: TrainConfig) -> str:
+    """Two runs with the same key compute the same thing (up to the machine): the fields that affect the result,
+    with λ as its effective value and the settings an algorithm ignores left out."""
+    data = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_FIELDS}
+    data["lb_weight"] = config.effective_lb_weight
+    if config.algo not in USES_EXPERTS:
+        data.pop("experts")
+    if config.algo not in USES_LB:
+        for name in ("lb_weight", "lb_loss", "lb_noise"):
+            data.pop(name)
+    return json.dumps(data, sort_keys=True)
+
+
+# ---- sweep.json ------------------------------------------------------------------------------------------------------
+def check_compatible(old: Grid, new: Grid, path: Path) -> None:
+    """A sweep directory may grow (more envs, algos, seeds, M or λ values) but its runs must keep their meaning and
+    names: same steps and settings, same named axes, same fixed M/λ."""
+    problems = []
+    if old.steps != new.steps:
+        problems.append(f"--steps {old.steps} before, {new.steps} now")
+    if old.effective_settings() != new.effective_settings():
+        before, now = old.effective_settings(), new.effective_settings()
+        problems += [f"--{k.replace('_', '-')} {before[k]} before, {now[k]} now"
+                     for k in SETTINGS if before[k] != now[k]]
+    if old.name_axes != new.name_axes:
+        problems.append(f"run names vary {list(old.name_axes) or 'no'} axes before, {list(new.name_axes) or 'no'} now")
+    for axis, label in (("experts", "--experts"), ("lb_weights", "--lb-weight")):
+        before, now = getattr(old, axis), getattr(new, axis)
+        if len(before) == 1 and len(now) == 1 and before != now:
+            problems.append(f"{label} {before[0]} before, {now[0]} now")
+    if problems:
+        raise SmoseError(f"{path}: this directory holds a different sweep ({'; '.join(problems)}); "
+                         "use another --out")
+
+
+def write_sweep_file(grid: Grid, out: Path) -> None:
+    """Create or update sweep.json, refusing a grid that does not fit the runs already there."""
+    path = out / SWEEP_FILE
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    created = now
+    if path.exists():
+        data = read_json(path, "sweep description")
+        if not isinstance(data, dict) or data.get("format") != SWEEP_FORMAT or "grid" not in data:
+            raise SmoseError(f"{path}: not a smose sweep description")
+        if data.get("format_version") != SWEEP_FORMAT_VERSION:
+            raise SmoseError(f"{path}: sweep format version {data.get('format_version')!r} is not supported")
+        try:
+            old = Grid.from_dict(data["grid"])
+        except (KeyError, TypeError, ValueError):
+            raise SmoseError(f"{path}: invalid sweep grid") from None
+        check_compatible(old, grid, path)
+        created = data.get("created", now)
+    write_json(path, {"format": SWEEP_FORMAT, "format_version": SWEEP_FORMAT_VERSION, "command": grid.command(out),
+                      "grid": grid.to_dict(), "name_axes": list(grid.name_axes), "created": created, "updated": now})
+
+
+# ---- the state of a run directory ------------------------------------------------------------------------------------
+def finished_steps(run_dir: Path) -> int | None:
+    """trained_steps of a run whose model and final evaluation are both written; None otherwise."""
+    if not (run_dir / "eval.json").is_file() or not (run_dir / "model.json").is_file():
+        return None
+    try:
+        steps = json.loads((run_dir / "model.json").read_text()).get("trained_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
+
+
+def run_config(run_dir: Path) -> TrainConfig | None:
+    try:
+        return read_run_config(run_dir / "config.json")
+    except SmoseError:
+        return None
+
+
+def is_finished(run_dir: Path, config: TrainConfig) -> bool:
+    """The run in ``run_dir`` is complete and was trained with ``config`` (up to the non-result fields)."""
+    found = run_config(run_dir)
+    return (found is not None and result_key(found) == result_key(config)
+            and finished_steps(run_dir) == config.steps == found.steps)
+
+
+def can_resume(run_dir: Path) -> bool:
+    """An unfinished run that holds a checkpoint for `smose train --resume`."""
+    return checkpoint_path(run_dir).is_file()
+
+
+# ---- export / import of the small files ------------------------------------------------------------------------------
+def index_finished(directory: Path) -> dict[str, Path]:
+    """result_key -> run directory for every finished run directly below ``directory``."""
+    index: dict[str, Path] = {}
+    if not directory.is_dir():
+        return index
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        config = run_config(run_dir)
+        if config is not None and finished_steps(run_dir) == config.steps:
+            index.setdefault(result_key(config), run_dir)
+    return index
+
+
+def copy_small_files(source: Path, target: Path) -> None:
+    """Copy EXPORT_FILES from one run directory to another (through a temporary sibling, then a rename, so a
+    half-copied run never looks finished)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in EXPORT_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, tmp / name)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SmoseError(f"{target}: cannot copy the run from {source} ({exc.strerror or exc})") from None
+
+
+class Exporter:
+    """Keeps DIR (the committed results) in step with the sweep: exports finished runs, imports known ones."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self.index = index_finished(directory) if directory is not None else {}
+
+    def find(self, spec: RunSpec) -> Path | None:
+        return self.index.get(result_key(spec.config))
+
+    def export(self, spec: RunSpec) -> None:
+        if self.directory is None or self.find(spec) is not None:
+            return
+        target = self.directory / spec.name
+        if target.exists() and run_config(target) is not None and finished_steps(target) is not None:
+            raise SmoseError(f"{target}: holds a different finished run; not overwritten")
+        copy_small_files(spec.run_dir, target)
+        self.index[result_key(spec.config)] = target
+
+
+# ---- running one run -------------------------------------------------------------------------------------------------
+def train_command(config: TrainConfig) -> list[str]:
+    """``python -m smose train`` with every option that differs from the default, one thread, no progress bar."""
+    words = [sys.executable, "-m", "smose", "train"]
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if value is None or value == f.default or f.name == "threads":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            words += [flag, format_float(value) if isinstance(value, float) else str(value)]
+    return words + ["--threads", "1", "--quiet", "--force"]
+
+
+def resume_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "smose", "train", "--resume", str(run_dir), "--quiet"]
+
+
+def error_line(log_path: Path, returncode: int) -> str:
+    """The line that says why a run failed: smose's one-line error, else the last line of the log (a traceback's)."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        if line.startswith("smose: error:"):
+            return line
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+# How the sweep asks a trainer to checkpoint and stop. Not SIGINT: Ray's workers block SIGINT, and a blocked signal
+# stays blocked in the processes they start, so the trainer would never see it.
+STOP_SIGNAL = signal.SIGTERM
+_live: dict[int, subprocess.Popen] = {}  # processes started by execute() in this process, for interrupting them
+_live_lock = threading.Lock()
+
+
+def execute(command: list[str], log_path: str, cwd: str) -> tuple[int, str]:
+    """Run one training process with its output in ``log_path``; returns (exit status, error line or "").
+
+    This is the whole job of a worker, on either backend. On a Ray node that cannot see the sweep directory it
+    fails with a message saying so instead of training into a directory nobody will read.
+    """
+    log = Path(log_path)
+    if not log.parent.is_dir() or not Path(cwd).is_dir():
+        return -1, (f"{log.parent} is not visible on {socket.gethostname()}: the ray backend needs --out on a "
+                    "filesystem shared by all nodes, at the same path")
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as fh:
+        fh.write("$ " + shlex.join(command) + "\n")
+        fh.flush()
+        # A session of its own: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one stop
+        # signal (the trainer checkpoints and stops on the first; a second would abort it without a checkpoint).
+        process = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                   start_new_session=True)
+        with _live_lock:
+            _live[process.pid] = process
+        try:
+            while True:  # short waits: Ray delivers a task's cancellation only while Python code runs
+                try:
+                    returncode = process.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        except BaseException:  # a cancelled Ray task: let the trainer stop cleanly (it checkpoints on SIGTERM)
+            process.send_signal(STOP_SIGNAL)
+            process.wait()
+            raise
+        finally:
+            with _live_lock:
+                _live.pop(process.pid, None)
+    return returncode, "" if returncode == 0 else error_line(log, returncode)
+
+
+def interrupt_live() -> None:
+    """Forward an interrupt to the training processes this process started and wait for them to stop."""
+    with _live_lock:
+        processes = list(_live.values())
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(STOP_SIGNAL)
+    for process in processes:
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a job scheduler or `kill` stopping the sweep) like Ctrl-C: the running trainers are asked to
+    stop, which makes them write a checkpoint that the next run of the sweep resumes from."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---- progress --------------------------------------------------------------------------------------------------------
+def last_step(metrics_path: Path) -> int:
+    """The step of the last row of a metrics.csv (0 if there is none yet); reads only the file's tail."""
+    try:
+        with open(metrics_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4096))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return 0
+    for line in reversed(tail.splitlines()):
+        head = line.split(",", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return 0
+
+
+class Progress:
+    """Runs done/running/failed and the aggregate steps/s of the running ones, read from their metrics.csv.
+
+    A tqdm bar on a terminal; otherwise one plain line per finished run and a status line every minute.
+    """
+
+    RATE_WINDOW = 60.0  # seconds over which steps/s is measured
+
+    def __init__(self, specs: list[RunSpec], stream=None):
+        self.specs = {s.name: s for s in specs}
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.done = self.failed = 0
+        self.running: set[str] = set()
+        self.baseline: dict[str, int] = {}  # metrics.csv step when a run started (resumed runs do not count twice)
+        self.counted = 0  # steps of runs that ended, counted from their baseline
+        self.samples: deque[tuple[float, int]] = deque()
+        self.last_line = 0.0
+        self.bar = None
+        if self.tty and specs:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(specs), unit="run", file=self.stream, dynamic_ncols=True, desc="sweep")
+
+    def started(self, name: str) -> None:
+        self.running.add(name)
+        self.baseline[name] = last_step(self.specs[name].run_dir / "metrics.csv")
+
+    def finished(self, name: str, ok: bool, message: str) -> None:
+        self.running.discard(name)
+        steps = self.specs[name].config.steps if ok else last_step(self.specs[name].run_dir / "metrics.csv")
+        self.counted += max(0, steps - self.baseline.get(name, 0))
+        self.done += ok
+        self.failed += not ok
+        line = f"{'finished' if ok else 'FAILED'} {name}{': ' + message if message else ''}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+            self.update()
+            self.bar.update(1)
+        else:
+            self._print(line)
+            self.update(force=True)
+
+    def steps_per_second(self) -> float:
+        now = time.monotonic()
+        total = self.counted + sum(max(0, last_step(self.specs[n].run_dir / "metrics.csv") - self.baseline[n])
+                                   for n in self.running)
+        self.samples.append((now, total))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.RATE_WINDOW:
+            self.samples.popleft()
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def status(self) -> str:
+        return (f"{self.done}/{len(self.specs)} done, {len(self.running)} running, {self.failed} failed, "
+                f"{self.steps_per_second():.0f} steps/s")
+
+    def update(self, force: bool = False) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.status().split(" done, ", 1)[1])
+        elif force or time.monotonic() - self.last_line >= 60:
+            self._print(self.status())
+
+    def _print(self, line: str) -> None:
+        self.last_line = time.monotonic()
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---- backends --------------------------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    spec: RunSpec
+    command: list[str]
+    log_path: Path
+
+
+Outcome = tuple[int, str]
+
+
+def run_local(jobs: list[Job], workers: int, progress: Progress, on_done: Callable[[Job, Outcome], None]) -> None:
+    """At most ``workers`` training processes at a time, each waited for by a thread of this process."""
+    cwd = os.getcwd()
+    queue = deque(jobs)
+    futures: dict[Future, Job] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        try:
+            while queue or futures:
+                while queue and len(futures) < workers:
+                    job = queue.popleft()
+                    progress.started(job.spec.name)
+                    futures[pool.submit(execute, job.command, str(job.log_path), cwd)] = job
+                finished, _ = wait(futures, timeout=2.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    on_done(futures.pop(future), future.result())
+                progress.update()
+        except KeyboardInterrupt:
+            interrupt_live()
+            raise
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SmoseError("--backend ray needs Ray: pip install 'smose[ray]'") from None
+    return ray
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds on a Ray address nobody listens on (``ray.init`` keeps retrying for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise SmoseError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise SmoseError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
+
+
+def run_ray(jobs: list[Job], workers: int | None, address: str | None, progress: Progress,
+            on_done: Callable[[Job, Outcome], None]) -> None:
+    """Each job is a Ray task needing one CPU. Uses the Ray instance already initialised in this process, else
+    connects to ``address`` (or starts a local instance) and shuts it down at the end."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here and address is not None:
+        check_reachable(address)
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise SmoseError(f"cannot connect to Ray at {address or 'a local instance'}: {exc}") from None
+    task = ray.remote(num_cpus=1, max_retries=0)(execute)
+    cwd = os.getcwd()
+    queue = deque(jobs)
+    pending: dict[Any, Job] = {}
+    limit = workers or len(jobs)
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                job = queue.popleft()
+                pending[task.remote(job.command, str(job.log_path), cwd)] = job
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+            for ref in ready:
+                job = pending.pop(ref)
+                if job.spec.name not in progress.running:
+                    progress.started(job.spec.name)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    outcome = (-1, f"ray task failed: {str(exc).strip().splitlines()[-1]}")
+                on_done(job, outcome)
+            for job in pending.values():  # a task is running once its process has opened its log
+                if job.spec.name not in progress.running and job.log_path.exists():
+                    progress.started(job.spec.name)
+            progress.update()
+    except KeyboardInterrupt:
+        for ref in pending:  # running tasks get a KeyboardInterrupt, which execute() forwards to the trainer
+            ray.cancel(ref)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=120)  # let them checkpoint before shutdown
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ---- the sweep -------------------------------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    out: Path
+    runs: list[RunSpec]
+    skipped: list[str] = field(default_factory=list)  # finished before this call
+    imported: list[str] = field(default_factory=list)  # copied from the export directory
+    trained: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error line
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"sweep {self.out}: {len(self.runs)} runs: {len(self.skipped)} already finished, "
+                 f"{len(self.imported)} taken from the export directory, {len(self.trained)} trained "
+                 f"({len(self.resumed)} of them resumed), {len(self.failed)} failed, in {self.seconds:.0f} s"]
+        if self.failed:
+            lines.append("failed runs (logs in " + str(self.out / LOGS_DIR) + "):")
+            lines += [f"  {name}: {message}" for name, message in self.failed.items()]
+        return "\n".join(lines)
+
+
+def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None = None,
+              address: str | None = None, export: Path | None = None, stream=None) -> SweepResult:
+    """Train every unfinished run of ``grid`` into ``out``; one failing run never stops the others."""
+    if backend not in ("local", "ray"):
+        raise SmoseError(f"unknown --backend {backend!r}; expected local or ray")
+    if workers is not None and workers < 1:
+        raise SmoseError(f"--workers must be positive, got {workers}")
+    if address is not None and backend != "ray":
+        raise SmoseError("--address is for --backend ray")
+    if backend == "ray":
+        import_ray()  # before anything is written
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SmoseError(f"{out}: exists and is not a directory")
+    started = time.monotonic()
+    specs = expand(grid, out)
+    try:
+        (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        (out / LOGS_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise SmoseError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
+    write_sweep_file(grid, out)
+    exporter = Exporter(Path(export) if export is not None else None)
+    result = SweepResult(out, specs)
+    jobs: list[Job] = []
+    for spec in specs:
+        run_dir = spec.run_dir
+        found = run_config(run_dir)
+        if is_finished(run_dir, spec.config):
+            result.skipped.append(spec.name)
+            try:
+                exporter.export(spec)
+            except SmoseError as exc:
+                result.failed[spec.name] = f"finished, but not exported: {exc}"
+            continue
+        if found is not None and finished_steps(run_dir) == found.steps:
+            result.failed[spec.name] = (f"{run_dir} holds a finished run with another configuration; "
+                                        "move it away or use another --out")
+            continue
+        source = exporter.find(spec)
+        if source is not None:
+            try:
+                copy_small_files(source, run_dir)
+                result.imported.append(spec.name)
+            except SmoseError as exc:
+                result.failed[spec.name] = str(exc)
+            continue
+        log_path = out / LOGS_DIR / f"{spec.name}.log"
+        log_path.unlink(missing_ok=True)
+        if found is not None and result_key(found) == result_key(spec.config) and can_resume(run_dir):
+            jobs.append(Job(spec, resume_command(run_dir), log_path))
+            result.resumed.append(spec.name)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a partial run: its metrics.csv would be appended to
+            jobs.append(Job(spec, train_command(spec.config), log_path))
+
+    progress = Progress([job.spec for job in jobs], stream)
+
+    def on_done(job: Job, outcome: Outcome) -> None:
+        returncode, message = outcome
+        ok = returncode == 0 and is_finished(job.spec.run_dir, job.spec.config)
+        if returncode == 0 and not ok:
+            message = "the process exited normally but the run directory is not complete"
+        if ok:
+            try:
+                exporter.export(job.spec)
+            except SmoseError as exc:
+                ok, message = False, f"trained, but not exported: {exc}"
+        if ok:
+            result.trained.append(job.spec.name)
+            message = f"eval {read_json(job.spec.run_dir / 'eval.json', 'evaluation').get('mean', float('nan')):.2f}"
+        else:
+            result.failed[job.spec.name] = message
+            if job.spec.name in result.resumed:
+                result.resumed.remove(job.spec.name)
+        progress.finished(job.spec.name, ok, message)
+
+    try:
+        with terminate_as_interrupt():
+            if jobs and backend == "local":
+                run_local(jobs, workers or os.cpu_count() or 1, progress, on_done)
+            elif jobs:
+                run_ray(jobs, workers, address, progress, on_done)
+    except KeyboardInterrupt:
+        progress.close()
+        print("smose: sweep interrupted; the running trainers were asked to stop and write a checkpoint. "
+              "Run the same command again to resume them.", file=progress.stream)
+        raise
+    finally:
+        progress.close()
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,392 @@
+"""Results tables from many runs: mean ± std and IQM with a bootstrap CI over seeds, learning curves, paper ratios.
+
+``smose table DIR`` reads every finished run below DIR (a sweep directory, or any directory of run directories such
+as ``benchmarks/results/runs``): its ``config.json`` says what was trained, ``eval.json`` gives the final return and
+the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve. Runs are grouped by
+(env, algo, M, λ, steps); the seeds of a group are the samples. Written to ``DIR/table/`` (or ``--out``):
+
+    table.md        the aggregate table, the comparison with the paper, notes on what was left out
+    table.csv       one row per group
+    paper.csv       the groups run with the paper's settings beside the paper's numbers, as ratios ours/paper
+    curves.csv      the learning curves (mean and std over seeds at each evaluation step)
+    curves_<env>.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import parse_env_id
+
+from smose.config import TrainConfig, read_run_config
+from smose.errors import SmoseError
+from smose.serialization import read_eval, read_json
+from smose.sweep import RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float
+
+# SMOSE_SPEC.md §6 (the authors' poster): final returns after 1M steps on the -v4 tasks, no ± published.
+# Keyed by task name without version, then algorithm. SMOSE used M = 8 and λ = 0.1; SAC-M/SAC-S are sized for M = 8.
+PAPER_RESULTS: dict[str, dict[str, float]] = {
+    "Walker2d": {"sac-l": 4358.06, "sac-m": 4020.51, "sac-s": 2967.14, "smose": 4224.29},
+    "Hopper": {"sac-l": 2636.49, "sac-m": 3224.25, "sac-s": 3076.09, "smose": 2816.08},
+    "Ant": {"sac-l": 5255.46, "sac-m": 4894.18, "sac-s": 4162.97, "smose": 3245.43},
+    "HalfCheetah": {"sac-l": 11809.87, "sac-m": 8992.22, "sac-s": 7214.30, "smose": 7310.17},
+    "Reacher": {"sac-l": -3.75, "sac-m": -4.02, "sac-s": -4.82, "smose": -5.49},
+    "Swimmer": {"sac-l": 68.59, "sac-m": 71.94, "sac-s": 59.42, "smose": 45.4},
+}
+PAPER_STEPS = 1_000_000
+PAPER_EXPERTS = 8
+PAPER_LB_WEIGHT = 0.1
+ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
+BOOTSTRAP_RESAMPLES = 5000
+BOOTSTRAP_SEED = 0
+TABLE_DIR = "table"
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------------
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle half after cutting floor(n/4) values from each end
+    (scipy.stats.trim_mean(x, 0.25), as in rliable). With fewer than 4 values nothing is cut: the mean."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    if x.size == 0:
+        return float("nan")
+    cut = int(np.floor(0.25 * x.size))
+    return float(x[cut:x.size - cut].mean())
+
+
+def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], float] = iqm, confidence: float = 0.95,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``statistic`` over seeds (resampled with replacement; fixed RNG seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(0, x.size, size=(resamples, x.size))]
+    stats = np.array([statistic(row) for row in samples])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def usage_balance(usage: Sequence[float]) -> float:
+    """Normalised entropy of expert-usage fractions: 1 = all experts used equally, 0 = one expert does everything.
+    Undefined (NaN) for a single expert."""
+    u = np.asarray(usage, dtype=np.float64)
+    if u.size < 2 or u.sum() <= 0:
+        return float("nan")
+    p = u / u.sum()
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / math.log(u.size))
+
+
+def task_name(env_id: str) -> str:
+    """"Hopper-v4" -> "Hopper" (the key of PAPER_RESULTS)."""
+    try:
+        return parse_env_id(env_id)[1]
+    except gym.error.Error:
+        return env_id
+
+
+# ---- reading runs ----------------------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    path: Path
+    config: TrainConfig
+    steps: int
+    final_return: float
+    balance: float
+    curve: dict[int, float]  # evaluation step -> mean evaluation return
+
+
+def find_run_dirs(directory: Path, exclude: Path | None = None) -> list[Path]:
+    """Run directories (holding a config.json) at or below ``directory``; a sweep's are under its runs/."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SmoseError(f"{directory}: no such directory")
+    root = directory / RUNS_DIR if (directory / RUNS_DIR).is_dir() else directory
+    found: list[Path] = []
+    for config_path in sorted(root.rglob("config.json")):
+        run_dir = config_path.parent
+        parts = run_dir.relative_to(root).parts
+        if any(p.startswith(".") for p in parts) or (exclude is not None and exclude in run_dir.parents):
+            continue
+        if any(other in run_dir.parents for other in found):  # a checkpoint or similar inside a run directory
+            continue
+        found.append(run_dir)
+    return found
+
+
+def read_curve(metrics_path: Path) -> dict[int, float]:
+    """step -> eval_return_mean from the event=eval rows (a later row for the same step wins: a resumed run may
+    repeat evaluations made after its last checkpoint)."""
+    curve: dict[int, float] = {}
+    if not metrics_path.is_file():
+        return curve
+    with open(metrics_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("event") == "eval" and row.get("eval_return_mean") not in (None, ""):
+                try:
+                    curve[int(row["step"])] = float(row["eval_return_mean"])
+                except (TypeError, ValueError):
+                    continue
+    return dict(sorted(curve.items()))
+
+
+def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRecord], list[str]]:
+    """Finished runs below ``directory`` and one line per run directory that was left out, saying why."""
+    records, skipped = [], []
+    for run_dir in find_run_dirs(directory, exclude):
+        try:
+            config = read_run_config(run_dir / "config.json")
+        except SmoseError as exc:
+            skipped.append(f"{run_dir}: {exc}")
+            continue
+        steps = finished_steps(run_dir)
+        if steps is None or steps != config.steps:
+            skipped.append(f"{run_dir}: unfinished")
+            continue
+        try:
+            evaluation = read_eval(run_dir / "eval.json")
+        except SmoseError as exc:
+            skipped.append(str(exc))
+            continue
+        records.append(RunRecord(run_dir, config, steps, float(evaluation["mean"]),
+                                 usage_balance(evaluation.get("expert_usage") or []),
+                                 read_curve(run_dir / "metrics.csv")))
+    return records, skipped
+
+
+# ---- aggregation -----------------------------------------------------------------------------------------------------
+def lb_label(config: TrainConfig) -> str | None:
+    """λ as the table shows it: "0.1" for the default CV² loss, "z:0.001" or "none" for the other losses."""
+    if config.algo not in USES_LB:
+        return None
+    if config.lb_loss == "none":
+        return "none"
+    weight = format_float(config.effective_lb_weight)
+    return weight if config.lb_loss == "cv2" else f"{config.lb_loss}:{weight}"
+
+
+GroupKey = tuple[str, str, "int | None", "str | None", int]
+
+
+def group_key(record: RunRecord) -> GroupKey:
+    c = record.config
+    return c.env, c.algo, c.experts if c.algo in USES_EXPERTS else None, lb_label(c), record.steps
+
+
+def _sort_key(key: GroupKey) -> tuple:
+    env, algo, experts, lb, steps = key
+    algo_rank = ALGO_ORDER.index(algo) if algo in ALGO_ORDER else len(ALGO_ORDER)
+    try:
+        lb_value = float(lb) if lb is not None else -1.0
+    except ValueError:  # "none" or "z:0.001": after the numeric weights
+        lb_value = math.inf
+    return env, algo_rank, experts or 0, lb_value, lb or "", steps
+
+
+@dataclass
+class Row:
+    env: str
+    algo: str
+    experts: int | None
+    lb: str | None
+    steps: int
+    seeds: list[int]
+    returns: list[float]
+    balances: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (ddof = 1); NaN for one seed."""
+        return float(np.std(self.returns, ddof=1)) if len(self.returns) > 1 else float("nan")
+
+    @property
+    def iqm(self) -> float:
+        return iqm(self.returns)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return bootstrap_ci(self.returns)
+
+    @property
+    def balance(self) -> float:
+        finite = [b for b in self.balances if math.isfinite(b)]
+        return float(np.mean(finite)) if finite else float("nan")
+
+    @property
+    def paper(self) -> float | None:
+        """The paper's number when this group used the paper's settings (M = 8, λ = 0.1 with CV²)."""
+        if self.algo in USES_EXPERTS and self.experts != PAPER_EXPERTS:
+            return None
+        if self.algo in USES_LB and self.lb != format_float(PAPER_LB_WEIGHT):
+            return None
+        return PAPER_RESULTS.get(task_name(self.env), {}).get(self.algo)
+
+
+def aggregate(records: list[RunRecord]) -> list[Row]:
+    groups: dict[GroupKey, Row] = {}
+    for record in sorted(records, key=lambda r: r.config.seed):
+        key = group_key(record)
+        row = groups.setdefault(key, Row(*key, seeds=[], returns=[]))
+        row.seeds.append(record.config.seed)
+        row.returns.append(record.final_return)
+        row.balances.append(record.balance)
+    return [groups[k] for k in sorted(groups, key=_sort_key)]
+
+
+def curves(records: list[RunRecord]) -> dict[GroupKey, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per group: (steps, mean, std over seeds, number of seeds) at the evaluation steps all its seeds share."""
+    by_group: dict[GroupKey, list[dict[int, float]]] = {}
+    for record in records:
+        if record.curve:
+            by_group.setdefault(group_key(record), []).append(record.curve)
+    result = {}
+    for key in sorted(by_group, key=_sort_key):
+        runs = by_group[key]
+        steps = sorted(set.intersection(*(set(c) for c in runs)))
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in runs])
+        std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(steps))
+        result[key] = (np.array(steps), values.mean(axis=0), std, len(runs))
+    return result
+
+
+# ---- output ----------------------------------------------------------------------------------------------------------
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _group_label(row_or_key) -> str:
+    env, algo, experts, lb, steps = (row_or_key.env, row_or_key.algo, row_or_key.experts, row_or_key.lb,
+                                     row_or_key.steps) if isinstance(row_or_key, Row) else row_or_key
+    label = algo + (f" M={experts}" if experts is not None else "") + (f" λ={lb}" if lb is not None else "")
+    return f"{label} ({steps:,} steps)"
+
+
+def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequence[str] = ()) -> str:
+    """The Markdown report; ``provenance``: lines saying how it was made (commands, date)."""
+    lines = [f"# Results: {source}", "", *(part for line in provenance for part in (line, "")),
+             "Final deterministic evaluation of each run (`eval.json`), aggregated over seeds: mean ± sample std, "
+             "IQM with a percentile-bootstrap 95% CI "
+             f"({BOOTSTRAP_RESAMPLES} resamples of the seeds, RNG seed {BOOTSTRAP_SEED}). *balance*: normalised "
+             "entropy of the expert usage in that evaluation (1 = all experts equally used), mean over seeds.", "",
+             "| task | algo | M | λ | steps | seeds | mean ± std | IQM [95% CI] | balance |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        low, high = row.ci
+        lines.append(f"| {row.env} | {row.algo} | {row.experts if row.experts is not None else '–'} | "
+                     f"{row.lb if row.lb is not None else '–'} | {row.steps:,} | {len(row.seeds)} | "
+                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} [{_num(low)}, {_num(high)}] | "
+                     f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} |")
+    compared = [row for row in rows if row.paper is not None]
+    lines += ["", "## Against the paper", "",
+              f"The paper's numbers (SMOSE_SPEC.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 tasks "
+              f"(M = {PAPER_EXPERTS}, λ = {PAPER_LB_WEIGHT}); only groups with those settings are compared. "
+              "Ratio = our mean / paper; for negative returns (Reacher) a ratio above 1 is worse.", ""]
+    if compared:
+        lines += ["| task | algo | steps | seeds | ours (mean) | paper | ours / paper |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in compared:
+            lines.append(f"| {row.env} | {row.algo} | {row.steps:,} | {len(row.seeds)} | {_num(row.mean)} | "
+                         f"{_num(row.paper)} | {_num(row.mean / row.paper, 3)} |")  # type: ignore[operator]
+    else:
+        lines.append("No group matches a task and setting of the paper.")
+    if skipped:
+        lines += ["", f"Left out ({len(skipped)} run directories):", ""] + [f"- {line}" for line in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _csv_num(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def plot_curves(curve_data: dict, out: Path) -> list[Path]:
+    """One PNG per env: mean evaluation return against steps per group, with a ±std band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env in sorted({key[0] for key in curve_data}):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for key, (steps, mean, std, n) in curve_data.items():
+            if key[0] != env:
+                continue
+            (line,) = ax.plot(steps, mean, label=f"{_group_label(key)}, {n} seed{'s' if n != 1 else ''}")
+            if n > 1:
+                ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(f"{env}: deterministic evaluation return (mean ± std over seeds)")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"curves_{env.replace('/', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
+    """Aggregate the runs below ``directory`` into ``out`` (default DIRECTORY/table); returns the written files."""
+    directory = Path(directory)
+    out = Path(out) if out is not None else directory / TABLE_DIR
+    records, skipped = load_runs(directory, exclude=out)
+    if not records:
+        raise SmoseError(f"{directory}: no finished runs found"
+                         + (f" ({len(skipped)} run directories left out, e.g. {skipped[0]})" if skipped else ""))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmoseError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+    rows = aggregate(records)
+    provenance = [f"Made on {time.strftime('%Y-%m-%d')} by `smose table {directory}"
+                  + (f" --out {out}`" if out != directory / TABLE_DIR else "`") + "."]
+    sweep_file = directory / SWEEP_FILE
+    if sweep_file.is_file():
+        command = read_json(sweep_file, "sweep description").get("command")
+        if isinstance(command, str):
+            provenance.append(f"Runs made by `{command}` (see sweep.json).")
+    paths = {"markdown": out / "table.md", "csv": out / "table.csv", "paper": out / "paper.csv",
+             "curves_csv": out / "curves.csv"}
+    paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
+    _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "n_seeds", "seeds", "mean", "std",
+                              "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "returns"],
+               [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, len(r.seeds),
+                 " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm), *map(_csv_num, r.ci),
+                 _csv_num(r.balance), json.dumps([round(x, 4) for x in r.returns])] for r in rows])
+    _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
+               [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),
+                 _csv_num(r.mean / r.paper)] for r in rows if r.paper is not None])
+    curve_data = curves(records)
+    curve_rows = []
+    for (env, algo, experts, lb, budget), (steps, mean, std, n) in curve_data.items():
+        curve_rows += [[env, algo, experts if experts is not None else "", lb or "", budget, int(step), _csv_num(m),
+                        _csv_num(sd), n] for step, m, sd in zip(steps, mean, std, strict=True)]
+    _write_csv(paths["curves_csv"], ["env", "algo", "experts", "lb_weight", "steps", "step", "mean", "std", "n_seeds"],
+               curve_rows)
+    for i, path in enumerate(plot_curves(curve_data, out)):
+        paths[f"plot_{i}"] = path
+    return paths

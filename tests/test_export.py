@@ -1,0 +1,427 @@
+"""Exported policies (Python, C, JSON, ONNX) compute the library's deterministic action.
+
+Every format is compared with ``actor.act`` / ``actor.act_with_experts`` (tree routing through ``TreeRouter``) on
+10,000 states: 5,000 visited by the ``hopper_run`` policy and 5,000 random ones spread around them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from smose.cli import main
+from smose.distill import TreeRouter, collect_states, distill, load_trees, tree_file
+from smose.envs import make_env
+from smose.evaluate import EVAL_SEED_OFFSET
+from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy
+from smose.features import action_names, observation_names
+from smose.policy import make_actor
+from smose.serialization import load_model, save_model
+
+TOLERANCE = 1e-5
+N_ROLLOUT, N_RANDOM = 5_000, 5_000
+VARIANTS = [("neural", "per-expert"), ("tree", "per-expert"), ("tree", "multiclass")]
+MODES = ("gated", "linear")
+CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+
+
+@pytest.fixture(scope="module")
+def smose_run(hopper_run, tmp_path_factory) -> Path:
+    """The hopper_run model copied (so the shared run stays untouched) and distilled into both tree kinds."""
+    run = tmp_path_factory.mktemp("export") / "hopper"
+    run.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(hopper_run / name, run / name)
+    distill(run, depth=3, episodes=3, kind="both", eval_episodes=1)
+    return run
+
+
+@pytest.fixture(scope="module")
+def states(smose_run) -> np.ndarray:
+    """[10000, 11] float32: states from deterministic rollouts, then random states around their range."""
+    actor, _ = load_model(smose_run)
+    env = make_env("Hopper-v5")
+    chunks, total, seed = [], 0, 100
+    while total < N_ROLLOUT:
+        chunk, _ = collect_states(actor, env, 1, seed)
+        chunks.append(chunk)
+        total, seed = total + len(chunk), seed + 1
+    env.close()
+    rollout = np.concatenate(chunks)[:N_ROLLOUT]
+    rng = np.random.default_rng(0)
+    spread = 3.0 * rollout.std(axis=0) + 0.1
+    random = rollout.mean(axis=0) + spread * rng.standard_normal((N_RANDOM, rollout.shape[1]))
+    return np.concatenate([rollout, random]).astype(np.float32)
+
+
+def reference(run: Path, obs: np.ndarray, router: str, kind: str, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The library's deterministic action (and expert) for a batch of states."""
+    actor, _ = load_model(run)
+    obs_t = torch.from_numpy(obs)
+    if router == "neural":
+        action, expert = actor.act(obs_t, mode)
+    else:
+        expert = TreeRouter(load_trees(tree_file(run, kind)))(obs_t)
+        action = actor.act_with_experts(obs_t, expert, mode)
+    return action.numpy(), None if expert is None else expert.numpy()
+
+
+def assert_matches(got_action, got_expert, want_action, want_expert) -> None:
+    got_action = np.asarray(got_action, dtype=np.float64)
+    assert got_action.shape == want_action.shape
+    assert np.max(np.abs(got_action - want_action)) <= TOLERANCE
+    if want_expert is not None:
+        np.testing.assert_array_equal(np.asarray(got_expert), want_expert)
+
+
+def test_states_exercise_several_experts(smose_run, states):
+    """Guards the other tests: the states must reach several experts under every router."""
+    for router, kind in VARIANTS:
+        _, expert = reference(smose_run, states, router, kind, "gated")
+        assert len(np.unique(expert)) >= 2, (router, kind)
+
+
+# ---------------------------------------------------------------------------------------------------------- Python
+
+BLOCKED_RUNNER = textwrap.dedent('''
+    import importlib.util, json, sys
+
+    class Block:
+        """Refuses torch and numpy, so the exported files must do without them."""
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "numpy"):
+                raise ImportError(name + " is blocked")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    for name in ("numpy", "torch"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(name + " could be imported")
+    states = json.load(open(sys.argv[1]))
+    out = {}
+    for path in sys.argv[2:]:
+        spec = importlib.util.spec_from_file_location("exported", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if hasattr(module, "act_and_route"):
+            pairs = [module.act_and_route(s) for s in states]
+            out[path] = {"action": [a for a, _ in pairs], "expert": [k for _, k in pairs]}
+        else:
+            out[path] = {"action": [module.act(s) for s in states], "expert": None}
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy"))
+    json.dump({"results": out, "loaded": loaded}, sys.stdout)
+''')
+
+
+def run_python_exports(paths: list[Path], obs: np.ndarray, tmp_path: Path) -> dict:
+    states_file, runner = tmp_path / "states.json", tmp_path / "runner.py"
+    states_file.write_text(json.dumps(obs.astype(np.float64).tolist()))
+    runner.write_text(BLOCKED_RUNNER)
+    proc = subprocess.run([sys.executable, "-I", "-S", str(runner), str(states_file), *map(str, paths)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["loaded"] == []
+    return data["results"]
+
+
+def test_python_export_matches_without_torch_or_numpy(smose_run, states, tmp_path):
+    paths = {}
+    for router, kind in VARIANTS:
+        for mode in MODES:
+            paths[(router, kind, mode)] = export_policy(smose_run, "python", tmp_path / f"{router}-{kind}-{mode}.py",
+                                                        router=router, mode=mode, tree_kind=kind)
+    results = run_python_exports(list(paths.values()), states, tmp_path)
+    for (router, kind, mode), path in paths.items():
+        got = results[str(path)]
+        assert_matches(got["action"], got["expert"], *reference(smose_run, states, router, kind, mode))
+
+
+def test_python_export_is_readable(smose_run, tmp_path):
+    path = export_policy(smose_run, "python", tmp_path / "tree.py", router="tree", mode="linear")
+    text = path.read_text()
+    doc = text.split('"""')[1]
+    assert "Hopper-v5" in doc and "mode \"linear\"" in doc
+    assert f"smose export {smose_run} --format python --router tree --tree-kind per-expert --mode linear" in doc
+    for i, name in enumerate(observation_names("Hopper-v5", 11)):
+        assert f"{i:>3}  {name}" in doc
+        assert f"# {i} {name}" in text  # every weight carries its feature name
+    for name in action_names("Hopper-v5", 3):
+        assert name in doc
+    assert "def yes_expert_0(obs):" in text and "if " in text and "ROUTER_BIAS" not in text  # linear: trees only
+    assert "import numpy" not in text and "import torch" not in text
+    actor, _ = load_model(smose_run)
+    assert repr(float(actor.expert_weight[1, 2, 3].detach())) in text  # floats written exactly
+
+
+# --------------------------------------------------------------------------------------------------------------- C
+
+C_DRIVER = textwrap.dedent('''
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include "policy.h"
+
+    int other_unit_route(const float obs[SMOSE_N_OBS]);
+
+    int main(int argc, char **argv)
+    {
+        if (argc != 4) return 2;
+        FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+        long n = atol(argv[3]);
+        if (!in || !out) return 2;
+        float obs[SMOSE_N_OBS], record[SMOSE_N_ACT + 1];
+        for (long s = 0; s < n; ++s) {
+            if (fread(obs, sizeof(float), SMOSE_N_OBS, in) != SMOSE_N_OBS) return 3;
+    #ifdef SMOSE_N_EXPERTS
+            int expert = smose_act_route(obs, record);
+            if (smose_route(obs) != expert || other_unit_route(obs) != expert) return 4;
+            float check[SMOSE_N_ACT];
+            smose_act(obs, check);
+            for (int j = 0; j < SMOSE_N_ACT; ++j) if (check[j] != record[j]) return 5;
+            record[SMOSE_N_ACT] = (float)expert;
+    #else
+            smose_act(obs, record);
+            record[SMOSE_N_ACT] = -1.0f;
+    #endif
+            fwrite(record, sizeof(float), SMOSE_N_ACT + 1, out);
+        }
+        fclose(out);
+        return 0;
+    }
+''')
+# A second translation unit including the same header: static inline functions must link without clashes.
+C_OTHER_UNIT = textwrap.dedent('''
+    #include "policy.h"
+    int other_unit_route(const float obs[SMOSE_N_OBS])
+    {
+    #ifdef SMOSE_N_EXPERTS
+        return smose_route(obs);
+    #else
+        (void)obs;
+        return -1;
+    #endif
+    }
+''')
+
+
+def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    workdir.mkdir()
+    shutil.copy(header, workdir / "policy.h")
+    (workdir / "driver.c").write_text(C_DRIVER)
+    (workdir / "other.c").write_text(C_OTHER_UNIT)
+    build = subprocess.run(["gcc", *CFLAGS, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
+                           capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stderr
+    obs.astype(np.float32).tofile(workdir / "states.bin")
+    run = subprocess.run([str(workdir / "driver"), "states.bin", "actions.bin", str(len(obs))], cwd=workdir,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, f"driver exit {run.returncode}"
+    records = np.fromfile(workdir / "actions.bin", dtype=np.float32).reshape(len(obs), n_act + 1)
+    return records[:, :n_act], records[:, n_act].astype(np.int64)
+
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+@needs_gcc
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("router,kind", VARIANTS)
+def test_c_export_compiles_and_matches(smose_run, states, tmp_path, router, kind, mode):
+    header = export_policy(smose_run, "c", tmp_path / "smose_policy.h", router=router, mode=mode, tree_kind=kind)
+    text = header.read_text()
+    assert "#ifndef SMOSE_POLICY_H" in text and "malloc" not in text
+    assert "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])" in text
+    action, expert = run_c_export(header, states, 3, tmp_path / "build")
+    assert_matches(action, expert, *reference(smose_run, states, router, kind, mode))
+
+
+# ------------------------------------------------------------------------------------------------------------ JSON
+
+
+def json_tree_route(trees: dict, obs: np.ndarray) -> np.ndarray:
+    """Tree routing exactly as docs/export.md describes it (written independently of TreeRouter)."""
+
+    def leaf(nodes: list, x: np.ndarray) -> dict:
+        node = nodes[0]
+        while not node["leaf"]:
+            node = nodes[node["left"] if float(x[node["feature"]]) <= node["threshold"] else node["right"]]
+        return node
+
+    choices = []
+    for s in obs:
+        if trees["kind"] == "per-expert":
+            theta = np.asarray(trees["router_weight"], dtype=np.float32)
+            yes = [leaf(tree["nodes"], theta[m] * s)["probability"][1] for m, tree in enumerate(trees["trees"])]
+            choices.append(int(np.argmax(yes)))
+        else:
+            choices.append(int(np.argmax(leaf(trees["trees"][0]["nodes"], s)["probability"])))
+    return np.asarray(choices)
+
+
+def json_act(doc: dict, obs: np.ndarray, router: str, kind: str, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The deterministic action computed from the JSON file alone, following docs/export.md (float64)."""
+    t = {name: np.asarray(entry["data"], dtype=np.float64) for name, entry in doc["tensors"].items()}
+    low, high = t["action_low"], t["action_high"]
+    scale, center = (high - low) / 2, (high + low) / 2
+    x = obs.astype(np.float64)
+    if doc["algo"] != "smose":
+        h = x
+        for i in range(len(doc["hidden"])):
+            h = np.maximum(h @ t[f"hidden.{i}.weight"].T + t[f"hidden.{i}.bias"], 0.0)
+        return np.tanh(h @ t["mean_head.weight"].T + t["mean_head.bias"]) * scale + center, None
+    logits = x @ t["router.weight"].T + t["router.bias"]
+    k = logits.argmax(axis=1) if router == "neural" else json_tree_route(doc["trees"][kind], obs)
+    rows = np.arange(len(x))
+    linear = np.einsum("ban,bn->ba", t["experts.mean.weight"][k], x) + t["experts.mean.bias"][k]
+    if mode == "linear":
+        return np.clip(linear, low, high), k
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    gate = (p / p.sum(axis=1, keepdims=True))[rows, k]
+    return np.tanh(gate[:, None] * linear) * scale + center, k
+
+
+def test_json_export_holds_everything_and_matches(smose_run, states, tmp_path):
+    path = export_policy(smose_run, "json", tmp_path / "policy.json")
+    doc = json.loads(path.read_text())
+    assert (doc["format"], doc["format_version"]) == (EXPORT_FORMAT, EXPORT_FORMAT_VERSION)
+    assert doc["observation_names"] == observation_names("Hopper-v5", 11)
+    assert doc["action_names"] == action_names("Hopper-v5", 3)
+    assert set(doc["trees"]) == {"per-expert", "multiclass"}
+    actor, _ = load_model(smose_run)
+    n_act = actor.n_act
+    exact = {
+        "router.weight": actor.router.weight, "router.bias": actor.router.bias,
+        "experts.mean.weight": actor.expert_weight[:, :n_act], "experts.mean.bias": actor.expert_bias[:, :n_act],
+        "experts.log_std.weight": actor.expert_weight[:, n_act:],
+        "experts.log_std.bias": actor.expert_bias[:, n_act:],
+        "action_low": actor.action_low, "action_high": actor.action_high,
+    }
+    assert set(doc["tensors"]) == set(exact)
+    for name, tensor in exact.items():
+        entry = doc["tensors"][name]
+        data = np.asarray(entry["data"], dtype=np.float32)
+        assert list(data.shape) == entry["shape"] == list(tensor.shape) and len(entry["axes"]) == data.ndim
+        np.testing.assert_array_equal(data, tensor.detach().numpy())  # float32 values round-trip exactly
+    for router, kind in VARIANTS:
+        for mode in MODES:
+            want = reference(smose_run, states, router, kind, mode)
+            assert_matches(*json_act(doc, states, router, kind, mode), *want)
+
+
+# ------------------------------------------------------------------------------------------------------------ ONNX
+
+
+def run_onnx(path: Path, obs: np.ndarray) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"obs": obs})
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("router,kind", VARIANTS)
+def test_onnx_export_matches(smose_run, states, tmp_path, router, kind, mode):
+    path = export_policy(smose_run, "onnx", tmp_path / "policy.onnx", router=router, mode=mode, tree_kind=kind)
+    action, expert = run_onnx(path, states)
+    assert_matches(action, expert, *reference(smose_run, states, router, kind, mode))
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["env_id"] == "Hopper-v5" and meta["mode"] == mode
+    assert meta["observation_names"].split("\n") == observation_names("Hopper-v5", 11)
+
+
+# ----------------------------------------------------------------------------------------------- dense baselines
+
+
+@pytest.mark.parametrize("algo", ["sac-l", "sac-s"])
+def test_dense_baselines_export_to_every_format(states, tmp_path, algo):
+    torch.manual_seed(1)
+    run = tmp_path / algo
+    save_model(make_actor(algo, 11, 3, -np.ones(3), np.ones(3), n_experts=8), run, "Hopper-v5")
+    want, _ = reference(run, states, "neural", "per-expert", "gated")
+    assert_matches(run_onnx(export_policy(run, "onnx", tmp_path / "p.onnx"), states)[0], None, want, None)
+    doc = json.loads(export_policy(run, "json", tmp_path / "p.json").read_text())
+    assert_matches(json_act(doc, states, "neural", "", "gated")[0], None, want, None)
+    if shutil.which("gcc"):
+        action, _ = run_c_export(export_policy(run, "c", tmp_path / "p.h"), states, 3, tmp_path / "build")
+        assert_matches(action, None, want, None)
+    subset = 100 if algo == "sac-l" else len(states)  # ~70k multiply-adds per action in pure Python
+    py = export_policy(run, "python", tmp_path / "p.py")
+    got = run_python_exports([py], states[:subset], tmp_path)[str(py)]
+    assert_matches(got["action"], None, want[:subset], None)
+
+
+# -------------------------------------------------------------------------------------------------- in the real env
+
+
+def test_python_export_reaches_the_eval_return(smose_run, tmp_path, capsys):
+    seed = 3
+    assert main(["eval", str(smose_run), "--episodes", "1", "--seed", str(seed)]) == 0
+    evaluation = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    path = export_policy(smose_run, "python", tmp_path / "hopper_policy.py")
+    spec = importlib.util.spec_from_file_location("hopper_policy", path)
+    policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(policy)
+    env = make_env("Hopper-v5")
+    obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)  # the reset seed `smose eval --seed` uses
+    total, length, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(np.asarray(policy.act(obs)))
+        total, length, done = total + float(reward), length + 1, terminated or truncated
+    env.close()
+    assert length == evaluation["mean_length"]
+    # float64 arithmetic in the file versus float32 in torch: actions differ by ~1e-7, returns by ~1e-8 relative.
+    assert total == pytest.approx(evaluation["mean"], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------- errors
+
+
+def export_error(capsys, *argv: str) -> str:
+    assert main(["export", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: ") and err.count("\n") == 1
+    return err
+
+
+def test_export_errors_are_one_line(smose_run, tmp_path, capsys):
+    assert "unknown export format 'xml'" in export_error(capsys, str(smose_run), "--format", "xml", "--out",
+                                                         str(tmp_path / "p"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(smose_run / name, bare / name)
+    assert "no per-expert trees" in export_error(capsys, str(bare), "--format", "python", "--router", "tree",
+                                                 "--out", str(tmp_path / "p.py"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert "cannot write" in export_error(capsys, str(smose_run), "--format", "c", "--out",
+                                          str(blocker / "smose_policy.h"))
+    dense = tmp_path / "dense"
+    save_model(make_actor("sac-s", 11, 3, -np.ones(3), np.ones(3)), dense, "Hopper-v5")
+    assert "--mode linear exists only for SMOSE" in export_error(capsys, str(dense), "--format", "json", "--mode",
+                                                                 "linear", "--out", str(tmp_path / "d.json"))
+    assert "--router tree needs a SMOSE model" in export_error(capsys, str(dense), "--format", "python", "--router",
+                                                               "tree", "--out", str(tmp_path / "d.py"))
+    assert "no such run directory" in export_error(capsys, str(tmp_path / "missing"), "--format", "json", "--out",
+                                                   str(tmp_path / "x.json"))
+
+
+def test_cli_writes_default_file_name_into_a_directory(smose_run, tmp_path, capsys):
+    assert main(["export", str(smose_run), "--format", "c", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'smose_policy.h'}"
+    assert (tmp_path / "smose_policy.h").is_file()

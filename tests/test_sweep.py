@@ -1,0 +1,286 @@
+"""Sweeps and results tables: grid expansion and names, sweep.json compatibility, the statistics, and a tiny real
+sweep (2 configurations × 2 seeds of 200 Pendulum steps) on the local backend and on a local Ray instance."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from smose.cli import build_parser, main
+from smose.config import config_from_args
+from smose.errors import SmoseError
+from smose.policy import ALGOS
+from smose.sweep import (EXPORT_FILES, RUNS_DIR, Grid, check_reachable, execute, expand, format_seeds, interrupt_live,
+                         is_finished, parse_list, parse_run_name, parse_seeds, run_name, run_sweep, train_command,
+                         write_sweep_file)
+from smose.table import PAPER_RESULTS, Row, bootstrap_ci, iqm, markdown, usage_balance, write_tables
+from smose.train import Trainer, prepare_run_dir
+
+
+# ---- units -----------------------------------------------------------------------------------------------------------
+def test_seed_and_list_parsing():
+    assert parse_seeds("0-4") == (0, 1, 2, 3, 4)
+    assert parse_seeds("0-2,9,1") == (0, 1, 2, 9)
+    assert format_seeds(parse_seeds("0-2,9,11-12")) == "0-2,9,11-12"
+    for bad in ("4-2", "a", "1-", ""):
+        with pytest.raises(SmoseError, match="--seeds"):
+            parse_seeds(bad)
+    assert parse_list("0.01, 0.1,1", float, "--lb-weight") == (0.01, 0.1, 1.0)
+    with pytest.raises(SmoseError, match="--experts"):
+        parse_list("3,x", int, "--experts")
+
+
+def test_run_names_round_trip():
+    assert run_name("Hopper-v5", "smose", 3, experts=16, lb_weight=0.01) == "Hopper-v5__smose__M16__lb0.01__s3"
+    assert run_name("Walker2d-v4", "sac-l", 0) == "Walker2d-v4__sac-l__s0"
+    for args in [("Hopper-v5", "smose", 3, 16, 0.01), ("Ant-v4", "sac-s", 12, 8, None),
+                 ("ns/Task-v0", "sac-l", 0, None, None), ("Swimmer-v5", "smose", 1, None, 1.0)]:
+        parsed = parse_run_name(run_name(*args))
+        assert (parsed["env"], parsed["algo"], parsed["seed"], parsed["experts"], parsed["lb_weight"]) == args
+    for bad in ("Hopper-v5", "Hopper-v5__smose__x3__s0", "Hopper-v5__smose__sX"):
+        with pytest.raises(SmoseError, match="not a sweep run name"):
+            parse_run_name(bad)
+
+
+def test_grid_expansion(tmp_path):
+    grid = Grid(envs=("Hopper-v5", "Walker2d-v5"), algos=ALGOS, seeds=(0, 1), steps=1000, experts=(3, 8),
+                lb_weights=(0.01, 0.1), settings=(("learning_starts", 100),))
+    runs = expand(grid, tmp_path)
+    # per env and seed: SMOSE 2 M x 2 λ, SAC-M and SAC-S 2 M each (λ does not apply), SAC-L once (neither applies)
+    assert len(runs) == 2 * 2 * (4 + 2 + 2 + 1)
+    assert len({r.name for r in runs}) == len(runs)
+    assert all(r.config.seed == 0 for r in runs[:18]), "seed-major order: every configuration gets seed 0 first"
+    for run in runs:
+        parsed = parse_run_name(run.name)
+        c = run.config
+        assert (parsed["env"], parsed["algo"], parsed["seed"]) == (c.env, c.algo, c.seed)
+        assert parsed["experts"] == (c.experts if c.algo != "sac-l" else None)
+        assert parsed["lb_weight"] == (c.effective_lb_weight if c.algo == "smose" else None)
+        assert (c.steps, c.learning_starts, c.threads) == (1000, 100, 1)
+        assert run.run_dir == tmp_path / RUNS_DIR / run.name
+    # Axes with one value are settings, not part of the names.
+    single = expand(Grid(envs=("Hopper-v5",), algos=("smose",), seeds=(0,), steps=10, experts=(16,)), tmp_path)
+    assert [r.name for r in single] == ["Hopper-v5__smose__s0"] and single[0].config.experts == 16
+    with pytest.raises(SmoseError, match="unknown environment"):
+        Grid(envs=("Nope-v0",), algos=("smose",), seeds=(0,), steps=10)
+    with pytest.raises(SmoseError, match="unknown algorithm"):
+        Grid(envs=("Hopper-v5",), algos=("ppo",), seeds=(0,), steps=10)
+
+
+def test_train_command_reproduces_the_config(tmp_path):
+    """The process a sweep starts trains exactly the configuration the grid asked for."""
+    grid = Grid(envs=("Hopper-v5",), algos=("smose",), seeds=(4,), steps=500, experts=(3, 5), lb_weights=(0.0, 1.0),
+                settings=(("batch_size", 32), ("eval_every", 0)))
+    for run in expand(grid, tmp_path):
+        words = train_command(run.config)
+        assert words[1:4] == ["-m", "smose", "train"]
+        args = build_parser().parse_args(words[3:])
+        assert config_from_args(args) == run.config
+
+
+def test_sweep_file_refuses_an_incompatible_grid(tmp_path):
+    base = dict(envs=("Hopper-v5",), algos=("smose",), seeds=(0,), steps=1000, experts=(3, 8))
+    write_sweep_file(Grid(**base), tmp_path)
+    write_sweep_file(Grid(**base | {"seeds": (0, 1, 2), "algos": ("smose", "sac-s"), "experts": (3, 8, 16)}), tmp_path)
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["grid"]["seeds"] == [0, 1, 2] and "--experts 3,8,16" in saved["command"]
+    for change, message in [({"steps": 2000}, "--steps 1000 before, 2000 now"),
+                            ({"experts": (8,)}, "run names vary"),
+                            ({"settings": (("batch_size", 64),)}, "--batch-size 256 before, 64 now")]:
+        with pytest.raises(SmoseError, match="different sweep.*" + message.replace("(", r"\(")):
+            write_sweep_file(Grid(**base | change), tmp_path)
+
+
+def test_iqm_and_bootstrap_by_hand():
+    # n = 8: floor(8/4) = 2 values cut from each end -> mean(3, 4, 5, 6)
+    assert iqm([100, 1, 7, 2, 3, 6, 5, 4]) == 4.5
+    assert iqm([1, 2, 30]) == 11.0  # fewer than 4 values: nothing cut
+    assert iqm([1, 2, 3, 10]) == 2.5  # n = 4: one cut from each end
+    # Two seeds {0, 10}: the resampled IQM (= mean) is 0, 5 or 10 with probabilities 1/4, 1/2, 1/4, so the 95%
+    # percentile interval spans [0, 10]; one seed or equal values give a zero-width interval.
+    assert bootstrap_ci([0.0, 10.0]) == (0.0, 10.0)
+    assert bootstrap_ci([3.0]) == (3.0, 3.0)
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    # Fixed seed: reproducible; the interval holds the statistic for a spread sample.
+    values = [1.0, 5.0, 2.0, 8.0, 3.0]
+    low, high = bootstrap_ci(values)
+    assert bootstrap_ci(values) == (low, high) and low <= iqm(values) <= high and low < high
+    assert usage_balance([0.25] * 4) == pytest.approx(1.0)
+    assert usage_balance([1.0, 0.0, 0.0]) == 0.0
+    assert usage_balance([0.5, 0.5, 0.0, 0.0]) == pytest.approx(0.5)
+    assert math.isnan(usage_balance([1.0]))
+    assert PAPER_RESULTS["Hopper"]["smose"] == 2816.08 and PAPER_RESULTS["Reacher"]["sac-l"] == -3.75
+
+
+def test_paper_comparison_only_for_the_papers_settings(tmp_path):
+    half = PAPER_RESULTS["Hopper"]["smose"] / 2
+    rows = [Row("Hopper-v4", "smose", 8, "0.1", 1000, [0, 1], [half - 1, half + 1]),
+            Row("Hopper-v4", "smose", 3, "0.1", 1000, [0], [half]),  # another M: not the paper's setting
+            Row("Hopper-v4", "smose", 8, "1", 1000, [0], [half]),  # another λ
+            Row("Reacher-v5", "sac-l", None, None, 1000, [0, 1, 2], [-7.0, -7.5, -8.0]),
+            Row("Pendulum-v1", "sac-l", None, None, 1000, [0], [-150.0])]  # not in the paper
+    assert [row.paper for row in rows] == [PAPER_RESULTS["Hopper"]["smose"], None, None, -3.75, None]
+    text = markdown(rows, [], tmp_path)
+    assert f"| Hopper-v4 | smose | 1,000 | 2 | {half:.2f} | 2816.08 | 0.500 |" in text
+    assert "| Reacher-v5 | sac-l | 1,000 | 3 | -7.50 | -3.75 | 2.000 |" in text
+    assert "| Hopper-v4 | smose | 8 | 0.1 | 1,000 | 2 |" in text and text.count("| Hopper-v4 |") == 4
+
+
+def test_interrupt_reaches_the_training_processes(tmp_path):
+    """Ctrl-C on the sweep asks each running trainer (in its own session) to checkpoint and stop, exactly once."""
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (print('stopping'), sys.exit(7)))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    log = tmp_path / "run.log"
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(execute, [sys.executable, "-c", child], str(log), str(tmp_path))
+        deadline = time.monotonic() + 30
+        while "\nready\n" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        interrupt_live()
+        assert future.result(timeout=30) == (7, "stopping")
+    assert time.monotonic() - started < 10
+
+
+def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
+    assert main(["sweep", "--envs", "Nope-v0", "--steps", "10", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == "smose: error: unknown environment 'Nope-v0' in --envs"
+    assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "10", "--address", "x:1", "--out", str(tmp_path)]) == 2
+    assert "--address is for --backend ray" in capsys.readouterr().err
+    assert main(["table", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["table", str(tmp_path / "empty")]) == 2
+    assert "no finished runs found" in capsys.readouterr().err
+    with pytest.raises(SmoseError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        check_reachable("127.0.0.1:1")  # nothing listens on port 1: an error in seconds, not minutes of retries
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "10", "--backend", "ray",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "pip install 'smose[ray]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+# ---- a real tiny sweep -----------------------------------------------------------------------------------------------
+TINY = dict(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=200, experts=(2, 4),
+            settings=(("batch_size", 32), ("eval_episodes", 1), ("eval_every", 100), ("learning_starts", 100)))
+TINY_ARGS = ["--envs", "Pendulum-v1", "--algos", "smose", "--experts", "2,4", "--steps", "200", "--batch-size", "32",
+             "--eval-episodes", "1", "--eval-every", "100", "--learning-starts", "100"]
+
+
+def finished_runs(out) -> dict[str, float]:
+    """run name -> final evaluation mean, for the finished runs of a sweep directory."""
+    runs = {}
+    for spec in expand(Grid(**TINY), out):
+        if is_finished(spec.run_dir, spec.config):
+            runs[spec.name] = json.loads((spec.run_dir / "eval.json").read_text())["mean"]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The tiny sweep on the local backend, one of its runs interrupted beforehand at step 150 (with a checkpoint),
+    exporting to a results directory."""
+    root = tmp_path_factory.mktemp("sweeps")
+    out, export = root / "local", root / "results"
+    partial = expand(Grid(**TINY), out)[1]
+    trainer = Trainer(partial.config, prepare_run_dir(partial.run_dir, force=False))
+    trainer.write_config()
+    trainer.run(150)
+    trainer.checkpoint()
+    trainer.close()
+    result = run_sweep(Grid(**TINY), out, backend="local", workers=2, export=export)
+    return result, partial.name, export
+
+
+@pytest.mark.slow
+def test_local_sweep_trains_resumes_and_exports(local_sweep):
+    result, partial, export = local_sweep
+    assert not result.failed, result.summary()
+    assert result.resumed == [partial] and sorted(result.trained) == sorted(finished_runs(result.out))
+    assert len(finished_runs(result.out)) == 4
+    log = (result.out / "logs" / f"{partial}.log").read_text()
+    assert "--resume" in log.splitlines()[0]
+    # The resumed run kept its first evaluation (step 100) and continued to 200.
+    with open(result.out / RUNS_DIR / partial / "metrics.csv", newline="") as fh:
+        eval_steps = [int(row["step"]) for row in csv.DictReader(fh) if row["event"] == "eval"]
+    assert eval_steps == [100, 200]
+    # The export holds exactly the small files of each finished run.
+    assert sorted(p.name for p in export.iterdir()) == sorted(finished_runs(result.out))
+    for run_dir in export.iterdir():
+        assert sorted(p.name for p in run_dir.iterdir()) == sorted(EXPORT_FILES)
+
+
+@pytest.mark.slow
+def test_ray_sweep_matches_local(local_sweep, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'smose[ray]')")
+    local, _, _ = local_sweep
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_sweep(Grid(**TINY), tmp_path / "ray", backend="ray")
+    finally:
+        ray.shutdown()
+    assert not result.failed, result.summary()
+    ours, theirs = finished_runs(result.out), finished_runs(local.out)
+    assert sorted(ours) == sorted(theirs) and len(ours) == 4
+    # Same command, same seeds, one thread: the backends compute the same runs (the resumed one included).
+    assert ours == theirs
+    assert write_tables(result.out)["csv"].read_text() == write_tables(local.out)["csv"].read_text()
+
+
+@pytest.mark.slow
+def test_table_of_a_sweep_and_of_a_results_directory(local_sweep, tmp_path):
+    result, _, export = local_sweep
+    paths = write_tables(result.out)
+    assert paths["markdown"].parent == result.out / "table"
+    with open(paths["csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["experts"], r["n_seeds"], r["steps"]) for r in rows] == [("2", "2", "200"), ("4", "2", "200")]
+    returns = finished_runs(result.out)
+    for row in rows:
+        values = [returns[f"Pendulum-v1__smose__M{row['experts']}__s{s}"] for s in (0, 1)]
+        assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-5)
+        assert float(row["std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-5)
+        assert 0.0 <= float(row["usage_balance"]) <= 1.0
+    text = paths["markdown"].read_text()
+    assert f"by `smose table {result.out}`" in text and "Runs made by `smose sweep --envs Pendulum-v1" in text
+    assert "| Pendulum-v1 | smose | 2 | 0.1 | 200 | 2 |" in text and "No group matches" in text
+    assert (result.out / "table" / "curves_Pendulum-v1.png").stat().st_size > 5000
+    with open(paths["curves_csv"], newline="") as fh:
+        assert [(r["experts"], r["step"]) for r in csv.DictReader(fh)] == [("2", "100"), ("2", "200"),
+                                                                          ("4", "100"), ("4", "200")]
+    # A plain directory of runs (the committed export) gives the same table rows.
+    other = write_tables(export, tmp_path / "t")
+    assert other["csv"].read_text() == paths["csv"].read_text()
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs_and_isolates_failures(local_sweep, tmp_path, capsys):
+    result, _, export = local_sweep
+    weights = {name: (result.out / RUNS_DIR / name / "model.safetensors").stat().st_mtime_ns
+               for name in finished_runs(result.out)}
+    # Extend the grid by a seed; one of its two new runs cannot start (a file stands where its directory goes).
+    blocked = result.out / RUNS_DIR / "Pendulum-v1__smose__M2__s2"
+    blocked.write_text("not a run")
+    code = main(["sweep", *TINY_ARGS, "--seeds", "0-2", "--out", str(result.out), "--workers", "2"])
+    summary = capsys.readouterr().out
+    assert code == 1
+    assert "4 already finished" in summary and "1 trained" in summary and "1 failed" in summary
+    assert f"Pendulum-v1__smose__M2__s2: smose: error: {blocked}: exists and is not a directory" in summary
+    assert is_finished(result.out / RUNS_DIR / "Pendulum-v1__smose__M4__s2", expand(Grid(**TINY | {"seeds": (2,)}),
+                                                                                     result.out)[1].config)
+    assert {name: (result.out / RUNS_DIR / name / "model.safetensors").stat().st_mtime_ns
+            for name in weights} == weights, "finished runs were trained again"
+    # A fresh sweep directory (a new checkout) takes the committed runs from the export instead of training them.
+    again = run_sweep(Grid(**TINY), tmp_path / "fresh", export=export)
+    assert sorted(again.imported) == sorted(weights) and not again.trained and not again.failed
+    assert not list((tmp_path / "fresh" / "logs").iterdir())
+    assert finished_runs(tmp_path / "fresh") == finished_runs(result.out)
