@@ -132,7 +132,7 @@ def compare_with_reference(reference: Path, run_dir: Path) -> str:
             rows = [{k: v for k, v in r.items() if k != "sps"} for r in csv.DictReader(fh)]
         return meta, tensors, rows
 
-    (meta_a, ta, rows_a), (meta_b, tb, rows_b) = state(reference), state(run_dir)
+    (_, ta, rows_a), (meta_b, tb, rows_b) = state(reference), state(run_dir)
     problems = []
     if not meta_b["finished"] or meta_b["step"] != CONFIG["steps"]:
         problems.append(f"stopped at {meta_b['step']}")
@@ -253,7 +253,7 @@ def simulated_enospc(work: Path, reference: Path, trials: int, rng: random.Rando
         written = {"bytes": 0}
         real_write = serialization._write_all
 
-        def write(fh, data, target=target, budget=budget, written=written):
+        def write(fh, data, target=target, budget=budget, written=written, real_write=real_write):
             if Path(fh.name).name.startswith(target):
                 room = budget - written["bytes"]
                 if room < len(data):
@@ -453,7 +453,8 @@ def report(command: str, results: dict, started: float) -> str:
         lines += ["", "## Disk full (real)", "", f"Message: `{full['message']}`"]
     if enospc["failures"]:
         lines += ["", "Simulated ENOSPC failures:", *[f"- {f}" for f in enospc["failures"]]]
-    lines += ["", "## Corrupt files", "", "| file | damage | refused | harmless | escaped |", "|---|---|---:|---:|---:|"]
+    lines += ["", "## Corrupt files", "", "| file | damage | refused | harmless | escaped |",
+              "|---|---|---:|---:|---:|"]
     lines += [f"| {r['file']} | {r['kind']} | {r['refused']} | {r['accepted']} | {r['escaped']} |" for r in corrupt]
     escapes = [e for r in corrupt for e in r["escapes"]]
     if escapes:

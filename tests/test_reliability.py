@@ -143,7 +143,7 @@ def test_env_state_restores_bit_identical_continuation(env_id):
         assert a[1:4] == b[1:4]
 
 
-# ---- crashes and interrupts of the real command --------------------------------------------------------------------
+# ---- crashes and interrupts of the real command ----------------------------------------------------------------------
 def smose_train(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "smose", "train", *args, "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -209,7 +209,7 @@ def test_sigint_then_sigkill_then_resume_finishes_like_an_uninterrupted_run(tmp_
     assert_same_run(tmp_path / "straight", run_dir)
 
 
-# ---- full disk ---------------------------------------------------------------------------------------------------------
+# ---- full disk -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("failing_file", [".model.safetensors.tmp", ".step-", f".{CHECKPOINT_JSON}.tmp", "metrics.csv"])
 def test_disk_full_stops_training_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failing_file):
     run_dir = prepare_run_dir(tmp_path / "run", force=False)
@@ -270,7 +270,7 @@ def test_checkpoint_writes_the_buffer_without_copying_it(tmp_path):
     resumed.close()
 
 
-# ---- numerical guard ---------------------------------------------------------------------------------------------------
+# ---- numerical guard -------------------------------------------------------------------------------------------------
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = prepare_run_dir(tmp_path / "run", force=False)
     trainer = Trainer(tiny_config(steps=400, checkpoint_every=100), run_dir)
@@ -292,7 +292,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert meta["trained_steps"] == 200 and all(torch.isfinite(p).all() for p in actor.parameters())
 
 
-# ---- safe loading --------------------------------------------------------------------------------------------------
+# ---- safe loading ----------------------------------------------------------------------------------------------------
 def saved_model(directory: Path, env_id: str) -> Path:
     env = gym.make(env_id)
     space = env.action_space
@@ -382,7 +382,7 @@ def finished_run(tmp_path_factory) -> Path:
                  progress=False)
 
 
-# ---- input validation --------------------------------------------------------------------------------------------------
+# ---- input validation ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
     (["train", "--seed", "-1"], "--seed must be >= 0"),
     (["train", "--checkpoint-every", "-5"], "--checkpoint-every must be >= 0"),

@@ -174,6 +174,7 @@ def save_checkpoint(trainer: Trainer, finished: bool = False) -> Path:
     directory = trainer.run_dir / CHECKPOINT_DIR
     learner, buffer, env = trainer.learner, trainer.buffer, trainer.env
     metrics_bytes = trainer.metrics_position()  # flushes the logs first: rows up to this step are on disk
+    last_return = trainer.last_episode_return
     state = learner.state_dict()
     tensors: dict[str, torch.Tensor | np.ndarray] = {}
     for module in MODULES:
@@ -214,7 +215,7 @@ def save_checkpoint(trainer: Trainer, finished: bool = False) -> Path:
             "buffer": {"pos": buffer.pos, "size": buffer.size},
             "episode": {"return": trainer.episode_return, "length": trainer.episode_length,
                         "usage": trainer.episode_usage.tolist(),
-                        "last_return": None if math.isnan(trainer.last_episode_return) else trainer.last_episode_return},
+                        "last_return": None if math.isnan(last_return) else last_return},
             "last_eval": trainer.last_eval,
             "last_stats": {k: float(v) for k, v in trainer.stats.items()},
             "rng": {"numpy": trainer.rng.bit_generator.state,
@@ -348,8 +349,9 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
 
     learner_state = {m: {k: tensors[f"{m}/{k}"] for k in state[m]} for m in MODULES}
     for opt_name in OPTIMIZERS:
+        entries = optimizer_state[opt_name].items()
         learner_state[opt_name] = {
-            "state": {i: {k: tensors[t] for k, t in entries.items()} for i, entries in optimizer_state[opt_name].items()},
+            "state": {i: {k: tensors[tensor_name] for k, tensor_name in keys.items()} for i, keys in entries},
             "param_groups": state[opt_name]["param_groups"],  # hyper-parameters: from the (checked) config
         }
     learner_state |= {"log_alpha": tensors["log_alpha"], "n_updates": n_updates}

@@ -300,7 +300,7 @@ def _check_model_meta(meta: dict, path: Path) -> None:
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)):
             raise fail(f"{key} must be a list of {arch['n_act']} finite numbers")
         bounds.append(value)
-    if not all(lo < hi for lo, hi in zip(*bounds)):
+    if not all(lo < hi for lo, hi in zip(*bounds, strict=True)):
         raise fail("action_low must be below action_high")
 
 

@@ -24,8 +24,7 @@ from tqdm import tqdm
 
 from smose import __version__
 from smose.buffer import ReplayBuffer
-from smose.checkpoint import (CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json,
-                              save_checkpoint)
+from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.envs import env_versions, make_env
 from smose.errors import SmoseError
@@ -262,14 +261,13 @@ class Trainer:
         with torch.no_grad():
             if bool(torch.isfinite(torch.stack([v.sum() for _, v in named])).all()):
                 return
-            for name, value in named:  # only on failure: find the culprit (a finite overflowing sum is no failure)
-                if not bool(torch.isfinite(value).all()):
-                    break
-            else:
-                return
+            # Only on failure: find the culprit (a sum that overflowed while every element is finite is no failure).
+            name = next((n for n, value in named if not bool(torch.isfinite(value).all())), None)
+        if name is None:
+            return
         if self.checkpoint_step is not None and self.run_dir is not None:
-            kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT_DIR}, "
-                    f"but resuming with the same settings repeats the same numbers")
+            kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in "
+                    f"{self.run_dir / CHECKPOINT_DIR}, but resuming with the same settings repeats the same numbers")
         else:
             kept = "no checkpoint was written before"
         raise SmoseError(f"non-finite {name} at step {step}; training stopped: {kept}. Try lower learning rates "
@@ -434,9 +432,9 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
         trainer.run(steps, progress=progress)
         if trainer.global_step < steps:  # stopped by a signal
             trainer.checkpoint()
-            raise TrainingInterrupted(
-                f"{signal.Signals(trainer.stop_signal or signal.SIGINT).name} at step {trainer.global_step} of {steps}: "
-                f"checkpoint written to {run_dir / CHECKPOINT_DIR}; continue with `smose train --resume {run_dir}`")
+            name = signal.Signals(trainer.stop_signal or signal.SIGINT).name
+            raise TrainingInterrupted(f"{name} at step {trainer.global_step} of {steps}: checkpoint written to "
+                                      f"{run_dir / CHECKPOINT_DIR}; continue with `smose train --resume {run_dir}`")
         final = trainer.last_eval if trainer.last_eval and trainer.last_eval["step"] == steps else None
         if final is None:
             final = trainer._evaluate(steps)
