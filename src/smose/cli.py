@@ -201,6 +201,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from smose.bench import main as bench_main
+
+    bench_main(args.bench_args, prog=f"smose bench {args.benchmark}")
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from smose.table import write_tables
 
@@ -208,6 +215,12 @@ def cmd_table(args: argparse.Namespace) -> int:
     print(paths["markdown"].read_text(), end="")
     print(f"tables and plots in {paths['markdown'].parent}", file=sys.stderr)
     return 0
+
+
+def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "which distilled trees route") -> None:
+    p.add_argument("--router", choices=("neural", "tree"), default="neural",
+                   help="route with the trained router or with the trees saved by `smose distill`")
+    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert", help=tree_kind_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,10 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--env", default=None,
                    help="evaluate on another version of the training task, e.g. Hopper-v4 (default: the training env)")
-    p.add_argument("--router", choices=("neural", "tree"), default="neural",
-                   help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert",
-                   help="which distilled trees route with --router tree (writes trees/eval-<kind>.json)")
+    _add_router_arguments(p, "which distilled trees route with --router tree (writes trees/eval-<kind>.json)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("distill", help="distil the router into decision trees; report fidelity and tree-routed return")
@@ -265,9 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="render one deterministic episode headless with the active expert on each frame")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
-    p.add_argument("--router", choices=("neural", "tree"), default="neural",
-                   help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert")
+    _add_router_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed: the first episode of `smose eval --seed`")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
     p.set_defaults(func=cmd_video)
@@ -275,9 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the deterministic policy as a standalone Python, C, JSON or ONNX file")
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, help="python (stdlib only), c (header-only C99), json or onnx")
-    p.add_argument("--router", choices=("neural", "tree"), default="neural",
-                   help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert")
+    _add_router_arguments(p)
     p.add_argument("--mode", choices=("gated", "linear"), default="gated",
                    help="gated: tanh of the gated mean (as trained); linear: the chosen expert's output, clipped")
     p.add_argument("--out", required=True, help="output file (or an existing directory for the default file name)")
@@ -305,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy each finished run's small files to DIR/<run name>/ and take runs already in DIR from "
                         "there (DIR is meant to be committed, e.g. benchmarks/results/runs)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench", help="benchmarks: `smose bench throughput --help` (needs pip install 'smose[bench]')")
+    p.add_argument("benchmark", choices=("throughput",))
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("table", help="aggregate a sweep (or any directory of runs) into Markdown/CSV tables and "
                                      "learning-curve plots")

@@ -1,17 +1,17 @@
 """Soft Actor-Critic update for any of our actors (spec §3), with the router's load balancing in the actor step (§2).
 
 ``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
-``sac_continuous_action.py``. The actor's side is plain autograd; the twin critic's passes are written out by hand
-(``smose.critic``) because at batch 256 autograd's allocations cost as much as the arithmetic. ``tests/test_sac.py``
-checks the whole update against a straightforward CleanRL-style implementation.
+``sac_continuous_action.py``. The actor's side is plain autograd. The twin critic's passes are written out by hand
+(``smose.critic``), which removed about a fifth of the update's time (see docs/performance.md).
+``tests/test_sac.py`` checks the whole update against a straightforward CleanRL-style implementation.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 
