@@ -192,25 +192,29 @@ def update_flops(n_obs: int, n_act: int, algo: str, executed: bool = True, batch
 
 
 # ---- driver ---------------------------------------------------------------------------------------------------------
-def run_worker(args: list[str]) -> dict:
-    env = {**os.environ, **SINGLE_THREAD_ENV}
-    proc = subprocess.run([sys.executable, "-m", "smose.bench", "--worker", *args], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _pin_to(cpu: int):
+    """preexec hook: keep the worker and every thread it starts on one core. Thread-count settings alone do not
+    bind every library (XLA's CPU client still used about 1.75 cores), and one run per core is the comparison."""
+    return lambda: os.sched_setaffinity(0, {cpu % os.cpu_count()})
 
 
 def run_parallel(args_list: list[list[str]]) -> list[dict]:
+    """Start one worker per entry, worker i pinned to core i, and wait for all of them."""
     env = {**os.environ, **SINGLE_THREAD_ENV}
     procs = [subprocess.Popen([sys.executable, "-m", "smose.bench", "--worker", *a], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for a in args_list]
+                              stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_pin_to(i))
+             for i, a in enumerate(args_list)]
     out = []
-    for p in procs:
+    for a, p in zip(args_list, procs):
         stdout, stderr = p.communicate()
         if p.returncode != 0:
-            raise RuntimeError(stderr[-2000:])
+            raise RuntimeError(f"worker {a} failed:\n{stderr[-2000:]}")
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
+
+
+def run_worker(args: list[str]) -> dict:
+    return run_parallel([args])[0]
 
 
 def median(values: list[float]) -> float:
@@ -322,7 +326,7 @@ def markdown(r: dict) -> str:
         f"# Training throughput ({r['env']})", "",
         f"- Command: `{r['command']}`",
         f"- Date: {r['date']}; machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, Python {r['machine']['python']}",
-        f"- Settings: 1 update per env step, batch 256, twin 256-256 critics, buffer 1e6, one thread per run, "
+        f"- Settings: 1 update per env step, batch 256, twin 256-256 critics, buffer 1e6, each run pinned to one core (one compute thread), "
         f"{r['settings']['repeats']} interleaved repeats of {r['settings']['measure']} timed learning steps (medians).",
         "", "| contender | learning steps/s (median) | samples |", "|---|---|---|",
     ]

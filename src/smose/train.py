@@ -181,6 +181,7 @@ class Trainer:
         self.episode_return, self.episode_length = 0.0, 0
         self.episode_usage = np.zeros(self.n_experts, dtype=np.int64)
         self.last_episode_return = float("nan")
+        self.last_episode_usage: np.ndarray | None = None
         self.last_eval: dict | None = None
         self.stats: dict[str, torch.Tensor] = {}  # the last update's losses (episode rows of metrics.csv show them)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -323,12 +324,12 @@ class Trainer:
                             log.scalars(step, {f"losses/{k}": float(v) for k, v in self.stats.items()}
                                         | {"losses/alpha": float(learner.alpha), "charts/SPS": sps})
                 if step % LOSS_LOG_EVERY == 0:
+                    bar.set_postfix(self._postfix(sps), refresh=False)
                     bar.update(step - bar.n)
 
                 # 4. periodic deterministic evaluation
                 if cfg.eval_every and step % cfg.eval_every == 0:
                     self._evaluate(step)
-                    bar.set_postfix(self._postfix(sps), refresh=False)
 
                 # 5. periodic checkpoint; a stop signal ends the loop between two whole steps
                 if checkpoint_every and step % checkpoint_every == 0:
@@ -352,6 +353,7 @@ class Trainer:
             used = self.episode_usage.sum()
             if used:
                 fractions = self.episode_usage / used
+                self.last_episode_usage = fractions
                 row |= {f"usage_{m}": float(f) for m, f in enumerate(fractions)}
                 scalars |= {f"charts/expert_usage/{m}": float(f) for m, f in enumerate(fractions)}
             self.logger.row(row)
@@ -370,11 +372,15 @@ class Trainer:
         return result
 
     def _postfix(self, sps: float) -> dict:
+        """Progress-bar fields: steps/s, last training return, last evaluation, expert usage (% of the last episode)."""
         post = {"sps": f"{sps:.0f}", "ret": f"{self.last_episode_return:.1f}"}
         if self.last_eval is not None:
             post["eval"] = f"{self.last_eval['mean']:.1f}"
-            if "expert_usage" in self.last_eval:
-                post["usage"] = "/".join(f"{100 * u:.0f}" for u in self.last_eval["expert_usage"])
+        usage = self.last_episode_usage
+        if usage is None and self.last_eval is not None:
+            usage = self.last_eval.get("expert_usage")
+        if usage is not None:
+            post["usage%"] = "/".join(f"{100 * u:.0f}" for u in usage)
         return post
 
     def close(self) -> None:
