@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 
 from smose import SMOSE, SmoseError
 from smose.envs import make_env
@@ -65,7 +66,7 @@ def test_save_load_gives_identical_actions(trained):
 def test_sb3_evaluate_policy_runs_on_a_loaded_model(trained):
     _, path = trained
     loaded = SMOSE.load(path)
-    env = make_env("Pendulum-v1", seed=0)
+    env = Monitor(make_env("Pendulum-v1", seed=0))
     mean, std = evaluate_policy(loaded, env, n_eval_episodes=2, deterministic=True)
     assert np.isfinite(mean) and mean < 0  # Pendulum returns are negative costs
     ours = loaded.evaluate(episodes=2, seed=0)
