@@ -13,10 +13,10 @@ LB_LOSSES = ("cv2", "z", "none")
 DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0}
 
 
-def router_noise(batch: int, n_experts: int, kind: NoiseKind, generator: torch.Generator | None = None) -> torch.Tensor:
+def router_noise(batch: int, n_experts: int, kind: NoiseKind) -> torch.Tensor:
     """ε ~ N(0, (1/M)² I): one vector shared by the batch ([1, M]) or one per state ([B, M])."""
     rows = 1 if kind == "batch" else batch
-    return torch.randn(rows, n_experts, generator=generator) / n_experts
+    return torch.randn(rows, n_experts) / n_experts
 
 
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
