@@ -65,44 +65,44 @@ def test_router_noise_shapes_and_scale():
     assert abs(per_state.std().item() - 1 / 8) < 0.005
 
 
-class RecordingActor(SMOSEActor):
-    """Records the router noise passed to each forward pass."""
+def recording_learner(hp: SACHyperParams) -> tuple[SACLearner, list[torch.Tensor | None]]:
+    """A SMOSE learner whose actor passes record the router noise of every sample they draw."""
+    learner = SACLearner(SMOSEActor(4, 2, -np.ones(2), np.ones(2), 4), hp)
+    noise_seen: list[torch.Tensor | None] = []
+    sample = learner.mixture.sample
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.noise_seen: list[torch.Tensor | None] = []
+    def recording_sample(obs, router_noise=None):
+        noise_seen.append(router_noise)
+        return sample(obs, router_noise)
 
-    def forward(self, obs, router_noise=None):
-        self.noise_seen.append(router_noise)
-        return super().forward(obs, router_noise)
+    learner.mixture.sample = recording_sample
+    return learner, noise_seen
 
 
 @pytest.mark.parametrize("kind,rows", [("batch", 1), ("state", 64)])
 def test_noise_only_in_the_actor_update(kind, rows):
     torch.manual_seed(0)
-    actor = RecordingActor(4, 2, -np.ones(2), np.ones(2), 4)
-    learner = SACLearner(actor, SACHyperParams(lb_noise=kind, policy_frequency=2))
+    learner, noise_seen = recording_learner(SACHyperParams(lb_noise=kind, policy_frequency=2))
     buffer = ReplayBuffer(100, 4, 2)
     rng = np.random.default_rng(0)
     for _ in range(100):
         buffer.add(rng.normal(size=4), rng.uniform(-1, 1, 2), 1.0, rng.normal(size=4), False)
     batch = buffer.sample(64, rng)
     learner.update(batch)  # critic step only: target action without noise
-    assert actor.noise_seen == [None]
-    actor.noise_seen.clear()
+    assert noise_seen == [None]
+    noise_seen.clear()
     learner.update(batch)  # critic + 2 × (actor with noise, alpha without)
-    noisy = [n for n in actor.noise_seen if n is not None]
-    assert len(actor.noise_seen) == 5 and len(noisy) == 2
-    assert actor.noise_seen[0] is None and actor.noise_seen[2] is None and actor.noise_seen[4] is None
+    noisy = [n for n in noise_seen if n is not None]
+    assert len(noise_seen) == 5 and len(noisy) == 2
+    assert noise_seen[0] is None and noise_seen[2] is None and noise_seen[4] is None
     assert all(n.shape == (rows, 4) for n in noisy)
 
 
 def test_lb_loss_none_adds_no_noise():
-    actor = RecordingActor(4, 2, -np.ones(2), np.ones(2), 4)
-    learner = SACLearner(actor, SACHyperParams(lb_loss="none", policy_frequency=1))
+    learner, noise_seen = recording_learner(SACHyperParams(lb_loss="none", policy_frequency=1))
     buffer = ReplayBuffer(10, 4, 2)
     for _ in range(10):
         buffer.add(np.ones(4), np.zeros(2), 0.0, np.ones(4), False)
     stats = learner.update(buffer.sample(8, np.random.default_rng(0)))
-    assert all(n is None for n in actor.noise_seen)
+    assert len(noise_seen) == 3 and all(n is None for n in noise_seen)
     assert stats["lb_loss"] == 0

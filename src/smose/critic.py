@@ -10,6 +10,9 @@ zero. ``tests/test_critic.py`` checks every gradient against autograd's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from smose.policy import TwinQ
@@ -92,6 +95,11 @@ class TwinQPasses:
             g1 = relu_backward_(g2 @ w[1][c].T, self.h1[c].index_select(0, rows))
             grad_action[rows] = g1 @ w[0][c, self.critic.n_obs:].T
         return grad_action
+
+    def min_q_with_grad(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+        """min(Q1, Q2) [B] and the function from d loss / d min Q to d loss / d action (before the next forward)."""
+        q, which = self.forward(torch.cat([obs, action], dim=-1)).min(dim=0)
+        return q, partial(self.action_grad, which=which)
 
     def min_q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """min(Q1, Q2) [B], differentiable with respect to ``action`` only (the critic's weights stay fixed)."""

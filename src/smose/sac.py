@@ -1,9 +1,10 @@
 """Soft Actor-Critic update for any of our actors (spec §3), with the router's load balancing in the actor step (§2).
 
 ``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
-``sac_continuous_action.py``. The actor's side is plain autograd. The twin critic's passes are written out by hand
-(``smose.critic``), which removed about a fifth of the update's time (see docs/performance.md).
-``tests/test_sac.py`` checks the whole update against a straightforward CleanRL-style implementation.
+``sac_continuous_action.py``. The twin critic's passes (``smose.critic``) and the SMOSE actor's (``smose.mixture``)
+are written out by hand, which more than halved the time autograd took around the same arithmetic (see
+docs/performance.md); the dense baselines' actors use autograd. ``actor_loss`` below is the textbook form of the
+actor step. ``tests/test_sac.py`` checks whole updates against a straightforward CleanRL-style implementation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from smose.buffer import Batch
 from smose.critic import TwinQPasses
 from smose.losses import LBLoss, NoiseKind, balance_loss, router_noise
+from smose.mixture import MixturePasses
 from smose.policy import Actor, SMOSEActor, TwinQ
 
 
@@ -37,12 +39,16 @@ class SACHyperParams:
     lb_noise: NoiseKind = "batch"
 
 
+PolicySample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (action, log π), no graph
+
+
 def td_target(
-    actor: Actor, target_q: Callable[[torch.Tensor], torch.Tensor], batch: Batch, alpha: torch.Tensor, gamma: float
+    sample: PolicySample, target_q: Callable[[torch.Tensor], torch.Tensor], batch: Batch, alpha: torch.Tensor,
+    gamma: float,
 ) -> torch.Tensor:
     """r + γ (1 − d) (min of the target twins at (s', a') − α log π(a'|s')), with a' ~ π(s') from the clean router."""
     with torch.no_grad():
-        next_action, next_log_prob, _ = actor.sample(batch.next_obs)
+        next_action, next_log_prob = sample(batch.next_obs)
         next_q = target_q(torch.cat([batch.next_obs, next_action], dim=-1)).min(dim=0).values - alpha * next_log_prob
         return batch.rewards + (1.0 - batch.dones) * gamma * next_q
 
@@ -66,14 +72,13 @@ def actor_loss(
 
 
 def alpha_loss_and_grad(
-    actor: Actor, log_alpha: torch.Tensor, obs: torch.Tensor, target_entropy: float
+    log_prob: torch.Tensor, log_alpha: torch.Tensor, target_entropy: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Temperature loss −α mean(log π + H̄) on a fresh clean-router sample, and its gradient with respect to log α.
 
     d/d log α of −e^(log α) c is −e^(log α) c again: the loss is its own gradient, so no graph is recorded.
     """
     with torch.no_grad():
-        _, log_prob, _ = actor.sample(obs)
         loss = -log_alpha.exp() * (log_prob + target_entropy).mean()
     return loss.reshape(()), loss
 
@@ -129,6 +134,7 @@ class SACLearner:
         self.alpha_opt = FusedAdam([self.log_alpha], hp.alpha_lr)
         self.alpha = self.log_alpha.detach().exp()
         self.critic_passes = TwinQPasses(self.critic)
+        self.mixture = MixturePasses(actor) if isinstance(actor, SMOSEActor) else None
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.n_updates = 0
@@ -142,15 +148,12 @@ class SACLearner:
 
         if self.n_updates % hp.policy_frequency == 0:
             for _ in range(hp.policy_frequency):
-                pi_loss, lb = actor_loss(self.actor, self.critic_passes.min_q, batch.obs, self.alpha, hp)
-                self.actor_opt.zero_grad_fast()
-                pi_loss.backward()
-                self.actor_opt.fast_step()
+                pi_loss, lb = self.actor_step(batch.obs)
                 stats["actor_loss"] = pi_loss.detach()
                 stats["lb_loss"] = lb.detach()
                 if hp.autotune:
-                    a_loss, self.log_alpha.grad = alpha_loss_and_grad(
-                        self.actor, self.log_alpha, batch.obs, self.target_entropy)
+                    _, log_prob = self.sample(batch.obs)
+                    a_loss, self.log_alpha.grad = alpha_loss_and_grad(log_prob, self.log_alpha, self.target_entropy)
                     self.alpha_opt.fast_step()
                     self.alpha = self.log_alpha.detach().exp()
                     stats["alpha_loss"] = a_loss
@@ -166,13 +169,45 @@ class SACLearner:
         The gradient of that loss with respect to Q is 4 (Q − y) / (2B); the passes carry it back to the weights.
         """
         passes = self.critic_passes
-        y = td_target(self.actor, partial(passes.forward, net=self.critic_target), batch, self.alpha, self.hp.gamma)
+        y = td_target(self.sample, partial(passes.forward, net=self.critic_target), batch, self.alpha, self.hp.gamma)
         x = torch.cat([batch.obs, batch.actions], dim=-1)
         q = passes.forward(x)
         error = q - y
         passes.backward_to_params(x, error * (4.0 / error.numel()))
         self.critic_opt.fast_step()
         return 2.0 * error.square().mean(), q.mean()
+
+    def actor_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step on ``actor_loss``; returns (loss, load-balancing term)."""
+        hp = self.hp
+        if self.mixture is None:
+            loss, lb = actor_loss(self.actor, self.critic_passes.min_q, obs, self.alpha, hp)
+            self.actor_opt.zero_grad_fast()
+            loss.backward()
+        else:  # the same loss and gradient, from the hand-written passes
+            noise = router_noise(obs.shape[0], self.actor.n_experts, hp.lb_noise) if hp.lb_loss != "none" else None
+            loss, lb = self.mixture.actor_loss_backward(
+                obs, noise, self.alpha, self.critic_passes.min_q_with_grad, hp.lb_loss, hp.lb_weight)
+        self.actor_opt.fast_step()
+        return loss, lb
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """a ~ π(·|s) and log π(a|s) from the clean router, without a graph."""
+        if self.mixture is not None:
+            s = self.mixture.sample(obs)
+            return s.action, s.log_prob
+        action, log_prob, _ = self.actor.sample(obs)
+        return action, log_prob
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rollout's stochastic action and the chosen expert (None for dense actors)."""
+        if self.mixture is not None:
+            s = self.mixture.sample(obs)
+            return s.action, s.expert
+        action, _, out = self.actor.sample(obs)
+        return action, out.expert
 
     def state_dict(self) -> dict:
         return {

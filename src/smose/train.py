@@ -277,7 +277,7 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------------------------
     def run(self, total_steps: int, progress: bool = False) -> None:
         """Advance training until ``global_step == total_steps`` (or a stop signal; see ``stop_signal``)."""
-        cfg, env, actor, learner, buffer = self.config, self.env, self.actor, self.learner, self.buffer
+        cfg, env, learner, buffer = self.config, self.env, self.learner, self.buffer
         if self.run_dir is not None and self.logger is None:
             resumed = self.checkpoint_step if self.resume_metrics_bytes is not None else None
             self.logger = RunLogger(self.run_dir, self.n_experts, resumed, self.resume_metrics_bytes)
@@ -293,11 +293,10 @@ class Trainer:
                 if self.global_step < cfg.learning_starts:
                     action = env.action_space.sample()
                 else:
-                    with torch.no_grad():
-                        a, _, out = actor.sample(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+                    a, expert = learner.explore(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
                     action = a[0].numpy()
-                    if out.expert is not None:
-                        self.episode_usage[int(out.expert[0])] += 1
+                    if expert is not None:
+                        self.episode_usage[int(expert[0])] += 1
 
                 # 2. step the env and store the transition (done = termination only: truncation bootstraps)
                 next_obs, reward, terminated, truncated, _ = env.step(action)

@@ -1,0 +1,94 @@
+"""The SMOSE actor's hand-written passes give what autograd through ``SMOSEActor`` gives."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from smose.critic import TwinQPasses
+from smose.losses import balance_loss, router_noise
+from smose.mixture import MixturePasses
+from smose.policy import SMOSEActor, TwinQ
+
+N_OBS, N_ACT, N_EXPERTS, BATCH = 7, 3, 5, 300
+LOW, HIGH = [-1.0, -2.0, -0.5], [1.0, 3.0, 0.5]  # unequal scales and a non-zero bias exercise the action bounds
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def actor_and_obs(seed: int) -> tuple[SMOSEActor, torch.Tensor]:
+    torch.manual_seed(seed)
+    actor = SMOSEActor(N_OBS, N_ACT, LOW, HIGH, N_EXPERTS)
+    with torch.no_grad():  # larger weights than at initialisation: every expert is chosen and the log-std varies
+        actor.router.weight.mul_(4.0)
+        actor.expert_weight.mul_(3.0)
+    return actor, torch.randn(BATCH, N_OBS) * 2.0
+
+
+@pytest.mark.parametrize("noise_kind", [None, "batch", "state"])
+def test_sample_equals_the_actor_sample(float64, noise_kind):
+    actor, obs = actor_and_obs(0)
+    noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        action, log_prob, out = actor.sample(obs, noise)
+    torch.manual_seed(7)
+    s = MixturePasses(actor).sample(obs, noise)
+    assert torch.equal(s.expert, out.expert)
+    assert len(s.expert.unique()) == N_EXPERTS
+    torch.testing.assert_close(s.action, action)
+    torch.testing.assert_close(s.log_prob, log_prob)
+    torch.testing.assert_close(s.gate.squeeze(1), out.gate)
+    assert (s.action >= torch.tensor(LOW)).all() and (s.action <= torch.tensor(HIGH)).all()
+
+
+@pytest.mark.parametrize("lb_loss, noise_kind", [("cv2", "batch"), ("cv2", "state"), ("z", "batch"),
+                                                 ("none", None)])
+def test_actor_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
+    actor, obs = actor_and_obs(1)
+    reference = copy.deepcopy(actor)
+    critic = TwinQ(N_OBS, N_ACT)
+    alpha, weight = torch.tensor([0.3]), 0.7
+    noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
+
+    torch.manual_seed(3)
+    loss, lb = MixturePasses(actor).actor_loss_backward(
+        obs, noise, alpha, TwinQPasses(critic).min_q_with_grad, lb_loss, weight)
+    assert all(p.grad is None for p in critic.parameters())  # the actor step leaves the critic alone
+
+    torch.manual_seed(3)
+    action, log_prob, out = reference.sample(obs, noise)
+    ref_loss = (alpha * log_prob - critic(obs, action).min(0).values).mean()
+    ref_lb = torch.zeros(())
+    if noise is not None:
+        ref_lb = balance_loss(lb_loss, out.logits - noise, out.logits)
+        ref_loss = ref_loss + weight * ref_lb
+    ref_loss.backward()
+
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lb, ref_lb, rtol=1e-12, atol=1e-12)
+    for (name, p), r in zip(actor.named_parameters(), reference.parameters()):
+        assert r.grad.abs().max() > 0, name
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-7, atol=1e-10, msg=lambda m: f"{name}: {m}")
+
+
+def test_load_balancing_gradient_is_not_negligible(float64):
+    """Guard for the test above: with these sizes the L_aux part of the router gradient is large enough to check."""
+    actor, obs = actor_and_obs(1)
+    critic = TwinQ(N_OBS, N_ACT)
+    noise = router_noise(BATCH, N_EXPERTS, "batch")
+    grads = []
+    for weight in (0.0, 0.7):
+        torch.manual_seed(3)
+        MixturePasses(actor).actor_loss_backward(
+            obs, noise, torch.tensor([0.3]), TwinQPasses(critic).min_q_with_grad, "cv2", weight)
+        grads.append(actor.router.weight.grad.clone())
+    assert (grads[1] - grads[0]).abs().max() > 1e-3 * grads[0].abs().max()
