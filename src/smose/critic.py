@@ -27,7 +27,7 @@ class TwinQPasses:
     """Passes through ``critic`` (and, for targets, through a copy of it with other weights).
 
     Buffers: ``h1``/``h2`` hold the hidden activations of the last ``forward`` (what a backward needs), ``s1``/``s2``
-    are scratch for the target pass and then for the critic step's layer gradients. ``forward`` and ``min_q``
+    are scratch for the target pass and then for the critic step's layer gradients. ``forward`` and the ``min_q`` passes
     overwrite them, so each backward must follow its own forward before the next one, as in the SAC update.
     """
 

@@ -321,7 +321,22 @@ def _py_vector(name: str, values: np.ndarray, labels: list[str], comment: str) -
     return lines + ["]"]
 
 
-def _py_tree_lines(p: ExportedPolicy, tree: dict, expert: int | None) -> list[str]:
+@dataclass(frozen=True)
+class _TreeSyntax:
+    """How one language writes a tree's tests and leaves (Python and C share the walk in ``_tree_lines``)."""
+
+    weight: Callable[[float], str]  # router weight Θ[m, f] as written in the per-expert test
+    threshold: Callable[[float], str]  # split threshold and leaf probability
+    test: str  # format of the test with {weight}, {feature}, {threshold}; {weight} only in per-expert trees
+    class_test: str  # the multiclass tree's test
+    leaf: str  # format of a leaf with {value} and {note}
+    if_open: str  # format of the if line with {test} and {note}
+    else_line: str
+    close: str | None  # line after the else branch (C's closing brace)
+    unused_obs: str | None  # statement for a tree that never reads obs
+
+
+def _tree_lines(p: ExportedPolicy, tree: dict, expert: int | None, syntax: _TreeSyntax) -> list[str]:
     """Nested if/else of one tree; per-expert leaves return the YES probability, multiclass leaves the expert."""
     nodes = tree["nodes"]
     theta = p.array("router.weight")
@@ -331,27 +346,37 @@ def _py_tree_lines(p: ExportedPolicy, tree: dict, expert: int | None) -> list[st
         node, pad = nodes[i], "    " * depth
         if node["leaf"]:
             if expert is not None:
-                yes = node["counts"][1]
-                out.append(f"{pad}return {_py(node['probability'][1])}  # YES in {yes} of {node['samples']} "
-                           "training states")
+                value, shown = syntax.threshold(node["probability"][1]), f"YES in {node['counts'][1]}"
             else:
                 k = int(np.argmax(node["probability"]))  # first maximum, as the library's TreeRouter
-                out.append(f"{pad}return {k}  # expert {k} in {node['counts'][k]} of {node['samples']} "
-                           "training states")
+                value, shown = str(k), f"expert {k} in {node['counts'][k]}"
+            out.append(pad + syntax.leaf.format(value=value, note=f"{shown} of {node['samples']} training states"))
             return
         f, name = node["feature"], _clean(p.obs_names[node["feature"]])
+        threshold = syntax.threshold(node["threshold"])
         if expert is not None:
-            test = f"{_py(theta[expert][f])} * obs[{f}] <= {_py(node['threshold'])}"
+            test = syntax.test.format(weight=syntax.weight(theta[expert][f]), feature=f, threshold=threshold)
             note = f"{name} {node['state_op']} {node['state_threshold']:.6g}"
         else:
-            test, note = f"obs[{f}] <= {_py(node['threshold'])}", name
-        out.append(f"{pad}if {test}:  # {note}")
+            test, note = syntax.class_test.format(feature=f, threshold=threshold), name
+        out.append(pad + syntax.if_open.format(test=test, note=note))
         walk(node["left"], depth + 1)
-        out.append(f"{pad}else:")
+        out.append(pad + syntax.else_line)
         walk(node["right"], depth + 1)
+        if syntax.close is not None:
+            out.append(pad + syntax.close)
 
+    if nodes[0]["leaf"] and syntax.unused_obs is not None:
+        out.append("    " + syntax.unused_obs)
     walk(0, 1)
     return out
+
+
+_PY_TREE = _TreeSyntax(
+    weight=_py, threshold=_py, test="{weight} * obs[{feature}] <= {threshold}",
+    class_test="obs[{feature}] <= {threshold}", leaf="return {value}  # {note}", if_open="if {test}:  # {note}",
+    else_line="else:", close=None, unused_obs=None,
+)
 
 
 def python_source(p: ExportedPolicy) -> str:
@@ -441,7 +466,7 @@ def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
             lines += [f"def yes_expert_{m}(obs):",
                       (f'    """How sure the distilled tree is that the router picks expert {m} (YES share of the '
                       'training states in the leaf)."""')]
-            lines += _py_tree_lines(p, tree, m) + ["", ""]
+            lines += _tree_lines(p, tree, m, _PY_TREE) + ["", ""]
         calls = ", ".join(f"yes_expert_{m}(obs)" for m in range(p.n_experts))
         lines += ["def route(obs):",
                   '    """The expert that acts on obs: the most confident YES of the per-expert trees."""',
@@ -451,7 +476,7 @@ def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
         lines += ["def route(obs):",
                   '    """The expert that acts on obs, by one distilled decision tree on the raw observation."""',
                   "    obs = _check(obs)"]
-        lines += _py_tree_lines(p, trees["trees"][0], None) + ["", ""]
+        lines += _tree_lines(p, trees["trees"][0], None, _PY_TREE) + ["", ""]
     lines += ["def act_and_route(obs):",
               '    """(action, expert): the deterministic action for one observation and the expert that acted."""',
               "    obs = _check(obs)"]
@@ -539,39 +564,13 @@ def _c_double(value: float) -> str:
     return text if any(ch in text for ch in ".en") else text + ".0"
 
 
-def _c_tree_lines(p: ExportedPolicy, tree: dict, expert: int | None) -> list[str]:
-    """Nested if/else of one tree: the library's test is the float32 input compared in double with the threshold."""
-    nodes = tree["nodes"]
-    theta = p.array("router.weight")
-    out: list[str] = []
-
-    def walk(i: int, depth: int) -> None:
-        node, pad = nodes[i], "    " * depth
-        if node["leaf"]:
-            if expert is not None:
-                out.append(f"{pad}return {_c_double(node['probability'][1])}; /* YES in {node['counts'][1]} of "
-                           f"{node['samples']} training states */")
-            else:
-                k = int(np.argmax(node["probability"]))
-                out.append(f"{pad}return {k}; /* expert {k} in {node['counts'][k]} of {node['samples']} "
-                           "training states */")
-            return
-        f, name = node["feature"], _clean(p.obs_names[node["feature"]])
-        if expert is not None:
-            test = f"(double)({_c(theta[expert][f])} * obs[{f}]) <= {_c_double(node['threshold'])}"
-            note = f"{name} {node['state_op']} {node['state_threshold']:.6g}"
-        else:
-            test, note = f"(double)obs[{f}] <= {_c_double(node['threshold'])}", name
-        out.append(f"{pad}if ({test}) {{ /* {note} */")
-        walk(node["left"], depth + 1)
-        out.append(f"{pad}}} else {{")
-        walk(node["right"], depth + 1)
-        out.append(f"{pad}}}")
-
-    if nodes[0]["leaf"]:  # a tree without a test (one class only in training) does not read obs
-        out.insert(0, "    (void)obs;")
-    walk(0, 1)
-    return out
+_C_TREE = _TreeSyntax(
+    # the library's test: the float32 input (times the float32 weight) compared in double with the threshold
+    weight=_c, threshold=_c_double,
+    test="(double)({weight} * obs[{feature}]) <= {threshold}", class_test="(double)obs[{feature}] <= {threshold}",
+    leaf="return {value}; /* {note} */", if_open="if ({test}) {{ /* {note} */", else_line="} else {", close="}",
+    unused_obs="(void)obs;",  # a tree without a test (one class only in training) does not read obs
+)
 
 
 def _c_array(name: str, dims: list[str], values: np.ndarray, labels: list[list[str]], comment: str) -> list[str]:
@@ -671,7 +670,7 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
             m = tree["expert"]
             lines += [f"/* How sure the distilled tree is that the router picks expert {m}. */",
                       f"static inline double smose_yes_expert_{m}(const float obs[SMOSE_N_OBS])", "{"]
-            lines += _c_tree_lines(p, tree, m) + ["}", ""]
+            lines += _tree_lines(p, tree, m, _C_TREE) + ["}", ""]
         lines += [("/* The expert that acts on obs: the most confident YES of the per-expert trees, ties to the lowest"
                   " index. */"),
                   "static inline int smose_route(const float obs[SMOSE_N_OBS])",
@@ -687,7 +686,7 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
     else:
         lines += ["/* The expert that acts on obs, by one distilled decision tree on the raw observation. */",
                   "static inline int smose_route(const float obs[SMOSE_N_OBS])", "{"]
-        lines += _c_tree_lines(p, trees["trees"][0], None) + ["}"]
+        lines += _tree_lines(p, trees["trees"][0], None, _C_TREE) + ["}"]
     lines += ["",
               "/* Writes the deterministic action for obs and returns the expert that acted. */",
               "static inline int smose_act_route(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
