@@ -1,8 +1,9 @@
-"""Shared fixtures: small real runs that several test modules read (trained once per test session)."""
+"""Shared fixtures: small real runs that several test modules read (trained once per test session), float64 mode."""
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from smose.config import TrainConfig
 from smose.train import train
@@ -22,3 +23,13 @@ def pendulum_run(tmp_path_factory) -> Path:
     config = TrainConfig(env="Pendulum-v1", steps=1500, learning_starts=500, batch_size=64, experts=4,
                          eval_every=500, eval_episodes=2, seed=0)
     return train(config, tmp_path_factory.mktemp("runs") / "pendulum", progress=False)
+
+
+@pytest.fixture
+def float64():
+    """Float64 as torch's default dtype for one test: comparisons of two computations of the same maths then
+    differ by rounding far below any tolerance a real bug would pass."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -16,14 +16,6 @@ N_OBS, N_ACT, N_EXPERTS, BATCH = 7, 3, 5, 300
 LOW, HIGH = [-1.0, -2.0, -0.5], [1.0, 3.0, 0.5]  # unequal scales and a non-zero bias exercise the action bounds
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def actor_and_obs(seed: int) -> tuple[SMOSEActor, torch.Tensor]:
     torch.manual_seed(seed)
     actor = SMOSEActor(N_OBS, N_ACT, LOW, HIGH, N_EXPERTS)

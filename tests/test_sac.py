@@ -24,14 +24,6 @@ from smose.sac import FusedAdam, SACHyperParams, SACLearner
 N_OBS, N_ACT = 5, 2
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 class ReferenceSAC:
     """CleanRL's sac_continuous_action.py update, with the SMOSE load-balancing term in the actor loss."""
 
