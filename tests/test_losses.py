@@ -69,13 +69,13 @@ def recording_learner(hp: SACHyperParams) -> tuple[SACLearner, list[torch.Tensor
     """A SMOSE learner whose actor passes record the router noise of every sample they draw."""
     learner = SACLearner(SMOSEActor(4, 2, -np.ones(2), np.ones(2), 4), hp)
     noise_seen: list[torch.Tensor | None] = []
-    sample = learner.mixture.sample
+    sample = learner.actor_passes.sample
 
     def recording_sample(obs, router_noise=None):
         noise_seen.append(router_noise)
         return sample(obs, router_noise)
 
-    learner.mixture.sample = recording_sample
+    learner.actor_passes.sample = recording_sample
     return learner, noise_seen
 
 

@@ -27,7 +27,7 @@ class TwinQPasses:
     """Passes through ``critic`` (and, for targets, through a copy of it with other weights).
 
     Buffers: ``h1``/``h2`` hold the hidden activations of the last ``forward`` (what a backward needs), ``s1``/``s2``
-    are scratch for the target pass and then for the critic step's layer gradients. ``forward`` and the ``min_q`` passes
+    are scratch for the target pass and then for the critic step's layer gradients. ``forward`` and ``min_q_with_grad``
     overwrite them, so each backward must follow its own forward before the next one, as in the SAC update.
     """
 
@@ -100,19 +100,3 @@ class TwinQPasses:
         """min(Q1, Q2) [B] and the function from d loss / d min Q to d loss / d action (before the next forward)."""
         q, which = self.forward(torch.cat([obs, action], dim=-1)).min(dim=0)
         return q, partial(self.action_grad, which=which)
-
-    def min_q(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """min(Q1, Q2) [B], differentiable with respect to ``action`` only (the critic's weights stay fixed)."""
-        return _MinQ.apply(action, obs, self)
-
-
-class _MinQ(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, action: torch.Tensor, obs: torch.Tensor, passes: TwinQPasses) -> torch.Tensor:
-        q, which = passes.forward(torch.cat([obs, action], dim=-1)).min(dim=0)
-        ctx.passes, ctx.which = passes, which
-        return q
-
-    @staticmethod
-    def backward(ctx, grad_min: torch.Tensor):
-        return ctx.passes.action_grad(grad_min, ctx.which), None, None

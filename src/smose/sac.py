@@ -1,10 +1,10 @@
 """Soft Actor-Critic update for any of our actors (spec §3), with the router's load balancing in the actor step (§2).
 
 ``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
-``sac_continuous_action.py``. The twin critic's passes (``smose.critic``) and the SMOSE actor's (``smose.mixture``)
-are written out by hand, which more than halved the time autograd took around the same arithmetic (see
-docs/performance.md); the dense baselines' actors use autograd. ``actor_loss`` below is the textbook form of the
-actor step. ``tests/test_sac.py`` checks whole updates against a straightforward CleanRL-style implementation.
+``sac_continuous_action.py``. The twin critic's passes (``smose.critic``) and the actors' (``smose.actor_passes``)
+are written out by hand: for networks this small, autograd's bookkeeping costs more than the arithmetic (see
+docs/performance.md). ``tests/test_sac.py`` checks whole updates against a straightforward CleanRL-style
+implementation with autograd everywhere.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from functools import partial
 
 import torch
 
+from smose.actor_passes import make_passes
 from smose.buffer import Batch
 from smose.critic import TwinQPasses
-from smose.losses import LBLoss, NoiseKind, balance_loss, router_noise
-from smose.mixture import MixturePasses
+from smose.losses import LBLoss, NoiseKind, router_noise
 from smose.policy import Actor, SMOSEActor, TwinQ
 
 
@@ -53,24 +53,6 @@ def td_target(
         return batch.rewards + (1.0 - batch.dones) * gamma * next_q
 
 
-def actor_loss(
-    actor: Actor, min_q: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], obs: torch.Tensor,
-    alpha: torch.Tensor, hp: SACHyperParams,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """mean(α log π − min Q) + λ L_aux, with router noise only in this pass; returns (loss, load-balancing term)."""
-    noise = None
-    if isinstance(actor, SMOSEActor) and hp.lb_loss != "none":
-        noise = router_noise(obs.shape[0], actor.n_experts, hp.lb_noise)
-    action, log_prob, out = actor.sample(obs, noise)
-    loss = (alpha * log_prob - min_q(obs, action)).mean()
-    lb = loss.new_zeros(())
-    if noise is not None:
-        clean_logits = out.logits - noise
-        lb = balance_loss(hp.lb_loss, clean_logits, out.logits)
-        loss = loss + hp.lb_weight * lb
-    return loss, lb
-
-
 def alpha_loss_and_grad(
     log_prob: torch.Tensor, log_alpha: torch.Tensor, target_entropy: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,11 +77,6 @@ class FusedAdam(torch.optim.Adam):
         super().__init__(params, lr=lr, fused=True)
         self._params: list[torch.Tensor] = [p for group in self.param_groups for p in group["params"]]
         (self._group,) = self.param_groups
-
-    def zero_grad_fast(self) -> None:
-        """``zero_grad(set_to_none=True)``: the next backward assigns fresh gradients instead of accumulating."""
-        for p in self._params:
-            p.grad = None
 
     def fast_step(self) -> None:
         if not self.state:  # the first step creates the state tensors
@@ -134,7 +111,7 @@ class SACLearner:
         self.alpha_opt = FusedAdam([self.log_alpha], hp.alpha_lr)
         self.alpha = self.log_alpha.detach().exp()
         self.critic_passes = TwinQPasses(self.critic)
-        self.mixture = MixturePasses(actor) if isinstance(actor, SMOSEActor) else None
+        self.actor_passes = make_passes(actor)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.n_updates = 0
@@ -178,36 +155,26 @@ class SACLearner:
         return 2.0 * error.square().mean(), q.mean()
 
     def actor_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step on ``actor_loss``; returns (loss, load-balancing term)."""
+        """One Adam step on mean(α log π − min Q) + λ L_aux, with router noise only in this pass; returns (loss, L_aux).
+        """
         hp = self.hp
-        if self.mixture is None:
-            loss, lb = actor_loss(self.actor, self.critic_passes.min_q, obs, self.alpha, hp)
-            self.actor_opt.zero_grad_fast()
-            loss.backward()
-        else:  # the same loss and gradient, from the hand-written passes
-            noise = router_noise(obs.shape[0], self.actor.n_experts, hp.lb_noise) if hp.lb_loss != "none" else None
-            loss, lb = self.mixture.actor_loss_backward(
-                obs, noise, self.alpha, self.critic_passes.min_q_with_grad, hp.lb_loss, hp.lb_weight)
+        noise = None
+        if isinstance(self.actor, SMOSEActor) and hp.lb_loss != "none":
+            noise = router_noise(obs.shape[0], self.actor.n_experts, hp.lb_noise)
+        loss, lb = self.actor_passes.actor_loss_backward(
+            obs, noise, self.alpha, self.critic_passes.min_q_with_grad, hp.lb_loss, hp.lb_weight)
         self.actor_opt.fast_step()
         return loss, lb
 
-    @torch.no_grad()
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """a ~ π(·|s) and log π(a|s) from the clean router, without a graph."""
-        if self.mixture is not None:
-            s = self.mixture.sample(obs)
-            return s.action, s.log_prob
-        action, log_prob, _ = self.actor.sample(obs)
-        return action, log_prob
+        g = self.actor_passes.sample(obs).gaussian
+        return g.action, g.log_prob
 
-    @torch.no_grad()
     def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rollout's stochastic action and the chosen expert (None for dense actors)."""
-        if self.mixture is not None:
-            s = self.mixture.sample(obs)
-            return s.action, s.expert
-        action, _, out = self.actor.sample(obs)
-        return action, out.expert
+        s = self.actor_passes.sample(obs)
+        return s.gaussian.action, s.expert
 
     def state_dict(self) -> dict:
         return {

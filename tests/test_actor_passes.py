@@ -1,4 +1,4 @@
-"""The SMOSE actor's hand-written passes give what autograd through ``SMOSEActor`` gives."""
+"""The actors' hand-written passes give what autograd through the actor modules gives."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import copy
 import pytest
 import torch
 
+from smose.actor_passes import MixturePasses, MLPPasses, make_passes
 from smose.critic import TwinQPasses
 from smose.losses import balance_loss, router_noise
-from smose.mixture import MixturePasses
-from smose.policy import SMOSEActor, TwinQ
+from smose.policy import MLPActor, SMOSEActor, TwinQ
 
 N_OBS, N_ACT, N_EXPERTS, BATCH = 7, 3, 5, 300
 LOW, HIGH = [-1.0, -2.0, -0.5], [1.0, 3.0, 0.5]  # unequal scales and a non-zero bias exercise the action bounds
+DENSE = {"sac-l": (64, 32), "sac-s": (9,), "linear": ()}  # two hidden layers, one, and none
 
 
-def actor_and_obs(seed: int) -> tuple[SMOSEActor, torch.Tensor]:
+def smose_and_obs(seed: int) -> tuple[SMOSEActor, torch.Tensor]:
     torch.manual_seed(seed)
     actor = SMOSEActor(N_OBS, N_ACT, LOW, HIGH, N_EXPERTS)
     with torch.no_grad():  # larger weights than at initialisation: every expert is chosen and the log-std varies
@@ -25,9 +26,14 @@ def actor_and_obs(seed: int) -> tuple[SMOSEActor, torch.Tensor]:
     return actor, torch.randn(BATCH, N_OBS) * 2.0
 
 
+def mlp_and_obs(seed: int, kind: str) -> tuple[MLPActor, torch.Tensor]:
+    torch.manual_seed(seed)
+    return MLPActor(N_OBS, N_ACT, LOW, HIGH, DENSE[kind], kind), torch.randn(BATCH, N_OBS) * 2.0
+
+
 @pytest.mark.parametrize("noise_kind", [None, "batch", "state"])
-def test_sample_equals_the_actor_sample(float64, noise_kind):
-    actor, obs = actor_and_obs(0)
+def test_mixture_sample_equals_the_actor_sample(float64, noise_kind):
+    actor, obs = smose_and_obs(0)
     noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
     torch.manual_seed(7)
     with torch.no_grad():
@@ -36,23 +42,33 @@ def test_sample_equals_the_actor_sample(float64, noise_kind):
     s = MixturePasses(actor).sample(obs, noise)
     assert torch.equal(s.expert, out.expert)
     assert len(s.expert.unique()) == N_EXPERTS
-    torch.testing.assert_close(s.action, action)
-    torch.testing.assert_close(s.log_prob, log_prob)
+    torch.testing.assert_close(s.gaussian.action, action)
+    torch.testing.assert_close(s.gaussian.log_prob, log_prob)
     torch.testing.assert_close(s.gate.squeeze(1), out.gate)
-    assert (s.action >= torch.tensor(LOW)).all() and (s.action <= torch.tensor(HIGH)).all()
+    assert (s.gaussian.action >= torch.tensor(LOW)).all() and (s.gaussian.action <= torch.tensor(HIGH)).all()
 
 
-@pytest.mark.parametrize("lb_loss, noise_kind", [("cv2", "batch"), ("cv2", "state"), ("z", "batch"),
-                                                 ("none", None)])
-def test_actor_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
-    actor, obs = actor_and_obs(1)
+@pytest.mark.parametrize("kind", list(DENSE))
+def test_mlp_sample_equals_the_actor_sample(float64, kind):
+    actor, obs = mlp_and_obs(0, kind)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        action, log_prob, _ = actor.sample(obs)
+    torch.manual_seed(7)
+    s = make_passes(actor).sample(obs)
+    assert isinstance(make_passes(actor), MLPPasses) and s.expert is None
+    torch.testing.assert_close(s.gaussian.action, action)
+    torch.testing.assert_close(s.gaussian.log_prob, log_prob)
+
+
+def assert_gradients_equal_autograd(actor, obs, noise, lb_loss: str) -> None:
+    """Actor loss, L_aux and every parameter gradient of the passes against autograd through a copy of the actor."""
     reference = copy.deepcopy(actor)
     critic = TwinQ(N_OBS, N_ACT)
     alpha, weight = torch.tensor([0.3]), 0.7
-    noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
 
     torch.manual_seed(3)
-    loss, lb = MixturePasses(actor).actor_loss_backward(
+    loss, lb = make_passes(actor).actor_loss_backward(
         obs, noise, alpha, TwinQPasses(critic).min_q_with_grad, lb_loss, weight)
     assert all(p.grad is None for p in critic.parameters())  # the actor step leaves the critic alone
 
@@ -72,9 +88,23 @@ def test_actor_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
         torch.testing.assert_close(p.grad, r.grad, rtol=1e-7, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("lb_loss, noise_kind", [("cv2", "batch"), ("cv2", "state"), ("z", "batch"),
+                                                 ("none", None)])
+def test_mixture_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
+    actor, obs = smose_and_obs(1)
+    noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
+    assert_gradients_equal_autograd(actor, obs, noise, lb_loss)
+
+
+@pytest.mark.parametrize("kind", list(DENSE))
+def test_mlp_loss_and_gradients_equal_autograd(float64, kind):
+    actor, obs = mlp_and_obs(1, kind)
+    assert_gradients_equal_autograd(actor, obs, None, "none")
+
+
 def test_load_balancing_gradient_is_not_negligible(float64):
-    """Guard for the test above: with these sizes the L_aux part of the router gradient is large enough to check."""
-    actor, obs = actor_and_obs(1)
+    """Guard for the tests above: with these sizes the L_aux part of the router gradient is large enough to check."""
+    actor, obs = smose_and_obs(1)
     critic = TwinQ(N_OBS, N_ACT)
     noise = router_noise(BATCH, N_EXPERTS, "batch")
     grads = []
