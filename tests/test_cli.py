@@ -2,7 +2,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -86,6 +85,7 @@ def test_non_empty_run_directory_is_not_overwritten(tmp_path):
 
 def test_eval_refuses_a_model_on_an_env_of_another_shape(tmp_path):
     run_dir = tmp_path / "run"
-    assert main(["train", *TINY, "--steps", "50", "--learning-starts", "50", "--eval-every", "0", "--out", str(run_dir)]) == 0
+    args = ["train", *TINY, "--steps", "50", "--learning-starts", "50", "--eval-every", "0", "--out", str(run_dir)]
+    assert main(args) == 0
     proc = run_cli("eval", str(run_dir), "--env", "MountainCarContinuous-v0")
     assert proc.returncode != 0 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr

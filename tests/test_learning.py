@@ -36,7 +36,7 @@ def test_smose_learns_pendulum():
     model = SMOSE("Pendulum-v1", seed=0, learning_starts=1000, eval_every=0)
     model.learn(10_000)
     after = evaluate(model.actor, make_env("Pendulum-v1"), episodes=10, seed=123)
-    assert after["mean"] > -500, f"SMOSE did not learn Pendulum: {after['mean']:.0f} (random policy {random_return:.0f})"
+    assert after["mean"] > -500, f"SMOSE did not learn Pendulum: {after['mean']:.0f} (random {random_return:.0f})"
     assert after["mean"] - random_return > 600
     # More than one expert carries the swing-up (load balancing keeps the router from collapsing).
     assert sum(u > 0.05 for u in after["expert_usage"]) >= 2

@@ -46,7 +46,8 @@ class SMOSE:
     def learn(self, total_timesteps: int, progress_bar: bool = False) -> SMOSE:
         """Train for ``total_timesteps`` more environment steps."""
         if self._trainer is None:
-            raise SmoseError("a loaded model carries its policy only; continue a run with `smose train --resume RUN_DIR`")
+            raise SmoseError(
+                "a loaded model carries its policy only; continue a run with `smose train --resume RUN_DIR`")
         if total_timesteps <= 0:
             raise SmoseError(f"total_timesteps must be positive, got {total_timesteps}")
         self._trainer.run(self._trainer.global_step + total_timesteps, progress=progress_bar)
@@ -94,7 +95,7 @@ class SMOSE:
 
     @property
     def expert_weights(self) -> dict[str, np.ndarray]:
-        """Per expert: mean head W [M, n_act, n_obs], b [M, n_act] and log-std head V [M, n_act, n_obs], d [M, n_act]."""
+        """Per expert: mean head W [M, n_act, n_obs], b [M, n_act]; log-std head V [M, n_act, n_obs], d [M, n_act]."""
         actor = self._smose_actor()
         w, b, n = actor.expert_weight.detach().numpy(), actor.expert_bias.detach().numpy(), actor.n_act
         return {"mean_weight": w[:, :n].copy(), "mean_bias": b[:, :n].copy(),

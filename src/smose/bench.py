@@ -234,7 +234,8 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--repeats", type=int, default=3)
@@ -325,9 +326,11 @@ def markdown(r: dict) -> str:
     lines = [
         f"# Training throughput ({r['env']})", "",
         f"- Command: `{r['command']}`",
-        f"- Date: {r['date']}; machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, Python {r['machine']['python']}",
-        f"- Settings: 1 update per env step, batch 256, twin 256-256 critics, buffer 1e6, each run pinned to one core (one compute thread), "
-        f"{r['settings']['repeats']} interleaved repeats of {r['settings']['measure']} timed learning steps (medians).",
+        f"- Date: {r['date']}; machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, "
+        f"Python {r['machine']['python']}",
+        "- Settings: 1 update per env step, batch 256, twin 256-256 critics, buffer 1e6, each run pinned to one core "
+        f"(one compute thread), {r['settings']['repeats']} interleaved repeats of {r['settings']['measure']} timed "
+        "learning steps (medians).",
         "", "| contender | learning steps/s (median) | samples |", "|---|---|---|",
     ]
     for c, v in r["median_sps"].items():
@@ -348,10 +351,11 @@ def markdown(r: dict) -> str:
     p = r["parallel_two_runs"]
     lines += ["", f"Two runs at once (one per core): {p['sps_each'][0]:.1f} + {p['sps_each'][1]:.1f} = "
               f"{p['sps_total']:.1f} steps/s vs {p['single_run_sps']:.1f} for one run: **{p['scaling']:.2f}×**."]
-    m = r["memory"]
+    m, mib = r["memory"], 2**20
     lines += ["", f"Memory, {m['env']} with a full {m['capacity']:,}-row buffer ({m['row_floats']} float32 per row): "
-              f"storage {m['storage_bytes'] / 2**20:.0f} MiB, RSS before filling {m['baseline_rss_bytes'] / 2**20:.0f} MiB, "
-              f"peak {m['peak_rss_bytes'] / 2**20:.0f} MiB, overhead beyond storage {m['overhead_bytes'] / 2**20:.0f} MiB.", ""]
+              f"storage {m['storage_bytes'] / mib:.0f} MiB, "
+              f"RSS before filling {m['baseline_rss_bytes'] / mib:.0f} MiB, peak {m['peak_rss_bytes'] / mib:.0f} MiB, "
+              f"overhead beyond storage {m['overhead_bytes'] / mib:.0f} MiB.", ""]
     return "\n".join(lines)
 
 

@@ -54,7 +54,8 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict) -> None:
         size = int(state["size"])
         if state["data"].shape != (size, self.width) or size > self.capacity:
-            raise ValueError(f"replay buffer of shape {state['data'].shape} does not fit capacity {self.capacity} × {self.width}")
+            raise ValueError(f"replay buffer of shape {state['data'].shape} does not fit "
+                             f"capacity {self.capacity} × {self.width}")
         self.data[:size] = state["data"]
         self.pos, self.size = int(state["pos"]), size
 

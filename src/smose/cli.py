@@ -136,14 +136,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         from smose.serialization import read_eval
 
         evaluation = read_eval(eval_path)
-        info["eval"] = {k: evaluation.get(k) for k in ("mean", "std", "episodes", "mode", "expert_usage") if k in evaluation}
+        keys = ("mean", "std", "episodes", "mode", "expert_usage")
+        info["eval"] = {k: evaluation.get(k) for k in keys if k in evaluation}
     if args.json:
         print(json.dumps(info))
         return 0
     arch, counts = meta["architecture"], info["parameter_counts"]
     print(f"run        {run_dir}")
     print(f"env        {meta['env_id']}  ({arch['n_obs']} observations, {arch['n_act']} actions)")
-    shape = f"{arch['n_experts']} linear experts, linear top-1 router" if arch["algo"] == "smose" else f"MLP hidden {arch['hidden']}"
+    if arch["algo"] == "smose":
+        shape = f"{arch['n_experts']} linear experts, linear top-1 router"
+    else:
+        shape = f"MLP hidden {arch['hidden']}"
     print(f"algorithm  {arch['algo']}: {shape}")
     print(f"parameters train {counts['train']:,} / deploy {counts['deploy']:,} / active {counts['active']:,}")
     print(f"trained    {info['trained_steps']} steps")
@@ -224,7 +228,8 @@ def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "whi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smose", description="Sparse Mixture of Shallow Experts: interpretable SAC controllers.")
+    parser = argparse.ArgumentParser(
+        prog="smose", description="Sparse Mixture of Shallow Experts: interpretable SAC controllers.")
     parser.add_argument("--version", action="version", version=f"smose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -48,7 +48,8 @@ class TrainConfig:
     experts: int = _opt(8, "number of linear experts M (also sizes SAC-M/SAC-S)")
     lb_loss: str = _opt("cv2", "router load-balancing loss", choices=LB_LOSSES)
     lb_weight: float | None = _opt(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
-    lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state", choices=("batch", "state"))
+    lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state",
+                         choices=("batch", "state"))
     seed: int = _opt(0, "seed for the env, the networks and the replay sampling")
     learning_starts: int = _opt(10_000, "uniform random actions before the first update")
     batch_size: int = _opt(256, "minibatch size")

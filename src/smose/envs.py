@@ -36,10 +36,12 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
     if not isinstance(act_space, gym.spaces.Box):
         raise SmoseError(
-            f"environment {env_id!r} has a {type(act_space).__name__} action space; SMOSE needs a continuous Box action space"
+            f"environment {env_id!r} has a {type(act_space).__name__} action space; "
+            "SMOSE needs a continuous Box action space"
         )
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        kind = type(obs_space).__name__ if not isinstance(obs_space, gym.spaces.Box) else f"Box of shape {obs_space.shape}"
+        is_box = isinstance(obs_space, gym.spaces.Box)
+        kind = f"Box of shape {obs_space.shape}" if is_box else type(obs_space).__name__
         raise SmoseError(f"environment {env_id!r} has a {kind} observation space; SMOSE needs a flat (1-D) Box")
     if len(act_space.shape) != 1:
         raise SmoseError(f"environment {env_id!r} has actions of shape {act_space.shape}; SMOSE needs a flat (1-D) Box")

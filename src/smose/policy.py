@@ -129,7 +129,9 @@ class SMOSEActor(Actor):
         return self.act_with_experts(obs, expert, mode), expert
 
     @torch.no_grad()
-    def act_with_experts(self, obs: torch.Tensor, expert: torch.Tensor, mode: DeterministicMode = "gated") -> torch.Tensor:
+    def act_with_experts(
+        self, obs: torch.Tensor, expert: torch.Tensor, mode: DeterministicMode = "gated"
+    ) -> torch.Tensor:
         """Deterministic action when ``expert`` (e.g. chosen by distilled trees) replaces the router's argmax."""
         if mode == "gated":
             mean = self.mixture(obs, self.router(obs), expert).mean
