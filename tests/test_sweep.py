@@ -20,7 +20,8 @@ from smose.policy import ALGOS
 from smose.sweep import (EXPORT_FILES, RUNS_DIR, Grid, check_reachable, execute, expand, format_seeds, interrupt_live,
                          is_finished, parse_list, parse_run_name, parse_seeds, run_name, run_sweep, train_command,
                          write_sweep_file)
-from smose.table import PAPER_RESULTS, Row, bootstrap_ci, iqm, markdown, usage_balance, write_tables
+from smose.table import (PAPER_RESULTS, Row, bootstrap_ci, iqm, markdown, probability_of_improvement, usage_balance,
+                         versus, write_tables)
 from smose.train import Trainer, prepare_run_dir
 
 
@@ -130,7 +131,8 @@ def test_paper_comparison_only_for_the_papers_settings(tmp_path):
     text = markdown(rows, [], tmp_path)
     assert f"| Hopper-v4 | smose | 1,000 | 2 | {half:.2f} | 2816.08 | 0.500 |" in text
     assert "| Reacher-v5 | sac-l | 1,000 | 3 | -7.50 | -3.75 | 2.000 |" in text
-    assert "| Hopper-v4 | smose | 8 | 0.1 | 1,000 | 2 |" in text and text.count("| Hopper-v4 |") == 4
+    main_table = text.split("## Against the paper")[0]
+    assert "| Hopper-v4 | smose | 8 | 0.1 | 1,000 | 2 |" in main_table and main_table.count("| Hopper-v4 |") == 3
 
 
 def test_interrupt_reaches_the_training_processes(tmp_path):
@@ -172,6 +174,37 @@ def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
 # ---- a real tiny sweep -----------------------------------------------------------------------------------------------
 TINY = dict(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=200, experts=(2, 4),
             settings=(("batch_size", 32), ("eval_episodes", 1), ("eval_every", 100), ("learning_starts", 100)))
+def test_smose_against_the_baselines_and_ablations(tmp_path):
+    # Pairs (x, y): 5 > 1, 5 > 4, 2 > 1, 2 < 4 -> 3 of 4; a tie counts half.
+    assert probability_of_improvement([5.0, 2.0], [1.0, 4.0]) == 0.75
+    assert probability_of_improvement([3.0], [3.0]) == 0.5 and probability_of_improvement([1.0], [2.0]) == 0.0
+    smose = Row("Hopper-v4", "smose", 8, "0.1", 1000, [0, 1], [5.0, 2.0], [0.9, 0.7])
+    rows = [smose,
+            Row("Hopper-v4", "smose", 3, "0.1", 1000, [0], [9.0], [0.5]),  # ablation: no SAC-S sized for M = 3
+            Row("Hopper-v4", "smose", 8, "1", 1000, [0], [8.0], [1.0]),  # ablation: another λ, not compared
+            Row("Hopper-v4", "sac-s", 8, None, 1000, [0, 1], [1.0, 4.0]),
+            Row("Hopper-v4", "sac-l", None, None, 1000, [0], [3.5]),
+            Row("Hopper-v4", "sac-s", 8, None, 2000, [0], [0.0]),  # another budget
+            Row("Reacher-v4", "smose", 8, "0.1", 1000, [0], [-7.0], [0.8]),
+            Row("Reacher-v4", "sac-s", 8, None, 1000, [0], [-6.0])]
+    # SAC-S is sized for M, so only the M = 8 group meets it; SAC-L meets every SMOSE group with λ = 0.1.
+    assert [(a.env, a.experts, b.algo) for a, b in versus(rows)] == [
+        ("Hopper-v4", 8, "sac-s"), ("Hopper-v4", 8, "sac-l"), ("Hopper-v4", 3, "sac-l"), ("Reacher-v4", 8, "sac-s")]
+    text = markdown(rows, [], tmp_path)
+    assert "| Hopper-v4 | 8 | 1,000 | sac-s | 2 / 1 |" not in text
+    assert "| Hopper-v4 | 8 | 1,000 | sac-s | 2 / 2 | 3.50 | 2.50 | +1.00 | 0.75 |" in text
+    assert "| Hopper-v4 | 8 | 1,000 | sac-l | 2 / 1 | 3.50 | 3.50 | +0.00 | 0.50 |" in text
+    assert "| Reacher-v4 | 8 | 1,000 | sac-s | 1 / 1 | -7.00 | -6.00 | -1.00 | 0.00 |" in text
+    assert "mean ≥ sac-s mean on **1 of 2** tasks at 1,000 steps: Hopper-v4." in text
+    assert "(M = 8) mean ≥ sac-l mean on **1 of 1** tasks at 1,000 steps: Hopper-v4." in text
+    assert "(M = 3) mean ≥ sac-l mean on **1 of 1** tasks" in text
+    # Ablations: only Hopper had more than one SMOSE setting at a budget; balance beside the return.
+    ablations = text.split("## Ablations")[1]
+    assert "| Hopper-v4 | 1,000 | 3 | 0.1 | 1 | 9.00 ± – | 9.00 | 0.500 |" in ablations
+    assert "| Hopper-v4 | 1,000 | 8 | 0.1 | 2 | 3.50 ± 2.12 | 3.50 | 0.800 |" in ablations
+    assert "| Hopper-v4 | 1,000 | 8 | 1 | 1 |" in ablations and "Reacher" not in ablations
+
+
 TINY_ARGS = ["--envs", "Pendulum-v1", "--algos", "smose", "--experts", "2,4", "--steps", "200", "--batch-size", "32",
              "--eval-episodes", "1", "--eval-every", "100", "--learning-starts", "100"]
 
@@ -253,6 +286,8 @@ def test_table_of_a_sweep_and_of_a_results_directory(local_sweep, tmp_path):
     text = paths["markdown"].read_text()
     assert f"by `smose table {result.out}`" in text and "Runs made by `smose sweep --envs Pendulum-v1" in text
     assert "| Pendulum-v1 | smose | 2 | 0.1 | 200 | 2 |" in text and "No group matches" in text
+    assert "| Pendulum-v1 | 200 | 4 | 0.1 | 2 |" in text.split("## Ablations")[1]  # M varies: an ablation
+    assert "## SMOSE against" not in text and paths["versus"].read_text().count("\n") == 1  # no baselines: header
     assert (result.out / "table" / "curves_Pendulum-v1.png").stat().st_size > 5000
     with open(paths["curves_csv"], newline="") as fh:
         assert [(r["experts"], r["step"]) for r in csv.DictReader(fh)] == [("2", "100"), ("2", "200"),

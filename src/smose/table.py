@@ -8,6 +8,7 @@ the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve.
     table.md        the aggregate table, the comparison with the paper, notes on what was left out
     table.csv       one row per group
     paper.csv       the groups run with the paper's settings beside the paper's numbers, as ratios ours/paper
+    versus.csv      SMOSE beside each dense baseline of the same task, budget and M (difference, P(improvement))
     curves.csv      the learning curves (mean and std over seeds at each evaluation step)
     curves_<env>.png
 """
@@ -45,6 +46,7 @@ PAPER_STEPS = 1_000_000
 PAPER_EXPERTS = 8
 PAPER_LB_WEIGHT = 0.1
 ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
+BASELINES = ALGO_ORDER[1:]
 BOOTSTRAP_RESAMPLES = 5000
 BOOTSTRAP_SEED = 0
 TABLE_DIR = "table"
@@ -73,6 +75,16 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], floa
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def probability_of_improvement(x: Sequence[float], y: Sequence[float]) -> float:
+    """P(X > Y) + ½·P(X = Y) with X drawn from ``x`` and Y from ``y`` independently (every pair of seeds): the
+    Mann-Whitney U statistic over len(x)·len(y), rliable's probability of improvement on one task. 0.5: no edge."""
+    a = np.asarray(x, dtype=np.float64)[:, None]
+    b = np.asarray(y, dtype=np.float64)[None, :]
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    return float(((a > b) + 0.5 * (a == b)).mean())
 
 
 def usage_balance(usage: Sequence[float]) -> float:
@@ -246,6 +258,21 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
     return [groups[k] for k in sorted(groups, key=_sort_key)]
 
 
+def versus(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(SMOSE, baseline) pairs: each SMOSE group with the default load balancing (CV², λ = 0.1) beside each dense
+    baseline of the same task and budget; SAC-S and SAC-M only when sized for the same M."""
+    by_key = {(r.env, r.algo, r.experts, r.lb, r.steps): r for r in rows}
+    pairs = []
+    for row in rows:
+        if row.algo != "smose" or row.lb != format_float(PAPER_LB_WEIGHT):
+            continue
+        for algo in BASELINES:
+            other = by_key.get((row.env, algo, row.experts if algo in USES_EXPERTS else None, None, row.steps))
+            if other is not None:
+                pairs.append((row, other))
+    return pairs
+
+
 def curves(records: list[RunRecord]) -> dict[GroupKey, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """Per group: (steps, mean, std over seeds, number of seeds) at the evaluation steps all its seeds share."""
     by_group: dict[GroupKey, list[dict[int, float]]] = {}
@@ -304,9 +331,55 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
                          f"{_num(row.paper)} | {_num(row.mean / row.paper, 3)} |")  # type: ignore[operator]
     else:
         lines.append("No group matches a task and setting of the paper.")
+    lines += _versus_section(rows) + _ablation_section(rows)
     if skipped:
         lines += ["", f"Left out ({len(skipped)} run directories):", ""] + [f"- {line}" for line in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _versus_section(rows: list[Row]) -> list[str]:
+    pairs = versus(rows)
+    if not pairs:
+        return []
+    lines = ["", "## SMOSE against the baselines", "",
+             f"Each SMOSE group with the default load balancing (λ = {PAPER_LB_WEIGHT}) beside the dense baselines of "
+             "the same task and budget (SAC-S and SAC-M sized for the same M). *P(SMOSE > baseline)*: the fraction of "
+             "(SMOSE seed, baseline seed) pairs in which SMOSE's final return is higher, ties counting half (the "
+             "probability of improvement; 0.5 = no edge either way).", "",
+             "| task | M | steps | baseline | seeds | SMOSE mean | baseline mean | difference | P(SMOSE > baseline) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    tally: dict[tuple[str, int, int | None], list[tuple[str, bool]]] = {}  # -> (task, SMOSE mean ≥ baseline's)
+    for ours, theirs in pairs:
+        lines.append(f"| {ours.env} | {ours.experts} | {ours.steps:,} | {theirs.algo} | "
+                     f"{len(ours.seeds)} / {len(theirs.seeds)} | {_num(ours.mean)} | {_num(theirs.mean)} | "
+                     f"{ours.mean - theirs.mean:+.2f} | "
+                     f"{_num(probability_of_improvement(ours.returns, theirs.returns))} |")
+        tally.setdefault((theirs.algo, ours.steps, ours.experts), []).append((ours.env, ours.mean >= theirs.mean))
+    lines.append("")
+    for (algo, steps, experts), tasks in tally.items():
+        ahead = [env for env, at_least in tasks if at_least]
+        lines.append(f"- SMOSE (M = {experts}) mean ≥ {algo} mean on **{len(ahead)} of {len(tasks)}** tasks at "
+                     f"{steps:,} steps" + (f": {', '.join(ahead)}." if ahead else "."))
+    return lines
+
+
+def _ablation_section(rows: list[Row]) -> list[str]:
+    """The SMOSE groups of every task and budget that was run with more than one (M, λ)."""
+    smose = [r for r in rows if r.algo == "smose"]
+    counts: dict[tuple[str, int], int] = {}
+    for row in smose:
+        counts[row.env, row.steps] = counts.get((row.env, row.steps), 0) + 1
+    varied = [r for r in smose if counts[r.env, r.steps] > 1]
+    if not varied:
+        return []
+    lines = ["", "## Ablations", "",
+             "SMOSE groups of one task and budget that differ in the number of experts M or the load-balancing "
+             "weight λ, with the expert-usage balance beside the return.", "",
+             "| task | steps | M | λ | seeds | mean ± std | IQM | balance |", "|---|---|---|---|---|---|---|---|"]
+    for row in varied:
+        lines.append(f"| {row.env} | {row.steps:,} | {row.experts} | {row.lb} | {len(row.seeds)} | "
+                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} | {_num(row.balance, 3)} |")
+    return lines
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -370,7 +443,7 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
         if isinstance(command, str):
             provenance.append(f"Runs made by `{command}` (see sweep.json).")
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "paper": out / "paper.csv",
-             "curves_csv": out / "curves.csv"}
+             "versus": out / "versus.csv", "curves_csv": out / "curves.csv"}
     paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
     _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "n_seeds", "seeds", "mean", "std",
                               "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "returns"],
@@ -380,6 +453,11 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
     _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
                [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),
                  _csv_num(r.mean / r.paper)] for r in rows if r.paper is not None])
+    _write_csv(paths["versus"], ["env", "experts", "steps", "baseline", "n_seeds_smose", "n_seeds_baseline",
+                                 "smose_mean", "baseline_mean", "difference", "probability_of_improvement"],
+               [[a.env, a.experts, a.steps, b.algo, len(a.seeds), len(b.seeds), _csv_num(a.mean), _csv_num(b.mean),
+                 _csv_num(a.mean - b.mean), _csv_num(probability_of_improvement(a.returns, b.returns))]
+                for a, b in versus(rows)])
     curve_data = curves(records)
     curve_rows = []
     for (env, algo, experts, lb, budget), (steps, mean, std, n) in curve_data.items():
