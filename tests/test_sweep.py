@@ -4,25 +4,31 @@ sweep (2 configurations × 2 seeds of 200 Pendulum steps) on the local backend a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+import os
+import re
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from smose import runlock
 from smose.cli import build_parser, main
-from smose.config import config_from_args
+from smose.config import TrainConfig, config_from_args, run_config_json
 from smose.errors import SmoseError
 from smose.policy import ALGOS
-from smose.sweep import (EXPORT_FILES, RUNS_DIR, Grid, check_reachable, execute, expand, format_seeds, interrupt_live,
-                         is_finished, parse_list, parse_run_name, parse_seeds, run_name, run_sweep, train_command,
-                         write_sweep_file)
-from smose.table import (PAPER_RESULTS, Row, bootstrap_ci, iqm, markdown, probability_of_improvement, usage_balance,
-                         versus, write_tables)
-from smose.train import Trainer, prepare_run_dir
+from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Exporter, Grid, SweepResult, check_reachable, execute,
+                         expand, format_seeds, index_finished, interrupt_live, is_finished, parse_list, parse_seeds,
+                         plan, run_name, run_sweep, train_command, write_sweep_file)
+from smose.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
+                         probability_of_improvement, usage_balance, versus, write_tables)
+from smose.train import Trainer, prepare_run_dir, train
 
 
 # ---- units -----------------------------------------------------------------------------------------------------------
@@ -30,24 +36,23 @@ def test_seed_and_list_parsing():
     assert parse_seeds("0-4") == (0, 1, 2, 3, 4)
     assert parse_seeds("0-2,9,1") == (0, 1, 2, 9)
     assert format_seeds(parse_seeds("0-2,9,11-12")) == "0-2,9,11-12"
-    for bad in ("4-2", "a", "1-", ""):
+    for bad in ("4-2", "a", "1-", "", "0-99999999999", "0-9999,20000"):
         with pytest.raises(SmoseError, match="--seeds"):
-            parse_seeds(bad)
+            parse_seeds(bad)  # the huge ones fail at once instead of expanding
     assert parse_list("0.01, 0.1,1", float, "--lb-weight") == (0.01, 0.1, 1.0)
     with pytest.raises(SmoseError, match="--experts"):
         parse_list("3,x", int, "--experts")
 
 
-def test_run_names_round_trip():
+def test_run_names():
     assert run_name("Hopper-v5", "smose", 3, experts=16, lb_weight=0.01) == "Hopper-v5__smose__M16__lb0.01__s3"
     assert run_name("Walker2d-v4", "sac-l", 0) == "Walker2d-v4__sac-l__s0"
-    for args in [("Hopper-v5", "smose", 3, 16, 0.01), ("Ant-v4", "sac-s", 12, 8, None),
-                 ("ns/Task-v0", "sac-l", 0, None, None), ("Swimmer-v5", "smose", 1, None, 1.0)]:
-        parsed = parse_run_name(run_name(*args))
-        assert (parsed["env"], parsed["algo"], parsed["seed"], parsed["experts"], parsed["lb_weight"]) == args
-    for bad in ("Hopper-v5", "Hopper-v5__smose__x3__s0", "Hopper-v5__smose__sX"):
-        with pytest.raises(SmoseError, match="not a sweep run name"):
-            parse_run_name(bad)
+    assert run_name("ns/Task-v0", "sac-s", 12, experts=8) == "ns~Task-v0__sac-s__M8__s12"
+    assert run_name("Swimmer-v5", "smose", 1, lb_weight=1.0) == "Swimmer-v5__smose__lb1__s1"
+    # λ values equal to 12 significant digits would share a name: refused instead of one being dropped.
+    with pytest.raises(SmoseError, match="two grid points get the run name"):
+        expand(Grid(envs=("Hopper-v5",), algos=("smose",), seeds=(0,), steps=10,
+                    lb_weights=(0.1, 0.1 + 1e-15)), Path("unused"))
 
 
 def test_grid_expansion(tmp_path):
@@ -59,11 +64,9 @@ def test_grid_expansion(tmp_path):
     assert len({r.name for r in runs}) == len(runs)
     assert all(r.config.seed == 0 for r in runs[:18]), "seed-major order: every configuration gets seed 0 first"
     for run in runs:
-        parsed = parse_run_name(run.name)
         c = run.config
-        assert (parsed["env"], parsed["algo"], parsed["seed"]) == (c.env, c.algo, c.seed)
-        assert parsed["experts"] == (c.experts if c.algo != "sac-l" else None)
-        assert parsed["lb_weight"] == (c.effective_lb_weight if c.algo == "smose" else None)
+        assert run.name == run_name(c.env, c.algo, c.seed, c.experts if c.algo != "sac-l" else None,
+                                    c.effective_lb_weight if c.algo == "smose" else None)
         assert (c.steps, c.learning_starts, c.threads) == (1000, 100, 1)
         assert run.run_dir == tmp_path / RUNS_DIR / run.name
     # Axes with one value are settings, not part of the names.
@@ -97,6 +100,110 @@ def test_sweep_file_refuses_an_incompatible_grid(tmp_path):
                             ({"settings": (("batch_size", 64),)}, "--batch-size 256 before, 64 now")]:
         with pytest.raises(SmoseError, match="different sweep.*" + message.replace("(", r"\(")):
             write_sweep_file(Grid(**base | change), tmp_path)
+
+
+def fake_run(run_dir: Path, config: TrainConfig, trained_steps: int | None = None, mean: float = 1.0) -> Path:
+    """A run directory as `smose train` leaves it (finished when ``trained_steps`` is given), without training."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(run_config_json(config, {})))
+    (run_dir / "metrics.csv").write_text("step,event\n100,eval\n")
+    if trained_steps is not None:
+        (run_dir / "model.json").write_text(json.dumps({"trained_steps": trained_steps}))
+        (run_dir / "eval.json").write_text(json.dumps({"mean": mean, "std": 0.0}))
+        (run_dir / "model.safetensors").write_bytes(b"weights")
+    return run_dir
+
+
+def test_export_names_races_and_partial_runs(tmp_path):
+    export = tmp_path / "results"
+    one = dict(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,))
+    short = expand(Grid(**one, steps=1000), tmp_path / "a")[0]
+    long = expand(Grid(**one, steps=2000), tmp_path / "b")[0]
+    other = expand(Grid(**one, steps=2000, settings=(("batch_size", 64),)), tmp_path / "c")[0]
+    assert short.name == long.name == other.name == "Pendulum-v1__smose__s0"  # names carry no budget or settings
+    for spec in (short, long, other):
+        fake_run(spec.run_dir, spec.config, spec.config.steps)
+    stale = Exporter(export)  # made before anything was exported: meets the others' exports as a race
+    exporter = Exporter(export)
+    for spec in (short, long, other):
+        exporter.export(spec)
+    names = [exporter.find(spec).name for spec in (short, long, other)]
+    assert names[:2] == ["Pendulum-v1__smose__s0", "Pendulum-v1__smose__2k__s0"]
+    assert re.fullmatch(r"Pendulum-v1__smose__2k__[0-9a-f]{8}__s0", names[2])
+    assert sorted(p.name for p in export.iterdir()) == sorted(names)
+    # A new index (a later sweep) finds each configuration under its name; a stale one adopts, never overwrites.
+    assert [Exporter(export).find(spec).name for spec in (short, long, other)] == names
+    (long.run_dir / "eval.json").write_text(json.dumps({"mean": 99.0, "std": 0.0}))
+    stale.export(long)
+    assert stale.find(long) == export / names[1]
+    assert json.loads((export / names[1] / "eval.json").read_text())["mean"] == 1.0
+    # A half-copied export (the hidden temporary of an interrupted copy) is never taken for a run.
+    shutil.copytree(export / names[0], export / ".Pendulum-v1__smose__s7.tmp")
+    assert sorted(p.name for p in index_finished(export).values()) == sorted(names)
+    # An unfinished run leaves its config and metrics in partial/; finishing it removes that record.
+    seed1 = expand(Grid(**one | {"seeds": (1,)}, steps=1000), tmp_path / "a")[0]
+    fake_run(seed1.run_dir, seed1.config)
+    exporter.export_partial(seed1)
+    record = export / PARTIAL_DIR / seed1.name
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.csv"]
+    assert Exporter(export).find(seed1) is None
+    fake_run(seed1.run_dir, seed1.config, 1000)
+    exporter.export(seed1)
+    assert not record.exists() and (export / seed1.name / "model.safetensors").is_file()
+
+
+def test_table_counts_each_run_once_and_keeps_settings_apart(tmp_path):
+    base = TrainConfig(env="Hopper-v4", steps=1000)
+    fake_run(tmp_path / "sweep" / "a", base, 1000, mean=10.0)
+    fake_run(tmp_path / "sweep" / "a" / "checkpoint", base, 1000, mean=10.0)  # inside a run: not a run of its own
+    fake_run(tmp_path / "export" / "a", base, 1000, mean=10.0)  # the same run, exported: counted once
+    fake_run(tmp_path / "sweep" / "b", dataclasses.replace(base, seed=1), 1000, mean=20.0)
+    fake_run(tmp_path / "sweep" / "c", dataclasses.replace(base, seed=2, batch_size=64), 1000, mean=99.0)
+    fake_run(tmp_path / "sweep" / "d", dataclasses.replace(base, seed=3))  # unfinished
+    records, skipped = load_runs(tmp_path)
+    assert sorted(r.final_return for r in records) == [10.0, 20.0, 99.0]
+    assert skipped == [f"{tmp_path}/sweep/a: the same configuration and seed as {tmp_path}/export/a, counted once",
+                       f"{tmp_path}/sweep/d: unfinished (step 100 of 1,000)"]
+    rows = aggregate(records)
+    assert [(r.seeds, r.settings) for r in rows] == [([0, 1], ""), ([2], "batch_size=64")]
+    assert rows[0].paper == PAPER_RESULTS["Hopper"]["smose"] and rows[1].paper is None  # batch 64: not the paper's
+    assert math.isnan(rows[0].ci[0])  # two seeds: no interval
+    assert "| Hopper-v4 (batch_size=64) | smose | 8 | 0.1 | 1,000 | 1 | 99.00 ± – | 99.00 | – |" in markdown(
+        rows, skipped, tmp_path)
+
+
+def test_locks_keep_a_second_writer_out(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert not runlock.is_held(run_dir)
+    with runlock.hold(run_dir, "trainer"):
+        assert runlock.is_held(run_dir) and runlock.holder(run_dir).startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(SmoseError, match="another trainer is working here"):
+            with runlock.hold(run_dir, "trainer"):
+                pass
+    assert not runlock.is_held(run_dir)  # released with the block, however it ended
+    # A trainer started on a run another process is training stops before writing anything.
+    config = TrainConfig(env="Pendulum-v1", steps=50, learning_starts=10, out=str(run_dir))
+    with runlock.hold(run_dir, "trainer"):
+        with pytest.raises(SmoseError, match="another trainer"):
+            train(config, run_dir, force=True, progress=False)
+    assert not (run_dir / "config.json").exists()
+    # A sweep neither deletes nor restarts a run being trained, nor a model whose config it cannot read.
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=50, settings=(("learning_starts", 10),))
+    busy, unreadable = expand(grid, tmp_path / "sweep")
+    fake_run(busy.run_dir, busy.config)
+    fake_run(unreadable.run_dir, unreadable.config, 50)
+    (unreadable.run_dir / "config.json").write_text("{not json")
+    result = SweepResult(tmp_path / "sweep", [busy, unreadable])
+    with runlock.hold(busy.run_dir, "trainer"):
+        assert plan([busy, unreadable], Exporter(None), result) == []
+    assert "is being trained by pid" in result.failed[busy.name]
+    assert "cannot be read" in result.failed[unreadable.name]
+    assert (busy.run_dir / "metrics.csv").is_file() and (unreadable.run_dir / "model.json").is_file()
+    # Two sweeps on one directory: the second refuses to start.
+    with runlock.hold(tmp_path / "sweep", "sweep"):
+        with pytest.raises(SmoseError, match="another sweep is working here"):
+            run_sweep(grid, tmp_path / "sweep")
 
 
 def test_iqm_and_bootstrap_by_hand():
@@ -285,8 +392,10 @@ def test_table_of_a_sweep_and_of_a_results_directory(local_sweep, tmp_path):
         assert 0.0 <= float(row["usage_balance"]) <= 1.0
     text = paths["markdown"].read_text()
     assert f"by `smose table {result.out}`" in text and "Runs made by `smose sweep --envs Pendulum-v1" in text
-    assert "| Pendulum-v1 | smose | 2 | 0.1 | 200 | 2 |" in text and "No group matches" in text
-    assert "| Pendulum-v1 | 200 | 4 | 0.1 | 2 |" in text.split("## Ablations")[1]  # M varies: an ablation
+    # The sweep's non-default settings name the task: such runs are not the paper's setting.
+    task = "Pendulum-v1 (batch_size=32, eval_episodes=1, eval_every=100, learning_starts=100)"
+    assert f"| {task} | smose | 2 | 0.1 | 200 | 2 |" in text and "No group matches" in text
+    assert f"| {task} | 200 | 4 | 0.1 | 2 |" in text.split("## Ablations")[1]  # M varies: an ablation
     assert "## SMOSE against" not in text and paths["versus"].read_text().count("\n") == 1  # no baselines: header
     assert (result.out / "table" / "curves_Pendulum-v1.png").stat().st_size > 5000
     with open(paths["curves_csv"], newline="") as fh:

@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="copy each finished run's small files to DIR/<run name>/ and take runs already in DIR from "
-                        "there (DIR is meant to be committed, e.g. benchmarks/results/runs)")
+                        "there; runs that stop short leave config and metrics in DIR/partial/ (DIR is meant to be "
+                        "committed, e.g. benchmarks/results/runs)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench", help="benchmarks: `smose bench throughput --help` (needs pip install 'smose[bench]')")

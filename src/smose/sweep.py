@@ -14,15 +14,21 @@ all nodes share, at the same path).
 
 Re-running the same command skips finished runs (model.json and eval.json present, ``trained_steps == steps``, same
 configuration) and resumes unfinished ones with ``smose train --resume`` when they have a checkpoint, or restarts
-them. With ``--export DIR`` each finished run's small files are copied to ``DIR/<run name>/`` and runs whose
-configuration is already in DIR are taken from there instead of being trained: DIR is what gets committed, so a
-fresh checkout re-running the sweep command continues where the committed results stop.
+them. With ``--export DIR`` each finished run's small files are copied to ``DIR/<run name>/`` (``<run name>__1M``
+and the like when a run with another budget or settings already has the name) and runs whose configuration is
+already in DIR are taken from there instead of being trained: DIR is what gets committed, so a fresh checkout
+re-running the sweep command continues where the committed results stop. Runs that stop short of their budget
+(interrupted or failed) leave their config.json and metrics.csv in ``DIR/partial/``: how far they got.
+
+A sweep holds a lock on its directory and every trainer on its run directory (see smose.runlock): a second sweep on
+the same directory refuses to start, and a run another process is training is never deleted or resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +48,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gymnasium as gym
 
+from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
 from smose.errors import SmoseError
@@ -55,6 +62,9 @@ RUNS_DIR = "runs"
 LOGS_DIR = "logs"
 # What a finished run contributes to the committed results: no replay buffers, checkpoints or TensorBoard files.
 EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", "model.json", "model.safetensors")
+# Where unfinished runs are recorded in the export directory, and what of them.
+PARTIAL_DIR = "partial"
+PARTIAL_FILES = ("config.json", "metrics.csv")
 # Algorithms whose network depends on M (SAC-M and SAC-S are sized from it) and on λ.
 USES_EXPERTS = ("smose", "sac-m", "sac-s")
 USES_LB = ("smose",)
@@ -63,6 +73,7 @@ SETTINGS = ("learning_starts", "eval_every", "eval_episodes", "batch_size")
 # Fields that do not change what a run computes; ignored when deciding whether two runs are the same.
 NON_RESULT_FIELDS = ("out", "threads", "checkpoint_every")
 DEFAULTS = TrainConfig()
+MAX_SEEDS = 10_000  # per sweep; a typo such as 0-99999999 should not expand into a grid that never ends
 
 
 # ---- grid ------------------------------------------------------------------------------------------------------------
@@ -76,6 +87,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                 low, high = (int(x) for x in part.split("-"))
                 if high < low:
                     raise ValueError
+                if high - low >= MAX_SEEDS:
+                    raise SmoseError(f"--seeds {part}: more than {MAX_SEEDS} seeds")
                 seeds.extend(range(low, high + 1))
             else:
                 seeds.append(int(part))
@@ -83,6 +96,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             raise SmoseError(f"--seeds: cannot read {part!r}; expected e.g. 0-4 or 0,1,2") from None
     if any(s < 0 for s in seeds):
         raise SmoseError("--seeds must be >= 0")
+    if len(seeds) > MAX_SEEDS:
+        raise SmoseError(f"--seeds: more than {MAX_SEEDS} seeds")
     return tuple(dict.fromkeys(seeds))
 
 
@@ -162,8 +177,8 @@ class Grid:
                    lb_weights=tuple(float(x) for x in data["lb_weights"]),
                    settings=tuple(sorted(data.get("settings", {}).items())))
 
-    def command(self, out: Path) -> str:
-        """The `smose sweep` command line that expands to this grid."""
+    def command(self, out: Path, export: Path | None = None) -> str:
+        """The `smose sweep` command line that expands to this grid (and exports to ``export``)."""
         words = ["smose", "sweep", "--envs", ",".join(self.envs), "--algos", ",".join(self.algos),
                  "--seeds", format_seeds(self.seeds), "--steps", str(self.steps)]
         if self.experts != (DEFAULTS.experts,):
@@ -172,7 +187,8 @@ class Grid:
             words += ["--lb-weight", ",".join(map(format_float, self.lb_weights))]
         for name, value in self.settings:
             words += ["--" + name.replace("_", "-"), str(value)]
-        return shlex.join(words + ["--out", str(out)])
+        words += ["--out", str(out)]
+        return shlex.join(words + (["--export", str(export)] if export is not None else []))
 
 
 def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weight: float | None = None) -> str:
@@ -183,26 +199,6 @@ def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weig
     if lb_weight is not None:
         parts.append(f"lb{format_float(lb_weight)}")
     return "__".join(parts + [f"s{seed}"])
-
-
-def parse_run_name(name: str) -> dict[str, Any]:
-    """Inverse of run_name: {"env", "algo", "seed", "experts" (or None), "lb_weight" (or None)}."""
-    parts = name.split("__")
-    if len(parts) < 3 or not parts[-1].startswith("s"):
-        raise SmoseError(f"{name!r} is not a sweep run name (<env>__<algo>[__M<m>][__lb<λ>]__s<seed>)")
-    result: dict[str, Any] = {"env": parts[0].replace("~", "/"), "algo": parts[1], "experts": None, "lb_weight": None}
-    try:
-        result["seed"] = int(parts[-1][1:])
-        for part in parts[2:-1]:
-            if part.startswith("M"):
-                result["experts"] = int(part[1:])
-            elif part.startswith("lb"):
-                result["lb_weight"] = float(part[2:])
-            else:
-                raise ValueError
-    except ValueError:
-        raise SmoseError(f"{name!r} is not a sweep run name (<env>__<algo>[__M<m>][__lb<λ>]__s<seed>)") from None
-    return result
 
 
 @dataclass
@@ -233,6 +229,9 @@ def expand(grid: Grid, out: Path) -> list[RunSpec]:
                         config = TrainConfig(env=env, algo=algo, seed=seed, steps=grid.steps, experts=experts,
                                              lb_weight=lb_weight, threads=1, out=str(out / RUNS_DIR / name),
                                              **dict(grid.settings))
+                        if name in runs and result_key(runs[name].config) != result_key(config):
+                            raise SmoseError(f"two grid points get the run name {name!r}: give values that differ "
+                                             "in their first 12 significant digits")
                         runs.setdefault(name, RunSpec(name, config))
     return list(runs.values())
 
@@ -252,8 +251,8 @@ def result_key(config: TrainConfig) -> str:
 
 # ---- sweep.json ------------------------------------------------------------------------------------------------------
 def check_compatible(old: Grid, new: Grid, path: Path) -> None:
-    """A sweep directory may grow (more envs, algos, seeds, M or λ values) but its runs must keep their meaning and
-    names: same steps and settings, same named axes, same fixed M/λ."""
+    """A sweep directory may grow (more envs, algos and seeds; more M or λ values where the grid already varies
+    them) but its runs must keep their meaning and names: same steps and settings, same named axes, same fixed M/λ."""
     problems = []
     if old.steps != new.steps:
         problems.append(f"--steps {old.steps} before, {new.steps} now")
@@ -272,7 +271,7 @@ def check_compatible(old: Grid, new: Grid, path: Path) -> None:
                          "use another --out")
 
 
-def write_sweep_file(grid: Grid, out: Path) -> None:
+def write_sweep_file(grid: Grid, out: Path, export: Path | None = None) -> None:
     """Create or update sweep.json, refusing a grid that does not fit the runs already there."""
     path = out / SWEEP_FILE
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -289,7 +288,8 @@ def write_sweep_file(grid: Grid, out: Path) -> None:
             raise SmoseError(f"{path}: invalid sweep grid") from None
         check_compatible(old, grid, path)
         created = data.get("created", now)
-    write_json(path, {"format": SWEEP_FORMAT, "format_version": SWEEP_FORMAT_VERSION, "command": grid.command(out),
+    write_json(path, {"format": SWEEP_FORMAT, "format_version": SWEEP_FORMAT_VERSION,
+                      "command": grid.command(out, export),
                       "grid": grid.to_dict(), "name_axes": list(grid.name_axes), "created": created, "updated": now})
 
 
@@ -326,25 +326,26 @@ def can_resume(run_dir: Path) -> bool:
 
 # ---- export / import of the small files ------------------------------------------------------------------------------
 def index_finished(directory: Path) -> dict[str, Path]:
-    """result_key -> run directory for every finished run directly below ``directory``."""
+    """result_key -> run directory for every finished run directly below ``directory`` (not the hidden ones: a
+    copy in progress)."""
     index: dict[str, Path] = {}
     if not directory.is_dir():
         return index
-    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
         config = run_config(run_dir)
         if config is not None and finished_steps(run_dir) == config.steps:
             index.setdefault(result_key(config), run_dir)
     return index
 
 
-def copy_small_files(source: Path, target: Path) -> None:
-    """Copy EXPORT_FILES from one run directory to another (through a temporary sibling, then a rename, so a
+def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT_FILES) -> None:
+    """Copy ``files`` from one run directory to another (through a hidden temporary sibling, then a rename, so a
     half-copied run never looks finished)."""
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name in EXPORT_FILES:
+        for name in files:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
         shutil.rmtree(target, ignore_errors=True)
@@ -354,8 +355,17 @@ def copy_small_files(source: Path, target: Path) -> None:
         raise SmoseError(f"{target}: cannot copy the run from {source} ({exc.strerror or exc})") from None
 
 
+def steps_label(steps: int) -> str:
+    """1000000 -> "1M", 100000 -> "100k", 1500 -> "1500"."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if steps % size == 0:
+            return f"{steps // size}{unit}"
+    return str(steps)
+
+
 class Exporter:
-    """Keeps DIR (the committed results) in step with the sweep: exports finished runs, imports known ones."""
+    """Keeps DIR (the committed results) in step with the sweep: exports finished runs, imports known ones, records
+    how far unfinished ones got in DIR/partial/."""
 
     def __init__(self, directory: Path | None):
         self.directory = directory
@@ -364,14 +374,39 @@ class Exporter:
     def find(self, spec: RunSpec) -> Path | None:
         return self.index.get(result_key(spec.config))
 
+    @staticmethod
+    def target(parent: Path, spec: RunSpec) -> Path:
+        """Where ``spec``'s files go below ``parent``: a directory named after the run, or holding the same
+        configuration already. Run names do not carry the budget or the fixed settings, so when a run of another
+        sweep has the name, the budget is added ("Hopper-v4__smose__1M__s0"), then a digest of the configuration."""
+        key = result_key(spec.config)
+        stem, seed = spec.name.rsplit("__", 1)
+        budget = f"{stem}__{steps_label(spec.config.steps)}"
+        for name in (spec.name, f"{budget}__{seed}",
+                     f"{budget}__{hashlib.sha256(key.encode()).hexdigest()[:8]}__{seed}"):
+            candidate = parent / name
+            found = run_config(candidate) if candidate.exists() else None
+            if not candidate.exists() or (found is not None and result_key(found) == key):
+                return candidate
+        raise SmoseError(f"{parent / spec.name}: this name and its alternatives hold other runs")
+
     def export(self, spec: RunSpec) -> None:
         if self.directory is None or self.find(spec) is not None:
             return
-        target = self.directory / spec.name
-        if target.exists() and run_config(target) is not None and finished_steps(target) is not None:
-            raise SmoseError(f"{target}: holds a different finished run; not overwritten")
-        copy_small_files(spec.run_dir, target)
+        target = self.target(self.directory, spec)
+        if not is_finished(target, spec.config):  # else another sweep exported it since the index was made
+            copy_small_files(spec.run_dir, target)
         self.index[result_key(spec.config)] = target
+        partial = self.directory / PARTIAL_DIR
+        if partial.is_dir():
+            with contextlib.suppress(SmoseError):  # no record of progress is left for a finished run
+                shutil.rmtree(self.target(partial, spec), ignore_errors=True)
+
+    def export_partial(self, spec: RunSpec) -> None:
+        """Record an unfinished run's config.json and metrics.csv (how far it got) in DIR/partial/."""
+        if self.directory is None or not (spec.run_dir / "metrics.csv").is_file():
+            return
+        copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES)
 
 
 # ---- running one run -------------------------------------------------------------------------------------------------
@@ -419,8 +454,10 @@ def execute(command: list[str], log_path: str, cwd: str) -> tuple[int, str]:
     """Run one training process with its output in ``log_path``; returns (exit status, error line or "").
 
     This is the whole job of a worker, on either backend. On a Ray node that cannot see the sweep directory it
-    fails with a message saying so instead of training into a directory nobody will read.
+    fails with a message saying so instead of training into a directory nobody will read. The command's Python is
+    this worker's own (``sys.executable``): on another node of a cluster the driver's may not exist.
     """
+    command = [sys.executable, *command[1:]]
     log = Path(log_path)
     if not log.parent.is_dir() or not Path(cwd).is_dir():
         return -1, (f"{log.parent} is not visible on {socket.gethostname()}: the ray backend needs --out on a "
@@ -719,12 +756,25 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         (out / LOGS_DIR).mkdir(exist_ok=True)
     except OSError as exc:
         raise SmoseError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
-    write_sweep_file(grid, out)
-    exporter = Exporter(Path(export) if export is not None else None)
-    result = SweepResult(out, specs)
+    with runlock.hold(out, "sweep"):
+        write_sweep_file(grid, out, export)
+        exporter = Exporter(Path(export) if export is not None else None)
+        result = SweepResult(out, specs)
+        jobs = plan(specs, exporter, result)
+        execute_jobs(jobs, exporter, result, backend, workers, address, stream)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult) -> list[Job]:
+    """Decide for every run: skip (finished), import (in the export directory), resume, or train from scratch.
+    Records the first two and refusals in ``result``; returns the jobs to run."""
     jobs: list[Job] = []
     for spec in specs:
         run_dir = spec.run_dir
+        if runlock.is_held(run_dir):
+            result.failed[spec.name] = f"{run_dir} is being trained by {runlock.holder(run_dir)}; left alone"
+            continue
         found = run_config(run_dir)
         if is_finished(run_dir, spec.config):
             result.skipped.append(spec.name)
@@ -737,6 +787,10 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
             result.failed[spec.name] = (f"{run_dir} holds a finished run with another configuration; "
                                         "move it away or use another --out")
             continue
+        if found is None and any((run_dir / name).exists() for name in ("model.json", "eval.json")):
+            result.failed[spec.name] = (f"{run_dir} holds a model whose config.json cannot be read; "
+                                        "move it away or use another --out")
+            continue
         source = exporter.find(spec)
         if source is not None:
             try:
@@ -745,7 +799,7 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
             except SmoseError as exc:
                 result.failed[spec.name] = str(exc)
             continue
-        log_path = out / LOGS_DIR / f"{spec.name}.log"
+        log_path = result.out / LOGS_DIR / f"{spec.name}.log"
         log_path.unlink(missing_ok=True)
         if found is not None and result_key(found) == result_key(spec.config) and can_resume(run_dir):
             jobs.append(Job(spec, resume_command(run_dir), log_path))
@@ -753,7 +807,13 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # a partial run: its metrics.csv would be appended to
             jobs.append(Job(spec, train_command(spec.config), log_path))
+    return jobs
 
+
+def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backend: str, workers: int | None,
+                 address: str | None, stream) -> None:
+    """Run the jobs on the backend, exporting each finished run; on the way out (done, failed or interrupted) the
+    runs that stopped short are recorded as partial."""
     progress = Progress([job.spec for job in jobs], stream)
 
     def on_done(job: Job, outcome: Outcome) -> None:
@@ -788,5 +848,7 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         raise
     finally:
         progress.close()
-    result.seconds = time.monotonic() - started
-    return result
+        for job in jobs:
+            if not is_finished(job.spec.run_dir, job.spec.config):
+                with contextlib.suppress(SmoseError):  # a record of progress must not hide the real outcome
+                    exporter.export_partial(job.spec)

@@ -3,7 +3,8 @@
 ``smose table DIR`` reads every finished run below DIR (a sweep directory, or any directory of run directories such
 as ``benchmarks/results/runs``): its ``config.json`` says what was trained, ``eval.json`` gives the final return and
 the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve. Runs are grouped by
-(env, algo, M, λ, steps); the seeds of a group are the samples. Written to ``DIR/table/`` (or ``--out``):
+(env, algo, M, λ, steps, other settings that differ from the defaults); the seeds of a group are the samples, each
+configuration counted once however many copies of it the directory holds. Written to ``DIR/table/`` (or ``--out``):
 
     table.md        the aggregate table, the comparison with the paper, notes on what was left out
     table.csv       one row per group
@@ -16,6 +17,7 @@ the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -30,7 +32,8 @@ from gymnasium.envs.registration import parse_env_id
 from smose.config import TrainConfig, read_run_config
 from smose.errors import SmoseError
 from smose.serialization import read_eval, read_json
-from smose.sweep import RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float
+from smose.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
+                         last_step, result_key)
 
 # SMOSE_SPEC.md §6 (the authors' poster): final returns after 1M steps on the -v4 tasks, no ± published.
 # Keyed by task name without version, then algorithm. SMOSE used M = 8 and λ = 0.1; SAC-M/SAC-S are sized for M = 8.
@@ -49,6 +52,10 @@ ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
 BASELINES = ALGO_ORDER[1:]
 BOOTSTRAP_RESAMPLES = 5000
 BOOTSTRAP_SEED = 0
+MIN_SEEDS_FOR_CI = 3  # with two seeds the percentile interval is just [min, max]: not shown
+# Config fields the table has columns for; any other result-affecting field that differs from the default is listed
+# under "settings" and keeps the runs out of the default groups.
+LABELLED_FIELDS = ("env", "algo", "seed", "steps", "experts", "lb_weight", "lb_loss")
 TABLE_DIR = "table"
 
 
@@ -124,7 +131,8 @@ def find_run_dirs(directory: Path, exclude: Path | None = None) -> list[Path]:
         raise SmoseError(f"{directory}: no such directory")
     root = directory / RUNS_DIR if (directory / RUNS_DIR).is_dir() else directory
     found: list[Path] = []
-    for config_path in sorted(root.rglob("config.json")):
+    # Shallowest first, so a directory inside a run (a checkpoint) is recognised as such whatever its name.
+    for config_path in sorted(root.rglob("config.json"), key=lambda p: (len(p.parts), p)):
         run_dir = config_path.parent
         parts = run_dir.relative_to(root).parts
         if any(p.startswith(".") for p in parts) or (exclude is not None and exclude in run_dir.parents):
@@ -132,7 +140,7 @@ def find_run_dirs(directory: Path, exclude: Path | None = None) -> list[Path]:
         if any(other in run_dir.parents for other in found):  # a checkpoint or similar inside a run directory
             continue
         found.append(run_dir)
-    return found
+    return sorted(found)
 
 
 def read_curve(metrics_path: Path) -> dict[int, float]:
@@ -152,8 +160,11 @@ def read_curve(metrics_path: Path) -> dict[int, float]:
 
 
 def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRecord], list[str]]:
-    """Finished runs below ``directory`` and one line per run directory that was left out, saying why."""
-    records, skipped = [], []
+    """Finished runs below ``directory`` and one line per run directory that was left out, saying why. A
+    configuration found twice (a sweep's run and its exported copy, say) counts once: the first path in order."""
+    records: list[RunRecord] = []
+    skipped: list[str] = []
+    seen: dict[str, Path] = {}
     for run_dir in find_run_dirs(directory, exclude):
         try:
             config = read_run_config(run_dir / "config.json")
@@ -162,8 +173,14 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
             continue
         steps = finished_steps(run_dir)
         if steps is None or steps != config.steps:
-            skipped.append(f"{run_dir}: unfinished")
+            skipped.append(f"{run_dir}: unfinished (step {last_step(run_dir / 'metrics.csv'):,} of "
+                           f"{config.steps:,})")
             continue
+        key = result_key(config)
+        if key in seen:
+            skipped.append(f"{run_dir}: the same configuration and seed as {seen[key]}, counted once")
+            continue
+        seen[key] = run_dir
         try:
             evaluation = read_eval(run_dir / "eval.json")
         except SmoseError as exc:
@@ -186,22 +203,32 @@ def lb_label(config: TrainConfig) -> str | None:
     return weight if config.lb_loss == "cv2" else f"{config.lb_loss}:{weight}"
 
 
-GroupKey = tuple[str, str, "int | None", "str | None", int]
+def other_settings(config: TrainConfig) -> str:
+    """The fields that change the result and differ from the defaults, besides those the table has columns for:
+    "batch_size=64, learning_starts=100" ("" when there are none)."""
+    ours = json.loads(result_key(config))
+    defaults = json.loads(result_key(dataclasses.replace(DEFAULTS, env=config.env, algo=config.algo)))
+    return ", ".join(f"{name}={ours[name]}" for name in sorted(ours)
+                     if name not in LABELLED_FIELDS and ours[name] != defaults.get(name))
+
+
+GroupKey = tuple[str, str, "int | None", "str | None", int, str]
 
 
 def group_key(record: RunRecord) -> GroupKey:
     c = record.config
-    return c.env, c.algo, c.experts if c.algo in USES_EXPERTS else None, lb_label(c), record.steps
+    return (c.env, c.algo, c.experts if c.algo in USES_EXPERTS else None, lb_label(c), record.steps,
+            other_settings(c))
 
 
 def _sort_key(key: GroupKey) -> tuple:
-    env, algo, experts, lb, steps = key
+    env, algo, experts, lb, steps, settings = key
     algo_rank = ALGO_ORDER.index(algo) if algo in ALGO_ORDER else len(ALGO_ORDER)
     try:
         lb_value = float(lb) if lb is not None else -1.0
     except ValueError:  # "none" or "z:0.001": after the numeric weights
         lb_value = math.inf
-    return env, algo_rank, experts or 0, lb_value, lb or "", steps
+    return env, settings, algo_rank, experts or 0, lb_value, lb or "", steps
 
 
 @dataclass
@@ -214,6 +241,7 @@ class Row:
     seeds: list[int]
     returns: list[float]
     balances: list[float] = field(default_factory=list)
+    settings: str = ""  # other_settings() of the group's runs
 
     @property
     def mean(self) -> float:
@@ -230,6 +258,9 @@ class Row:
 
     @property
     def ci(self) -> tuple[float, float]:
+        """The IQM's bootstrap CI; NaN with fewer than MIN_SEEDS_FOR_CI seeds."""
+        if len(self.returns) < MIN_SEEDS_FOR_CI:
+            return float("nan"), float("nan")
         return bootstrap_ci(self.returns)
 
     @property
@@ -239,7 +270,9 @@ class Row:
 
     @property
     def paper(self) -> float | None:
-        """The paper's number when this group used the paper's settings (M = 8, λ = 0.1 with CV²)."""
+        """The paper's number when this group used the paper's settings (M = 8, λ = 0.1 with CV², the defaults)."""
+        if self.settings:
+            return None
         if self.algo in USES_EXPERTS and self.experts != PAPER_EXPERTS:
             return None
         if self.algo in USES_LB and self.lb != format_float(PAPER_LB_WEIGHT):
@@ -251,7 +284,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
     groups: dict[GroupKey, Row] = {}
     for record in sorted(records, key=lambda r: r.config.seed):
         key = group_key(record)
-        row = groups.setdefault(key, Row(*key, seeds=[], returns=[]))
+        row = groups.setdefault(key, Row(*key[:5], seeds=[], returns=[], settings=key[5]))
         row.seeds.append(record.config.seed)
         row.returns.append(record.final_return)
         row.balances.append(record.balance)
@@ -260,14 +293,15 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
 
 def versus(rows: list[Row]) -> list[tuple[Row, Row]]:
     """(SMOSE, baseline) pairs: each SMOSE group with the default load balancing (CV², λ = 0.1) beside each dense
-    baseline of the same task and budget; SAC-S and SAC-M only when sized for the same M."""
-    by_key = {(r.env, r.algo, r.experts, r.lb, r.steps): r for r in rows}
+    baseline of the same task, budget and other settings; SAC-S and SAC-M only when sized for the same M."""
+    by_key = {(r.env, r.algo, r.experts, r.lb, r.steps, r.settings): r for r in rows}
     pairs = []
     for row in rows:
         if row.algo != "smose" or row.lb != format_float(PAPER_LB_WEIGHT):
             continue
         for algo in BASELINES:
-            other = by_key.get((row.env, algo, row.experts if algo in USES_EXPERTS else None, None, row.steps))
+            other = by_key.get((row.env, algo, row.experts if algo in USES_EXPERTS else None, None, row.steps,
+                                row.settings))
             if other is not None:
                 pairs.append((row, other))
     return pairs
@@ -296,11 +330,15 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _group_label(row_or_key) -> str:
-    env, algo, experts, lb, steps = (row_or_key.env, row_or_key.algo, row_or_key.experts, row_or_key.lb,
-                                     row_or_key.steps) if isinstance(row_or_key, Row) else row_or_key
+def _group_label(key: GroupKey) -> str:
+    env, algo, experts, lb, steps, settings = key
     label = algo + (f" M={experts}" if experts is not None else "") + (f" λ={lb}" if lb is not None else "")
-    return f"{label} ({steps:,} steps)"
+    return f"{label} ({steps:,} steps{', ' + settings if settings else ''})"
+
+
+def _task(row: Row) -> str:
+    """The task cell: the env, with the group's non-default settings when it has any."""
+    return row.env + (f" ({row.settings})" if row.settings else "")
 
 
 def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequence[str] = ()) -> str:
@@ -308,15 +346,18 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
     lines = [f"# Results: {source}", "", *(part for line in provenance for part in (line, "")),
              "Final deterministic evaluation of each run (`eval.json`), aggregated over seeds: mean ± sample std, "
              "IQM with a percentile-bootstrap 95% CI "
-             f"({BOOTSTRAP_RESAMPLES} resamples of the seeds, RNG seed {BOOTSTRAP_SEED}). *balance*: normalised "
-             "entropy of the expert usage in that evaluation (1 = all experts equally used), mean over seeds.", "",
+             f"({BOOTSTRAP_RESAMPLES} resamples of the seeds, RNG seed {BOOTSTRAP_SEED}; shown from "
+             f"{MIN_SEEDS_FOR_CI} seeds on; below 4 seeds the IQM cuts nothing and equals the mean). *balance*: "
+             "normalised entropy of the expert usage in that evaluation (1 = all experts equally used), mean over "
+             "seeds. Settings other than the defaults follow the task name in parentheses.", "",
              "| task | algo | M | λ | steps | seeds | mean ± std | IQM [95% CI] | balance |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         low, high = row.ci
-        lines.append(f"| {row.env} | {row.algo} | {row.experts if row.experts is not None else '–'} | "
+        lines.append(f"| {_task(row)} | {row.algo} | {row.experts if row.experts is not None else '–'} | "
                      f"{row.lb if row.lb is not None else '–'} | {row.steps:,} | {len(row.seeds)} | "
-                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} [{_num(low)}, {_num(high)}] | "
+                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)}"
+                     f"{f' [{_num(low)}, {_num(high)}]' if math.isfinite(low) else ''} | "
                      f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} |")
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
@@ -348,28 +389,30 @@ def _versus_section(rows: list[Row]) -> list[str]:
              "probability of improvement; 0.5 = no edge either way).", "",
              "| task | M | steps | baseline | seeds | SMOSE mean | baseline mean | difference | P(SMOSE > baseline) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    tally: dict[tuple[str, int, int | None], list[tuple[str, bool]]] = {}  # -> (task, SMOSE mean ≥ baseline's)
+    tally: dict[tuple[str, int, int | None, str], list[tuple[str, bool]]] = {}  # -> (task, SMOSE ≥ baseline)
     for ours, theirs in pairs:
-        lines.append(f"| {ours.env} | {ours.experts} | {ours.steps:,} | {theirs.algo} | "
+        lines.append(f"| {_task(ours)} | {ours.experts} | {ours.steps:,} | {theirs.algo} | "
                      f"{len(ours.seeds)} / {len(theirs.seeds)} | {_num(ours.mean)} | {_num(theirs.mean)} | "
                      f"{ours.mean - theirs.mean:+.2f} | "
                      f"{_num(probability_of_improvement(ours.returns, theirs.returns))} |")
-        tally.setdefault((theirs.algo, ours.steps, ours.experts), []).append((ours.env, ours.mean >= theirs.mean))
+        tally.setdefault((theirs.algo, ours.steps, ours.experts, ours.settings), []).append(
+            (ours.env, ours.mean >= theirs.mean))
     lines.append("")
-    for (algo, steps, experts), tasks in tally.items():
+    for (algo, steps, experts, settings), tasks in tally.items():
         ahead = [env for env, at_least in tasks if at_least]
         lines.append(f"- SMOSE (M = {experts}) mean ≥ {algo} mean on **{len(ahead)} of {len(tasks)}** tasks at "
-                     f"{steps:,} steps" + (f": {', '.join(ahead)}." if ahead else "."))
+                     f"{steps:,} steps{' (' + settings + ')' if settings else ''}"
+                     + (f": {', '.join(ahead)}." if ahead else "."))
     return lines
 
 
 def _ablation_section(rows: list[Row]) -> list[str]:
     """The SMOSE groups of every task and budget that was run with more than one (M, λ)."""
     smose = [r for r in rows if r.algo == "smose"]
-    counts: dict[tuple[str, int], int] = {}
+    counts: dict[tuple[str, int, str], int] = {}
     for row in smose:
-        counts[row.env, row.steps] = counts.get((row.env, row.steps), 0) + 1
-    varied = [r for r in smose if counts[r.env, r.steps] > 1]
+        counts[row.env, row.steps, row.settings] = counts.get((row.env, row.steps, row.settings), 0) + 1
+    varied = [r for r in smose if counts[r.env, r.steps, r.settings] > 1]
     if not varied:
         return []
     lines = ["", "## Ablations", "",
@@ -377,7 +420,7 @@ def _ablation_section(rows: list[Row]) -> list[str]:
              "weight λ, with the expert-usage balance beside the return.", "",
              "| task | steps | M | λ | seeds | mean ± std | IQM | balance |", "|---|---|---|---|---|---|---|---|"]
     for row in varied:
-        lines.append(f"| {row.env} | {row.steps:,} | {row.experts} | {row.lb} | {len(row.seeds)} | "
+        lines.append(f"| {_task(row)} | {row.steps:,} | {row.experts} | {row.lb} | {len(row.seeds)} | "
                      f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} | {_num(row.balance, 3)} |")
     return lines
 
@@ -445,26 +488,29 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "paper": out / "paper.csv",
              "versus": out / "versus.csv", "curves_csv": out / "curves.csv"}
     paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
-    _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "n_seeds", "seeds", "mean", "std",
-                              "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "returns"],
-               [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, len(r.seeds),
-                 " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm), *map(_csv_num, r.ci),
-                 _csv_num(r.balance), json.dumps([round(x, 4) for x in r.returns])] for r in rows])
+    _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "n_seeds", "seeds", "mean",
+                              "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "returns"],
+               [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, r.settings,
+                 len(r.seeds), " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm),
+                 *map(_csv_num, r.ci), _csv_num(r.balance), json.dumps([round(x, 4) for x in r.returns])]
+                for r in rows])
     _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
                [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),
                  _csv_num(r.mean / r.paper)] for r in rows if r.paper is not None])
-    _write_csv(paths["versus"], ["env", "experts", "steps", "baseline", "n_seeds_smose", "n_seeds_baseline",
-                                 "smose_mean", "baseline_mean", "difference", "probability_of_improvement"],
-               [[a.env, a.experts, a.steps, b.algo, len(a.seeds), len(b.seeds), _csv_num(a.mean), _csv_num(b.mean),
-                 _csv_num(a.mean - b.mean), _csv_num(probability_of_improvement(a.returns, b.returns))]
+    _write_csv(paths["versus"], ["env", "experts", "steps", "settings", "baseline", "n_seeds_smose",
+                                 "n_seeds_baseline", "smose_mean", "baseline_mean", "difference",
+                                 "probability_of_improvement"],
+               [[a.env, a.experts, a.steps, a.settings, b.algo, len(a.seeds), len(b.seeds), _csv_num(a.mean),
+                 _csv_num(b.mean), _csv_num(a.mean - b.mean),
+                 _csv_num(probability_of_improvement(a.returns, b.returns))]
                 for a, b in versus(rows)])
     curve_data = curves(records)
     curve_rows = []
-    for (env, algo, experts, lb, budget), (steps, mean, std, n) in curve_data.items():
-        curve_rows += [[env, algo, experts if experts is not None else "", lb or "", budget, int(step), _csv_num(m),
-                        _csv_num(sd), n] for step, m, sd in zip(steps, mean, std, strict=True)]
-    _write_csv(paths["curves_csv"], ["env", "algo", "experts", "lb_weight", "steps", "step", "mean", "std", "n_seeds"],
-               curve_rows)
+    for (env, algo, experts, lb, budget, settings), (steps, mean, std, n) in curve_data.items():
+        curve_rows += [[env, algo, experts if experts is not None else "", lb or "", budget, settings, int(step),
+                        _csv_num(m), _csv_num(sd), n] for step, m, sd in zip(steps, mean, std, strict=True)]
+    _write_csv(paths["curves_csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "step", "mean", "std",
+                                     "n_seeds"], curve_rows)
     for i, path in enumerate(plot_curves(curve_data, out)):
         paths[f"plot_{i}"] = path
     return paths

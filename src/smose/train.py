@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smose import __version__
+from smose import __version__, runlock
 from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
@@ -451,22 +451,26 @@ def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False,
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
     make_env(config.env).close()  # an unusable env id is refused before any directory is created
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
-    trainer = Trainer(config, run_dir)
-    try:
-        trainer.write_config()
-        _run_to_end(trainer, progress)
-    finally:
-        trainer.close()
+    with runlock.hold(run_dir, "trainer"):
+        trainer = Trainer(config, run_dir)
+        try:
+            trainer.write_config()
+            _run_to_end(trainer, progress)
+        finally:
+            trainer.close()
     return run_dir
 
 
 def resume(run_dir: Path, steps: int | None = None, checkpoint_every: int | None = None,
            progress: bool = True) -> Path:
     """Continue the run in ``run_dir`` from its last complete checkpoint (``steps`` may extend it)."""
-    trainer = Trainer.resume(run_dir, steps, checkpoint_every)
-    try:
-        trainer.write_config()
-        _run_to_end(trainer, progress)
-    finally:
-        trainer.close()
+    if not Path(run_dir).is_dir():
+        raise SmoseError(f"{run_dir}: no such run directory")
+    with runlock.hold(run_dir, "trainer"):
+        trainer = Trainer.resume(run_dir, steps, checkpoint_every)
+        try:
+            trainer.write_config()
+            _run_to_end(trainer, progress)
+        finally:
+            trainer.close()
     return Path(run_dir)
