@@ -285,25 +285,28 @@ def test_smose_against_the_baselines_and_ablations(tmp_path):
     # Pairs (x, y): 5 > 1, 5 > 4, 2 > 1, 2 < 4 -> 3 of 4; a tie counts half.
     assert probability_of_improvement([5.0, 2.0], [1.0, 4.0]) == 0.75
     assert probability_of_improvement([3.0], [3.0]) == 0.5 and probability_of_improvement([1.0], [2.0]) == 0.0
-    smose = Row("Hopper-v4", "smose", 8, "0.1", 1000, [0, 1], [5.0, 2.0], [0.9, 0.7])
+    smose = Row("Hopper-v4", "smose", 8, "0.1", 1000, [0, 1], [5.0, 2.0], [0.9, 0.7], tail_returns=[4.0, 2.0])
     rows = [smose,
             Row("Hopper-v4", "smose", 3, "0.1", 1000, [0], [9.0], [0.5]),  # ablation: no SAC-S sized for M = 3
             Row("Hopper-v4", "smose", 8, "1", 1000, [0], [8.0], [1.0]),  # ablation: another λ, not compared
-            Row("Hopper-v4", "sac-s", 8, None, 1000, [0, 1], [1.0, 4.0]),
+            Row("Hopper-v4", "sac-s", 8, None, 1000, [0, 1], [1.0, 4.0], tail_returns=[1.0, 3.0]),
             Row("Hopper-v4", "sac-l", None, None, 1000, [0], [3.5]),
             Row("Hopper-v4", "sac-s", 8, None, 2000, [0], [0.0]),  # another budget
-            Row("Reacher-v4", "smose", 8, "0.1", 1000, [0], [-7.0], [0.8]),
-            Row("Reacher-v4", "sac-s", 8, None, 1000, [0], [-6.0])]
+            Row("Reacher-v4", "smose", 8, "0.1", 1000, [0], [-7.0], [0.8], tail_returns=[-5.0]),
+            Row("Reacher-v4", "sac-s", 8, None, 1000, [0], [-6.0], tail_returns=[-6.0])]
     # SAC-S is sized for M, so only the M = 8 group meets it; SAC-L meets every SMOSE group with λ = 0.1.
     assert [(a.env, a.experts, b.algo) for a, b in versus(rows)] == [
         ("Hopper-v4", 8, "sac-s"), ("Hopper-v4", 8, "sac-l"), ("Hopper-v4", 3, "sac-l"), ("Reacher-v4", 8, "sac-s")]
     text = markdown(rows, [], tmp_path)
     assert "| Hopper-v4 | 8 | 1,000 | sac-s | 2 / 1 |" not in text
-    assert "| Hopper-v4 | 8 | 1,000 | sac-s | 2 / 2 | 3.50 | 2.50 | +1.00 | 0.75 |" in text
+    assert "| Hopper-v4 | 8 | 1,000 | sac-s | 2 / 2 | 3.50 | 2.50 | +1.00 | 0.75 | +1.00 |" in text
     assert "| Hopper-v4 | 8 | 1,000 | sac-l | 2 / 1 | 3.50 | 3.50 | +0.00 | 0.50 |" in text
-    assert "| Reacher-v4 | 8 | 1,000 | sac-s | 1 / 1 | -7.00 | -6.00 | -1.00 | 0.00 |" in text
-    assert "mean ≥ sac-s mean on **1 of 2** tasks at 1,000 steps: Hopper-v4." in text
-    assert "(M = 8) mean ≥ sac-l mean on **1 of 1** tasks at 1,000 steps: Hopper-v4." in text
+    assert "| Reacher-v4 | 8 | 1,000 | sac-s | 1 / 1 | -7.00 | -6.00 | -1.00 | 0.00 | +1.00 |" in text
+    assert "| Hopper-v4 | 8 | 1,000 | sac-l | 2 / 1 | 3.50 | 3.50 | +0.00 | 0.50 | – |" in text  # no curve: no tail
+    # Reacher: behind on the final evaluation, ahead on the last evaluations.
+    assert ("mean ≥ sac-s mean on **1 of 2** tasks at 1,000 steps: Hopper-v4 (on the means of the last 3 "
+            "evaluations: 2 of 2).") in text
+    assert "(M = 8) mean ≥ sac-l mean on **1 of 1** tasks at 1,000 steps: Hopper-v4." in text  # no curves
     assert "(M = 3) mean ≥ sac-l mean on **1 of 1** tasks" in text
     # Ablations: only Hopper had more than one SMOSE setting at a budget; balance beside the return.
     ablations = text.split("## Ablations")[1]
@@ -390,6 +393,13 @@ def test_table_of_a_sweep_and_of_a_results_directory(local_sweep, tmp_path):
         assert float(row["mean"]) == pytest.approx(np.mean(values), rel=1e-5)
         assert float(row["std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-5)
         assert 0.0 <= float(row["usage_balance"]) <= 1.0
+        # last 3: each run's evaluations during training (here at steps 100 and 200), averaged, then over seeds
+        curves = []
+        for s in (0, 1):
+            with open(result.out / RUNS_DIR / f"Pendulum-v1__smose__M{row['experts']}__s{s}" / "metrics.csv") as fh:
+                curves.append([float(r["eval_return_mean"]) for r in csv.DictReader(fh) if r["event"] == "eval"])
+        assert [len(c) for c in curves] == [2, 2]
+        assert float(row["tail_mean"]) == pytest.approx(np.mean(curves), rel=1e-5)
     text = paths["markdown"].read_text()
     assert f"by `smose table {result.out}`" in text and "Runs made by `smose sweep --envs Pendulum-v1" in text
     # The sweep's non-default settings name the task: such runs are not the paper's setting.

@@ -52,6 +52,7 @@ ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
 BASELINES = ALGO_ORDER[1:]
 BOOTSTRAP_RESAMPLES = 5000
 BOOTSTRAP_SEED = 0
+TAIL_EVALS = 3  # "last 3": the mean of a run's final evaluations, less noisy than the very last one
 MIN_SEEDS_FOR_CI = 3  # with two seeds the percentile interval is just [min, max]: not shown
 # Config fields the table has columns for; any other result-affecting field that differs from the default is listed
 # under "settings" and keeps the runs out of the default groups.
@@ -122,6 +123,12 @@ class RunRecord:
     final_return: float
     balance: float
     curve: dict[int, float]  # evaluation step -> mean evaluation return
+
+    @property
+    def tail_return(self) -> float:
+        """Mean of the last TAIL_EVALS evaluations during training (NaN without a learning curve)."""
+        values = list(self.curve.values())[-TAIL_EVALS:]
+        return float(np.mean(values)) if values else float("nan")
 
 
 def find_run_dirs(directory: Path, exclude: Path | None = None) -> list[Path]:
@@ -242,6 +249,7 @@ class Row:
     returns: list[float]
     balances: list[float] = field(default_factory=list)
     settings: str = ""  # other_settings() of the group's runs
+    tail_returns: list[float] = field(default_factory=list)  # RunRecord.tail_return per seed
 
     @property
     def mean(self) -> float:
@@ -262,6 +270,10 @@ class Row:
         if len(self.returns) < MIN_SEEDS_FOR_CI:
             return float("nan"), float("nan")
         return bootstrap_ci(self.returns)
+
+    @property
+    def tail_mean(self) -> float:
+        return float(np.mean(self.tail_returns)) if self.tail_returns else float("nan")
 
     @property
     def balance(self) -> float:
@@ -288,6 +300,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
         row.seeds.append(record.config.seed)
         row.returns.append(record.final_return)
         row.balances.append(record.balance)
+        row.tail_returns.append(record.tail_return)
     return [groups[k] for k in sorted(groups, key=_sort_key)]
 
 
@@ -330,6 +343,10 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _signed(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.2f}"
+
+
 def _group_label(key: GroupKey) -> str:
     env, algo, experts, lb, steps, settings = key
     label = algo + (f" M={experts}" if experts is not None else "") + (f" λ={lb}" if lb is not None else "")
@@ -349,16 +366,18 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
              f"({BOOTSTRAP_RESAMPLES} resamples of the seeds, RNG seed {BOOTSTRAP_SEED}; shown from "
              f"{MIN_SEEDS_FOR_CI} seeds on; below 4 seeds the IQM cuts nothing and equals the mean). *balance*: "
              "normalised entropy of the expert usage in that evaluation (1 = all experts equally used), mean over "
-             "seeds. Settings other than the defaults follow the task name in parentheses.", "",
-             "| task | algo | M | λ | steps | seeds | mean ± std | IQM [95% CI] | balance |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"seeds. *last {TAIL_EVALS}*: the mean over seeds of each run's last {TAIL_EVALS} evaluations during "
+             "training (less noisy than the final one alone). Settings other than the defaults follow the task name "
+             "in parentheses.", "",
+             f"| task | algo | M | λ | steps | seeds | mean ± std | IQM [95% CI] | balance | last {TAIL_EVALS} |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         low, high = row.ci
         lines.append(f"| {_task(row)} | {row.algo} | {row.experts if row.experts is not None else '–'} | "
                      f"{row.lb if row.lb is not None else '–'} | {row.steps:,} | {len(row.seeds)} | "
                      f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)}"
                      f"{f' [{_num(low)}, {_num(high)}]' if math.isfinite(low) else ''} | "
-                     f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} |")
+                     f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} | {_num(row.tail_mean)} |")
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
               f"The paper's numbers (SMOSE_SPEC.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 tasks "
@@ -386,23 +405,30 @@ def _versus_section(rows: list[Row]) -> list[str]:
              f"Each SMOSE group with the default load balancing (λ = {PAPER_LB_WEIGHT}) beside the dense baselines of "
              "the same task and budget (SAC-S and SAC-M sized for the same M). *P(SMOSE > baseline)*: the fraction of "
              "(SMOSE seed, baseline seed) pairs in which SMOSE's final return is higher, ties counting half (the "
-             "probability of improvement; 0.5 = no edge either way).", "",
-             "| task | M | steps | baseline | seeds | SMOSE mean | baseline mean | difference | P(SMOSE > baseline) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    tally: dict[tuple[str, int, int | None, str], list[tuple[str, bool]]] = {}  # -> (task, SMOSE ≥ baseline)
+             f"probability of improvement; 0.5 = no edge either way). *difference, last {TAIL_EVALS}*: the same "
+             f"difference for the means of the last {TAIL_EVALS} evaluations.", "",
+             "| task | M | steps | baseline | seeds | SMOSE mean | baseline mean | difference | P(SMOSE > baseline) | "
+             f"difference, last {TAIL_EVALS} |", "|---|---|---|---|---|---|---|---|---|---|"]
+    # -> (task, SMOSE's final mean ≥ the baseline's, the same for the last-evaluations means or None without curves)
+    tally: dict[tuple[str, int, int | None, str], list[tuple[str, bool, bool | None]]] = {}
     for ours, theirs in pairs:
         lines.append(f"| {_task(ours)} | {ours.experts} | {ours.steps:,} | {theirs.algo} | "
                      f"{len(ours.seeds)} / {len(theirs.seeds)} | {_num(ours.mean)} | {_num(theirs.mean)} | "
-                     f"{ours.mean - theirs.mean:+.2f} | "
-                     f"{_num(probability_of_improvement(ours.returns, theirs.returns))} |")
+                     f"{_signed(ours.mean - theirs.mean)} | "
+                     f"{_num(probability_of_improvement(ours.returns, theirs.returns))} | "
+                     f"{_signed(ours.tail_mean - theirs.tail_mean)} |")
         tally.setdefault((theirs.algo, ours.steps, ours.experts, ours.settings), []).append(
-            (ours.env, ours.mean >= theirs.mean))
+            (ours.env, ours.mean >= theirs.mean,
+             ours.tail_mean >= theirs.tail_mean if math.isfinite(ours.tail_mean - theirs.tail_mean) else None))
     lines.append("")
     for (algo, steps, experts, settings), tasks in tally.items():
-        ahead = [env for env, at_least in tasks if at_least]
+        ahead = [env for env, at_least, _ in tasks if at_least]
+        tails = [at_least for _, _, at_least in tasks if at_least is not None]
         lines.append(f"- SMOSE (M = {experts}) mean ≥ {algo} mean on **{len(ahead)} of {len(tasks)}** tasks at "
                      f"{steps:,} steps{' (' + settings + ')' if settings else ''}"
-                     + (f": {', '.join(ahead)}." if ahead else "."))
+                     + (f": {', '.join(ahead)}" if ahead else "")
+                     + (f" (on the means of the last {TAIL_EVALS} evaluations: {sum(tails)} of {len(tails)})"
+                        if tails else "") + ".")
     return lines
 
 
@@ -489,20 +515,21 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
              "versus": out / "versus.csv", "curves_csv": out / "curves.csv"}
     paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
     _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "n_seeds", "seeds", "mean",
-                              "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "returns"],
+                              "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "tail_mean", "returns"],
                [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, r.settings,
                  len(r.seeds), " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm),
-                 *map(_csv_num, r.ci), _csv_num(r.balance), json.dumps([round(x, 4) for x in r.returns])]
+                 *map(_csv_num, r.ci), _csv_num(r.balance), _csv_num(r.tail_mean),
+                 json.dumps([round(x, 4) for x in r.returns])]
                 for r in rows])
     _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
                [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),
                  _csv_num(r.mean / r.paper)] for r in rows if r.paper is not None])
     _write_csv(paths["versus"], ["env", "experts", "steps", "settings", "baseline", "n_seeds_smose",
                                  "n_seeds_baseline", "smose_mean", "baseline_mean", "difference",
-                                 "probability_of_improvement"],
+                                 "probability_of_improvement", "difference_tail"],
                [[a.env, a.experts, a.steps, a.settings, b.algo, len(a.seeds), len(b.seeds), _csv_num(a.mean),
                  _csv_num(b.mean), _csv_num(a.mean - b.mean),
-                 _csv_num(probability_of_improvement(a.returns, b.returns))]
+                 _csv_num(probability_of_improvement(a.returns, b.returns)), _csv_num(a.tail_mean - b.tail_mean)]
                 for a, b in versus(rows)])
     curve_data = curves(records)
     curve_rows = []
