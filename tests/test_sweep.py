@@ -278,9 +278,6 @@ def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
     assert "pip install 'smose[ray]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-# ---- a real tiny sweep -----------------------------------------------------------------------------------------------
-TINY = dict(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=200, experts=(2, 4),
-            settings=(("batch_size", 32), ("eval_episodes", 1), ("eval_every", 100), ("learning_starts", 100)))
 def test_smose_against_the_baselines_and_ablations(tmp_path):
     # Pairs (x, y): 5 > 1, 5 > 4, 2 > 1, 2 < 4 -> 3 of 4; a tie counts half.
     assert probability_of_improvement([5.0, 2.0], [1.0, 4.0]) == 0.75
@@ -315,6 +312,9 @@ def test_smose_against_the_baselines_and_ablations(tmp_path):
     assert "| Hopper-v4 | 1,000 | 8 | 1 | 1 |" in ablations and "Reacher" not in ablations
 
 
+# ---- a real tiny sweep -----------------------------------------------------------------------------------------------
+TINY = dict(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=200, experts=(2, 4),
+            settings=(("batch_size", 32), ("eval_episodes", 1), ("eval_every", 100), ("learning_starts", 100)))
 TINY_ARGS = ["--envs", "Pendulum-v1", "--algos", "smose", "--experts", "2,4", "--steps", "200", "--batch-size", "32",
              "--eval-episodes", "1", "--eval-every", "100", "--learning-starts", "100"]
 
