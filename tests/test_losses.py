@@ -40,6 +40,12 @@ def test_cv2_importance_and_load_against_hand_computation():
     torch.testing.assert_close(cv2_balance_loss(clean_t, noisy_t), torch.tensor(expected))
 
 
+def test_a_single_expert_has_nothing_to_balance():
+    assert cv_squared(torch.tensor([3.0])) == 0
+    clean = torch.randn(16, 1)
+    assert cv2_balance_loss(clean, clean + router_noise(16, 1, "batch")) == 0
+
+
 def test_balanced_router_has_lower_loss_than_collapsed_one():
     torch.manual_seed(0)
     noise = router_noise(256, 4, "batch")

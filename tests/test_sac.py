@@ -117,14 +117,15 @@ def assert_same_networks(learner: SACLearner, ref: ReferenceSAC, atol: float) ->
     torch.testing.assert_close(learner.log_alpha, ref.log_alpha, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("algo,hp", [
-    ("smose", SACHyperParams()),
-    ("smose", SACHyperParams(lb_noise="state", policy_frequency=1, target_frequency=2)),
-    ("sac-l", SACHyperParams()),
+@pytest.mark.parametrize("algo,hp,n_experts", [
+    ("smose", SACHyperParams(), 4),
+    ("smose", SACHyperParams(lb_noise="state", policy_frequency=1, target_frequency=2), 4),
+    ("smose", SACHyperParams(), 1),  # one expert: nothing to balance, L_aux = 0 (an unbiased std of one value is NaN)
+    ("sac-l", SACHyperParams(), 4),
 ])
-def test_update_equals_the_reference_implementation(float64, algo, hp):
+def test_update_equals_the_reference_implementation(float64, algo, hp, n_experts):
     torch.manual_seed(0)
-    actor = make_actor(algo, N_OBS, N_ACT, -np.ones(N_ACT), np.full(N_ACT, 2.0), n_experts=4)
+    actor = make_actor(algo, N_OBS, N_ACT, -np.ones(N_ACT), np.full(N_ACT, 2.0), n_experts=n_experts)
     learner = SACLearner(actor, hp)
     ref = ReferenceSAC(actor, learner, hp)
     trained = {name: p.detach().clone() for name, p in learner.critic.named_parameters()}

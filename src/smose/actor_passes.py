@@ -207,8 +207,11 @@ class MixturePasses(ActorPasses):
 
 
 def _cv_squared_and_grad(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """losses.cv_squared (unbiased variance over mean², ε = 1e-10) and its gradient with respect to ``values``."""
+    """losses.cv_squared (unbiased variance over mean², ε = 1e-10; 0 for a single value) and its gradient with
+    respect to ``values``."""
     n = values.numel()
+    if n < 2:
+        return values.new_zeros(()), torch.zeros_like(values)
     mean = values.mean()
     centred = values - mean
     var = centred.square().sum() / (n - 1)

@@ -20,7 +20,10 @@ def router_noise(batch: int, n_experts: int, kind: NoiseKind) -> torch.Tensor:
 
 
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
-    """(std / mean)² with the unbiased std; the epsilon only guards an all-zero vector."""
+    """(std / mean)² with the unbiased std; the epsilon only guards an all-zero vector. A single value (M = 1: one
+    expert, nothing to balance) has no spread: 0, where the unbiased std would be NaN."""
+    if values.numel() < 2:
+        return values.sum() * 0.0
     return values.var(unbiased=True) / (values.mean().pow(2) + 1e-10)
 
 
