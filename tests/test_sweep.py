@@ -190,16 +190,19 @@ def test_locks_keep_a_second_writer_out(tmp_path):
     assert not (run_dir / "config.json").exists()
     # A sweep neither deletes nor restarts a run being trained, nor a model whose config it cannot read.
     grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=50, settings=(("learning_starts", 10),))
-    busy, unreadable = expand(grid, tmp_path / "sweep")
+    busy, unreadable, other = expand(dataclasses.replace(grid, seeds=(0, 1, 2)), tmp_path / "sweep")
     fake_run(busy.run_dir, busy.config)
     fake_run(unreadable.run_dir, unreadable.config, 50)
     (unreadable.run_dir / "config.json").write_text("{not json")
-    result = SweepResult(tmp_path / "sweep", [busy, unreadable])
+    fake_run(other.run_dir, dataclasses.replace(other.config, batch_size=64), 50)  # finished, another configuration
+    result = SweepResult(tmp_path / "sweep", [busy, unreadable, other])
     with runlock.hold(busy.run_dir, "trainer"):
-        assert plan([busy, unreadable], Exporter(None), result) == []
+        assert plan([busy, unreadable, other], Exporter(None), result) == []
     assert "is being trained by pid" in result.failed[busy.name]
     assert "cannot be read" in result.failed[unreadable.name]
-    assert (busy.run_dir / "metrics.csv").is_file() and (unreadable.run_dir / "model.json").is_file()
+    assert "finished run with another configuration" in result.failed[other.name]
+    for spec, name in ((busy, "metrics.csv"), (unreadable, "model.json"), (other, "eval.json")):
+        assert (spec.run_dir / name).is_file()
     # Two sweeps on one directory: the second refuses to start.
     with runlock.hold(tmp_path / "sweep", "sweep"):
         with pytest.raises(SmoseError, match="another sweep is working here"):
