@@ -444,10 +444,12 @@ def _ablation_section(rows: list[Row]) -> list[str]:
     lines = ["", "## Ablations", "",
              "SMOSE groups of one task and budget that differ in the number of experts M or the load-balancing "
              "weight λ, with the expert-usage balance beside the return.", "",
-             "| task | steps | M | λ | seeds | mean ± std | IQM | balance |", "|---|---|---|---|---|---|---|---|"]
+             f"| task | steps | M | λ | seeds | mean ± std | IQM | balance | last {TAIL_EVALS} |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in varied:
         lines.append(f"| {_task(row)} | {row.steps:,} | {row.experts} | {row.lb} | {len(row.seeds)} | "
-                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} | {_num(row.balance, 3)} |")
+                     f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} | {_num(row.balance, 3)} | "
+                     f"{_num(row.tail_mean)} |")
     return lines
 
 
