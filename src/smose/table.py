@@ -252,6 +252,10 @@ class Row:
     tail_returns: list[float] = field(default_factory=list)  # RunRecord.tail_return per seed
 
     @property
+    def key(self) -> GroupKey:
+        return self.env, self.algo, self.experts, self.lb, self.steps, self.settings
+
+    @property
     def mean(self) -> float:
         return float(np.mean(self.returns))
 
@@ -307,7 +311,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
 def versus(rows: list[Row]) -> list[tuple[Row, Row]]:
     """(SMOSE, baseline) pairs: each SMOSE group with the default load balancing (CV², λ = 0.1) beside each dense
     baseline of the same task, budget and other settings; SAC-S and SAC-M only when sized for the same M."""
-    by_key = {(r.env, r.algo, r.experts, r.lb, r.steps, r.settings): r for r in rows}
+    by_key = {r.key: r for r in rows}
     pairs = []
     for row in rows:
         if row.algo != "smose" or row.lb != format_float(PAPER_LB_WEIGHT):

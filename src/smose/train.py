@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -451,26 +451,26 @@ def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False,
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
     make_env(config.env).close()  # an unusable env id is refused before any directory is created
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
-    with runlock.hold(run_dir, "trainer"):
-        trainer = Trainer(config, run_dir)
-        try:
-            trainer.write_config()
-            _run_to_end(trainer, progress)
-        finally:
-            trainer.close()
+    _run_locked(run_dir, lambda: Trainer(config, run_dir), progress)
     return run_dir
 
 
 def resume(run_dir: Path, steps: int | None = None, checkpoint_every: int | None = None,
            progress: bool = True) -> Path:
     """Continue the run in ``run_dir`` from its last complete checkpoint (``steps`` may extend it)."""
-    if not Path(run_dir).is_dir():
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():  # before the lock, whose file would go in it
         raise SmoseError(f"{run_dir}: no such run directory")
+    _run_locked(run_dir, lambda: Trainer.resume(run_dir, steps, checkpoint_every), progress)
+    return run_dir
+
+
+def _run_locked(run_dir: Path, make_trainer: Callable[[], Trainer], progress: bool) -> None:
+    """Build the trainer and run it to the end while holding the run directory's lock: one trainer per run."""
     with runlock.hold(run_dir, "trainer"):
-        trainer = Trainer.resume(run_dir, steps, checkpoint_every)
+        trainer = make_trainer()
         try:
             trainer.write_config()
             _run_to_end(trainer, progress)
         finally:
             trainer.close()
-    return Path(run_dir)
