@@ -25,7 +25,7 @@ from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Exporter, Grid, SweepResult, check_reachable, execute,
                          expand, format_seeds, index_finished, interrupt_live, is_finished, parse_list, parse_seeds,
-                         plan, run_name, run_sweep, train_command, write_sweep_file)
+                         plan, run_name, run_sweep, train_command, tree_depth, write_sweep_file)
 from smose.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
                          probability_of_improvement, usage_balance, versus, write_tables)
 from smose.train import Trainer, prepare_run_dir, train
@@ -253,7 +253,7 @@ def test_interrupt_reaches_the_training_processes(tmp_path):
              "time.sleep(60)\n")
     log = tmp_path / "run.log"
     with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(execute, [sys.executable, "-c", child], str(log), str(tmp_path))
+        future = pool.submit(execute, [[sys.executable, "-c", child]], str(log), str(tmp_path))
         deadline = time.monotonic() + 30
         while "\nready\n" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -261,6 +261,91 @@ def test_interrupt_reaches_the_training_processes(tmp_path):
         interrupt_live()
         assert future.result(timeout=30) == (7, "stopping")
     assert time.monotonic() - started < 10
+
+
+def test_a_job_runs_its_commands_in_turn_up_to_the_first_failure(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("an older job's output\n")
+    say = [sys.executable, "-c", "print('one')"]
+    fail = [sys.executable, "-c", "import sys; print('smose: error: bad depth'); sys.exit(2)"]
+    assert execute([say, fail, say], str(log), str(tmp_path)) == (2, "smose: error: bad depth")
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if not line.startswith("$ ")] == ["one", "smose: error: bad depth"]
+    assert len([line for line in lines if line.startswith("$ ")]) == 2  # the third command never ran
+    assert execute([say, say], str(log), str(tmp_path)) == (0, "")
+
+
+def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float = 100.0, trees: float = 80.0) -> None:
+    """A trees/fidelity.json as `smose distill` writes it (only the fields the sweep and the table read)."""
+    (run_dir / "trees").mkdir(parents=True, exist_ok=True)
+    (run_dir / "trees" / "per-expert.txt").write_text("expert 0: if ... \n")
+    kinds = {k: {"agreement": agreement} for k in ("per-expert", "multiclass")}
+    (run_dir / "trees" / "fidelity.json").write_text(json.dumps(
+        {"format": "smose-fidelity", "depth": depth, **kinds,
+         "returns": {"neural": {"mean": neural}, "per-expert": {"mean": trees}, "multiclass": {"mean": trees / 2},
+                     "ratio": {"per-expert": trees / neural, "multiclass": trees / neural / 2}}}))
+
+
+def test_distill_jobs_come_first_and_trees_travel_with_the_export(tmp_path):
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose", "sac-s"), seeds=(0, 1, 2), steps=1000)
+    specs = {s.name: s for s in expand(grid, tmp_path / "sweep")}
+    export = tmp_path / "results"
+    done = [specs[f"Pendulum-v1__{a}__s{i}"] for a in ("smose", "sac-s") for i in (0, 1)]
+    for spec in done:
+        fake_run(spec.run_dir, spec.config, 1000)
+    fake_trees(specs["Pendulum-v1__smose__s1"].run_dir, depth=2)  # trees of another depth: distilled again
+    exported = fake_run(export / "Pendulum-v1__smose__s2", specs["Pendulum-v1__smose__s2"].config, 1000)
+    fake_trees(exported, depth=3)  # in the export with the trees asked for: imported with them, no job
+    result = SweepResult(tmp_path / "sweep", list(specs.values()))
+    jobs = plan(list(specs.values()), Exporter(export), result, distill=3)
+    assert sorted(result.skipped) == sorted(s.name for s in done) and result.imported == ["Pendulum-v1__smose__s2"]
+    assert tree_depth(specs["Pendulum-v1__smose__s2"].run_dir) == 3
+    # Distil-only jobs for the finished SMOSE runs (not the dense baseline), then training with distilling after.
+    assert [(j.spec.name, j.trains) for j in jobs] == [("Pendulum-v1__smose__s0", False),
+                                                       ("Pendulum-v1__smose__s1", False),
+                                                       ("Pendulum-v1__sac-s__s2", True)]
+    assert [c[3:6] for c in jobs[0].commands] == [["distill", str(specs["Pendulum-v1__smose__s0"].run_dir),
+                                                   "--depth"]]
+    assert [c[3] for c in jobs[2].commands] == ["train"]  # nothing to distil in a dense baseline
+    train_smose = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None),
+                       SweepResult(tmp_path / "x", []), distill=3)
+    assert train_smose[0].trains is False  # finished: only distilled
+    shutil.rmtree(specs["Pendulum-v1__smose__s0"].run_dir)
+    fresh = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None), SweepResult(tmp_path / "sweep", []), distill=3)
+    assert [c[3] for c in fresh[0].commands] == ["train", "distill"] and fresh[0].trains
+    # Exporting sends the trees along; a run the export already holds gets the new trees, replacing older ones.
+    spec = specs["Pendulum-v1__smose__s1"]
+    Exporter(export).export(spec)
+    assert tree_depth(export / spec.name) == 2
+    assert sorted(p.name for p in (export / spec.name / "trees").iterdir()) == ["fidelity.json", "per-expert.txt"]
+    fake_trees(spec.run_dir, depth=3)
+    Exporter(export).export(spec)
+    assert tree_depth(export / spec.name) == 3
+    assert not list(export.glob(f"{spec.name}/.*"))  # no temporary left behind
+
+
+def test_table_reports_the_distilled_trees(tmp_path):
+    base = TrainConfig(env="Hopper-v4", steps=1000)
+    for seed, (agreement, neural, trees) in enumerate([(0.9, 100.0, 80.0), (0.8, 300.0, 300.0)]):
+        fake_trees(fake_run(tmp_path / f"s{seed}", dataclasses.replace(base, seed=seed), 1000), 3, agreement,
+                   neural, trees)
+    fake_run(tmp_path / "s2", dataclasses.replace(base, seed=2), 1000)  # not distilled: counts for the return only
+    fake_run(tmp_path / "s3", dataclasses.replace(base, seed=3), 1000)
+    (tmp_path / "s3" / "trees").mkdir()
+    (tmp_path / "s3" / "trees" / "fidelity.json").write_text("{\"format\": \"something else\"}")
+    records, skipped = load_runs(tmp_path)
+    assert len(records) == 4 and skipped == [f"{tmp_path}/s3/trees/fidelity.json: not a smose distillation summary "
+                                             "(the run counts, without its trees)"]
+    paths = write_tables(tmp_path, tmp_path / "table")
+    text = paths["markdown"].read_text().split("## Distilled trees")[1]
+    # agreement (0.9 + 0.8) / 2; neural (100 + 300) / 2 = 200; per-expert trees (80 + 300) / 2 = 190 -> ratio 0.95,
+    # worst seed 0.8; multiclass (40 + 150) / 2 = 95 -> 0.475, worst 0.4.
+    assert ("| Hopper-v4 | 8 | 0.1 | 1,000 | 3 | 2 | 85.0% | 85.0% | 200.00 | 190.00 (0.95, 0.80) | "
+            "95.00 (0.47, 0.40) |") in text
+    with open(paths["trees"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["seed"], r["depth"], r["ratio_per-expert"], r["return_multiclass"]) for r in rows] == [
+        ("0", "3", "0.8", "40"), ("1", "3", "1", "150")]
 
 
 def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
@@ -441,3 +526,42 @@ def test_rerun_skips_finished_runs_and_isolates_failures(local_sweep, tmp_path, 
     assert sorted(again.imported) == sorted(weights) and not again.trained and not again.failed
     assert not list((tmp_path / "fresh" / "logs").iterdir())
     assert finished_runs(tmp_path / "fresh") == finished_runs(result.out)
+
+
+@pytest.mark.slow
+def test_sweep_distils_its_smose_runs_and_the_table_reports_them(local_sweep, tmp_path, capsys):
+    _, _, export = local_sweep
+    results = tmp_path / "results"
+    shutil.copytree(export, results)  # the committed runs of a checkout, without trees
+    command = ["sweep", *TINY_ARGS, "--seeds", "0-1", "--out", str(tmp_path / "s"), "--export", str(results),
+               "--distill", "1", "--workers", "2"]
+    assert main(command) == 0
+    summary = capsys.readouterr().out
+    assert "4 taken from the export directory, 0 trained (0 of them resumed), 4 distilled, 0 failed" in summary
+    names = sorted(p.name for p in results.iterdir())
+    assert len(names) == 4
+    for name in names:
+        run, exported = tmp_path / "s" / RUNS_DIR / name, results / name
+        assert tree_depth(run) == tree_depth(exported) == 1
+        files = sorted(p.name for p in (run / "trees").iterdir())
+        assert sorted(p.name for p in (exported / "trees").iterdir()) == files and "per-expert.json" in files
+        assert (exported / "trees" / "fidelity.json").read_bytes() == (run / "trees" / "fidelity.json").read_bytes()
+        assert "if " in (exported / "trees" / "per-expert.txt").read_text()  # the rules a person reads
+        assert (tmp_path / "s" / "logs" / f"{name}.distill.log").read_text().startswith("$ ")
+    assert "--distill 1" in json.loads((tmp_path / "s" / "sweep.json").read_text())["command"]
+    # The table reads the trees: one row per distilled run, the section per group.
+    paths = write_tables(results, tmp_path / "table")
+    with open(paths["trees"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["experts"], r["seed"], r["depth"]) for r in rows) == [("2", "0", "1"), ("2", "1", "1"),
+                                                                           ("4", "0", "1"), ("4", "1", "1")]
+    for row in rows:
+        fidelity = json.loads((results / f"Pendulum-v1__smose__M{row['experts']}__s{row['seed']}" / "trees" /
+                               "fidelity.json").read_text())
+        assert float(row["agreement_per-expert"]) == pytest.approx(fidelity["per-expert"]["agreement"], rel=1e-5)
+        assert float(row["return_neural"]) == pytest.approx(fidelity["returns"]["neural"]["mean"], rel=1e-5)
+    assert "## Distilled trees" in paths["markdown"].read_text()
+    # Again: everything is there, nothing runs.
+    assert main(command) == 0
+    summary = capsys.readouterr().out
+    assert "4 already finished" in summary and "distilled" not in summary

@@ -200,7 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settings=tuple(sorted((k, v) for k, v in settings.items() if v is not None)),
     )
     result = run_sweep(grid, Path(args.out), backend=args.backend, workers=args.workers, address=args.address,
-                       export=Path(args.export) if args.export else None)
+                       export=Path(args.export) if args.export else None, distill=args.distill)
     print(result.summary())
     return 1 if result.failed else 0
 
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy each finished run's small files to DIR/<run name>/ and take runs already in DIR from "
                         "there; runs that stop short leave config and metrics in DIR/partial/ (DIR is meant to be "
                         "committed, e.g. benchmarks/results/runs)")
+    p.add_argument("--distill", type=_positive_int, default=None, metavar="DEPTH",
+                   help="also distil every SMOSE run into trees of this depth (`smose distill`, both kinds); "
+                        "finished runs without them are distilled first; `smose table` then reports their fidelity")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench", help="benchmarks: `smose bench throughput --help` (needs pip install 'smose[bench]')")

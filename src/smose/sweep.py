@@ -12,6 +12,10 @@ keeps ``--workers`` of them going (one per core by default); the Ray backend sub
 CPU, which runs the same command on whichever node Ray picks (the ``--out`` directory must then be on a filesystem
 all nodes share, at the same path).
 
+With ``--distill DEPTH`` every SMOSE run also gets its router distilled into trees of that depth (``smose distill``,
+after training in the same job; finished runs without such trees get a job of their own, scheduled first):
+``trees/`` with the tree files, their rules and ``fidelity.json`` goes along with the export.
+
 Re-running the same command skips finished runs (model.json and eval.json present, ``trained_steps == steps``, same
 configuration) and resumes unfinished ones with ``smose train --resume`` when they have a checkpoint, or restarts
 them. With ``--export DIR`` each finished run's small files are copied to ``DIR/<run name>/`` (``<run name>__1M``
@@ -51,6 +55,7 @@ import gymnasium as gym
 from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
+from smose.distill import FIDELITY_FILE, TREES_DIR
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import read_json, write_json
@@ -65,6 +70,8 @@ EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", "model.json", "model.
 # Where unfinished runs are recorded in the export directory, and what of them.
 PARTIAL_DIR = "partial"
 PARTIAL_FILES = ("config.json", "metrics.csv")
+# Algorithms whose router can be distilled into trees (--distill).
+DISTILLABLE = ("smose",)
 # Algorithms whose network depends on M (SAC-M and SAC-S are sized from it) and on λ.
 USES_EXPERTS = ("smose", "sac-m", "sac-s")
 USES_LB = ("smose",)
@@ -177,8 +184,8 @@ class Grid:
                    lb_weights=tuple(float(x) for x in data["lb_weights"]),
                    settings=tuple(sorted(data.get("settings", {}).items())))
 
-    def command(self, out: Path, export: Path | None = None) -> str:
-        """The `smose sweep` command line that expands to this grid (and exports to ``export``)."""
+    def command(self, out: Path, export: Path | None = None, distill: int | None = None) -> str:
+        """The `smose sweep` command line that expands to this grid (exports to ``export``, distils at ``distill``)."""
         words = ["smose", "sweep", "--envs", ",".join(self.envs), "--algos", ",".join(self.algos),
                  "--seeds", format_seeds(self.seeds), "--steps", str(self.steps)]
         if self.experts != (DEFAULTS.experts,):
@@ -188,7 +195,9 @@ class Grid:
         for name, value in self.settings:
             words += ["--" + name.replace("_", "-"), str(value)]
         words += ["--out", str(out)]
-        return shlex.join(words + (["--export", str(export)] if export is not None else []))
+        if export is not None:
+            words += ["--export", str(export)]
+        return shlex.join(words + (["--distill", str(distill)] if distill is not None else []))
 
 
 def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weight: float | None = None) -> str:
@@ -271,7 +280,7 @@ def check_compatible(old: Grid, new: Grid, path: Path) -> None:
                          "use another --out")
 
 
-def write_sweep_file(grid: Grid, out: Path, export: Path | None = None) -> None:
+def write_sweep_file(grid: Grid, out: Path, export: Path | None = None, distill: int | None = None) -> None:
     """Create or update sweep.json, refusing a grid that does not fit the runs already there."""
     path = out / SWEEP_FILE
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -289,7 +298,7 @@ def write_sweep_file(grid: Grid, out: Path, export: Path | None = None) -> None:
         check_compatible(old, grid, path)
         created = data.get("created", now)
     write_json(path, {"format": SWEEP_FORMAT, "format_version": SWEEP_FORMAT_VERSION,
-                      "command": grid.command(out, export),
+                      "command": grid.command(out, export, distill),
                       "grid": grid.to_dict(), "name_axes": list(grid.name_axes), "created": created, "updated": now})
 
 
@@ -324,6 +333,21 @@ def can_resume(run_dir: Path) -> bool:
     return checkpoint_path(run_dir).is_file()
 
 
+def tree_depth(run_dir: Path) -> int | None:
+    """The depth of the trees `smose distill` left in ``run_dir`` (from trees/fidelity.json); None without them."""
+    try:
+        data = json.loads((run_dir / TREES_DIR / FIDELITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    depth = data.get("depth") if isinstance(data, dict) else None
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
+
+
+def trees_wanted(spec: RunSpec, distill: int | None) -> bool:
+    """The sweep asks for trees of depth ``distill`` and this run has none of that depth yet."""
+    return distill is not None and spec.config.algo in DISTILLABLE and tree_depth(spec.run_dir) != distill
+
+
 # ---- export / import of the small files ------------------------------------------------------------------------------
 def index_finished(directory: Path) -> dict[str, Path]:
     """result_key -> run directory for every finished run directly below ``directory`` (not the hidden ones: a
@@ -338,9 +362,9 @@ def index_finished(directory: Path) -> dict[str, Path]:
     return index
 
 
-def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT_FILES) -> None:
-    """Copy ``files`` from one run directory to another (through a hidden temporary sibling, then a rename, so a
-    half-copied run never looks finished)."""
+def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT_FILES, trees: bool = True) -> None:
+    """Copy ``files`` (and the distilled ``trees/``, if any and ``trees``) from one run directory to another, through
+    a hidden temporary sibling and a rename, so a half-copied run never looks finished."""
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -348,11 +372,35 @@ def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT
         for name in files:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
+        if trees and tree_depth(source) is not None:
+            _copy_trees(source / TREES_DIR, tmp / TREES_DIR)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SmoseError(f"{target}: cannot copy the run from {source} ({exc.strerror or exc})") from None
+
+
+def _copy_trees(source: Path, target: Path) -> None:
+    """The files of a trees/ directory (not subdirectories: there are none to copy)."""
+    target.mkdir()
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy2(path, target / path.name)
+
+
+def copy_trees(source_run: Path, target_run: Path) -> None:
+    """Give the finished run ``target_run`` the trees of ``source_run`` (the same configuration), replacing its own;
+    through a hidden temporary directory and a rename, as copy_small_files."""
+    tmp, target = target_run / f".{TREES_DIR}.tmp", target_run / TREES_DIR
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _copy_trees(source_run / TREES_DIR, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SmoseError(f"{target}: cannot copy the trees from {source_run} ({exc.strerror or exc})") from None
 
 
 def steps_label(steps: int) -> str:
@@ -391,7 +439,13 @@ class Exporter:
         raise SmoseError(f"{parent / spec.name}: this name and its alternatives hold other runs")
 
     def export(self, spec: RunSpec) -> None:
-        if self.directory is None or self.find(spec) is not None:
+        """Copy a finished run to DIR; a run DIR already holds gets the run's trees when they are newer there."""
+        if self.directory is None:
+            return
+        known = self.find(spec)
+        if known is not None:
+            if tree_depth(spec.run_dir) is not None and _trees_differ(spec.run_dir, known):
+                copy_trees(spec.run_dir, known)
             return
         target = self.target(self.directory, spec)
         if not is_finished(target, spec.config):  # else another sweep exported it since the index was made
@@ -406,7 +460,23 @@ class Exporter:
         """Record an unfinished run's config.json and metrics.csv (how far it got) in DIR/partial/."""
         if self.directory is None or not (spec.run_dir / "metrics.csv").is_file():
             return
-        copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES)
+        copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES, trees=False)
+
+    def import_trees(self, spec: RunSpec, depth: int) -> bool:
+        """Take trees of ``depth`` for a finished run from DIR, if DIR has them; True if it did."""
+        known = self.find(spec)
+        if known is None or tree_depth(known) != depth:
+            return False
+        copy_trees(known, spec.run_dir)
+        return True
+
+
+def _trees_differ(a: Path, b: Path) -> bool:
+    """The fidelity summaries of two runs' trees differ (another distillation: other episodes, seed or kinds)."""
+    try:
+        return (a / TREES_DIR / FIDELITY_FILE).read_bytes() != (b / TREES_DIR / FIDELITY_FILE).read_bytes()
+    except OSError:
+        return True
 
 
 # ---- running one run -------------------------------------------------------------------------------------------------
@@ -427,6 +497,11 @@ def train_command(config: TrainConfig) -> list[str]:
 
 def resume_command(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "smose", "train", "--resume", str(run_dir), "--quiet"]
+
+
+def distill_command(run_dir: Path, depth: int) -> list[str]:
+    """``smose distill`` with its defaults: 20 fitting and 20 held-out episodes, both tree kinds, 10 return episodes."""
+    return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(depth)]
 
 
 def error_line(log_path: Path, returncode: int) -> str:
@@ -450,20 +525,31 @@ _live: dict[int, subprocess.Popen] = {}  # processes started by execute() in thi
 _live_lock = threading.Lock()
 
 
-def execute(command: list[str], log_path: str, cwd: str) -> tuple[int, str]:
-    """Run one training process with its output in ``log_path``; returns (exit status, error line or "").
+def execute(commands: list[list[str]], log_path: str, cwd: str) -> tuple[int, str]:
+    """Run a job's processes one after the other (training, then distilling), their output in ``log_path``, up to
+    the first that fails; returns (exit status, error line or "").
 
     This is the whole job of a worker, on either backend. On a Ray node that cannot see the sweep directory it
-    fails with a message saying so instead of training into a directory nobody will read. The command's Python is
+    fails with a message saying so instead of training into a directory nobody will read. The commands' Python is
     this worker's own (``sys.executable``): on another node of a cluster the driver's may not exist.
     """
-    command = [sys.executable, *command[1:]]
     log = Path(log_path)
     if not log.parent.is_dir() or not Path(cwd).is_dir():
         return -1, (f"{log.parent} is not visible on {socket.gethostname()}: the ray backend needs --out on a "
                     "filesystem shared by all nodes, at the same path")
+    with open(log, "w"):
+        pass
+    for command in commands:
+        returncode = _run_logged([sys.executable, *command[1:]], log, cwd)
+        if returncode != 0:
+            return returncode, error_line(log, returncode)
+    return 0, ""
+
+
+def _run_logged(command: list[str], log: Path, cwd: str) -> int:
+    """One process of a job, its output appended to ``log``; its exit status."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as fh:
+    with open(log, "a") as fh:
         fh.write("$ " + shlex.join(command) + "\n")
         fh.flush()
         # A session of its own: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one stop
@@ -486,7 +572,7 @@ def execute(command: list[str], log_path: str, cwd: str) -> tuple[int, str]:
         finally:
             with _live_lock:
                 _live.pop(process.pid, None)
-    return returncode, "" if returncode == 0 else error_line(log, returncode)
+    return returncode
 
 
 def interrupt_live() -> None:
@@ -616,8 +702,9 @@ class Progress:
 @dataclass
 class Job:
     spec: RunSpec
-    command: list[str]
+    commands: list[list[str]]  # run one after the other by execute()
     log_path: Path
+    trains: bool = True  # False: only distils a finished run
 
 
 Outcome = tuple[int, str]
@@ -634,7 +721,7 @@ def run_local(jobs: list[Job], workers: int, progress: Progress, on_done: Callab
                 while queue and len(futures) < workers:
                     job = queue.popleft()
                     progress.started(job.spec.name)
-                    futures[pool.submit(execute, job.command, str(job.log_path), cwd)] = job
+                    futures[pool.submit(execute, job.commands, str(job.log_path), cwd)] = job
                 finished, _ = wait(futures, timeout=2.0, return_when=FIRST_COMPLETED)
                 for future in finished:
                     on_done(futures.pop(future), future.result())
@@ -687,7 +774,7 @@ def run_ray(jobs: list[Job], workers: int | None, address: str | None, progress:
         while queue or pending:
             while queue and len(pending) < limit:
                 job = queue.popleft()
-                pending[task.remote(job.command, str(job.log_path), cwd)] = job
+                pending[task.remote(job.commands, str(job.log_path), cwd)] = job
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
             for ref in ready:
                 job = pending.pop(ref)
@@ -722,13 +809,16 @@ class SweepResult:
     imported: list[str] = field(default_factory=list)  # copied from the export directory
     trained: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    distilled: list[str] = field(default_factory=list)  # runs given trees by this call (--distill)
     failed: dict[str, str] = field(default_factory=dict)  # name -> error line
     seconds: float = 0.0
 
     def summary(self) -> str:
+        distilled = f", {len(self.distilled)} distilled" if self.distilled else ""
         lines = [f"sweep {self.out}: {len(self.runs)} runs: {len(self.skipped)} already finished, "
                  f"{len(self.imported)} taken from the export directory, {len(self.trained)} trained "
-                 f"({len(self.resumed)} of them resumed), {len(self.failed)} failed, in {self.seconds:.0f} s"]
+                 f"({len(self.resumed)} of them resumed){distilled}, {len(self.failed)} failed, "
+                 f"in {self.seconds:.0f} s"]
         if self.failed:
             lines.append("failed runs (logs in " + str(self.out / LOGS_DIR) + "):")
             lines += [f"  {name}: {message}" for name, message in self.failed.items()]
@@ -736,14 +826,18 @@ class SweepResult:
 
 
 def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None = None,
-              address: str | None = None, export: Path | None = None, stream=None) -> SweepResult:
-    """Train every unfinished run of ``grid`` into ``out``; one failing run never stops the others."""
+              address: str | None = None, export: Path | None = None, stream=None,
+              distill: int | None = None) -> SweepResult:
+    """Train every unfinished run of ``grid`` into ``out`` (and distil the SMOSE ones to depth ``distill``); one
+    failing run never stops the others."""
     if backend not in ("local", "ray"):
         raise SmoseError(f"unknown --backend {backend!r}; expected local or ray")
     if workers is not None and workers < 1:
         raise SmoseError(f"--workers must be positive, got {workers}")
     if address is not None and backend != "ray":
         raise SmoseError("--address is for --backend ray")
+    if distill is not None and (not isinstance(distill, int) or isinstance(distill, bool) or distill < 1):
+        raise SmoseError(f"--distill must be a tree depth >= 1, got {distill!r}")
     if backend == "ray":
         import_ray()  # before anything is written
     out = Path(out)
@@ -757,19 +851,35 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
     except OSError as exc:
         raise SmoseError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
     with runlock.hold(out, "sweep"):
-        write_sweep_file(grid, out, export)
+        write_sweep_file(grid, out, export, distill)
         exporter = Exporter(Path(export) if export is not None else None)
         result = SweepResult(out, specs)
-        jobs = plan(specs, exporter, result)
-        execute_jobs(jobs, exporter, result, backend, workers, address, stream)
+        jobs = plan(specs, exporter, result, distill)
+        execute_jobs(jobs, exporter, result, backend, workers, address, stream, distill)
     result.seconds = time.monotonic() - started
     return result
 
 
-def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult) -> list[Job]:
-    """Decide for every run: skip (finished), import (in the export directory), resume, or train from scratch.
-    Records the first two and refusals in ``result``; returns the jobs to run."""
+def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult, distill: int | None = None) -> list[Job]:
+    """Decide for every run: skip (finished), import (in the export directory), resume, or train from scratch, and
+    whether it needs distilling. Records the first two and refusals in ``result``; returns the jobs to run, the
+    distil-only ones (seconds each) before the training ones (minutes to hours)."""
+    distill_jobs: list[Job] = []
     jobs: list[Job] = []
+
+    def add_distill_job(spec: RunSpec) -> None:
+        """A finished run without the trees asked for: from the export directory if it has them, else a job."""
+        if distill is None or not trees_wanted(spec, distill):
+            return
+        try:
+            if exporter.import_trees(spec, distill):
+                return
+        except SmoseError as exc:
+            result.failed[spec.name] = str(exc)
+            return
+        log_path = result.out / LOGS_DIR / f"{spec.name}.distill.log"
+        distill_jobs.append(Job(spec, [distill_command(spec.run_dir, distill)], log_path, trains=False))
+
     for spec in specs:
         run_dir = spec.run_dir
         if runlock.is_held(run_dir):
@@ -782,6 +892,8 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult) -> list[
                 exporter.export(spec)
             except SmoseError as exc:
                 result.failed[spec.name] = f"finished, but not exported: {exc}"
+                continue
+            add_distill_job(spec)
             continue
         if found is not None and finished_steps(run_dir) == found.steps:
             result.failed[spec.name] = (f"{run_dir} holds a finished run with another configuration; "
@@ -798,42 +910,70 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult) -> list[
                 result.imported.append(spec.name)
             except SmoseError as exc:
                 result.failed[spec.name] = str(exc)
+                continue
+            add_distill_job(spec)
             continue
         log_path = result.out / LOGS_DIR / f"{spec.name}.log"
         log_path.unlink(missing_ok=True)
+        then = [distill_command(run_dir, distill)] if distill is not None and spec.config.algo in DISTILLABLE else []
         if found is not None and result_key(found) == result_key(spec.config) and can_resume(run_dir):
-            jobs.append(Job(spec, resume_command(run_dir), log_path))
+            jobs.append(Job(spec, [resume_command(run_dir), *then], log_path))
             result.resumed.append(spec.name)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)  # a partial run: its metrics.csv would be appended to
-            jobs.append(Job(spec, train_command(spec.config), log_path))
-    return jobs
+            jobs.append(Job(spec, [train_command(spec.config), *then], log_path))
+    return distill_jobs + jobs
+
+
+def trees_summary(run_dir: Path) -> str:
+    """"trees depth 3: agreement 94.4%, return ratio 0.85" from a run's trees/fidelity.json (per-expert trees)."""
+    try:
+        data = read_json(run_dir / TREES_DIR / FIDELITY_FILE, "fidelity summary")
+        agreement = data["per-expert"]["agreement"]
+        ratio = data["returns"]["ratio"]["per-expert"]
+        return (f"trees depth {data['depth']}: agreement {100 * agreement:.1f}%, return ratio "
+                + ("n/a" if ratio is None else f"{ratio:.2f}"))
+    except (SmoseError, KeyError, TypeError, ValueError):
+        return "trees written"
 
 
 def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backend: str, workers: int | None,
-                 address: str | None, stream) -> None:
-    """Run the jobs on the backend, exporting each finished run; on the way out (done, failed or interrupted) the
-    runs that stopped short are recorded as partial."""
+                 address: str | None, stream, distill: int | None = None) -> None:
+    """Run the jobs on the backend, exporting each finished run (with its trees); on the way out (done, failed or
+    interrupted) the runs that stopped short are recorded as partial."""
     progress = Progress([job.spec for job in jobs], stream)
 
     def on_done(job: Job, outcome: Outcome) -> None:
         returncode, message = outcome
-        ok = returncode == 0 and is_finished(job.spec.run_dir, job.spec.config)
-        if returncode == 0 and not ok:
+        spec = job.spec
+        finished = is_finished(spec.run_dir, spec.config)
+        if returncode == 0 and not finished:
             message = "the process exited normally but the run directory is not complete"
-        if ok:
+        wants_trees = distill is not None and spec.config.algo in DISTILLABLE
+        has_trees = wants_trees and tree_depth(spec.run_dir) == distill
+        if returncode == 0 and finished and wants_trees and not has_trees:
+            returncode, message = 1, "smose distill exited normally but wrote no trees"
+        ok = returncode == 0 and finished
+        if finished and returncode != 0:  # training went through, distilling did not: keep the trained run
+            message = f"{'trained' if job.trains else 'finished'}, but distilling failed: {message}"
+        if finished:
             try:
-                exporter.export(job.spec)
+                exporter.export(spec)
             except SmoseError as exc:
-                ok, message = False, f"trained, but not exported: {exc}"
+                ok, message = False, f"{'trained' if job.trains else 'finished'}, but not exported: {exc}"
+            if job.trains:
+                result.trained.append(spec.name)
+            if has_trees:
+                result.distilled.append(spec.name)
+        elif spec.name in result.resumed:
+            result.resumed.remove(spec.name)
         if ok:
-            result.trained.append(job.spec.name)
-            message = f"eval {read_json(job.spec.run_dir / 'eval.json', 'evaluation').get('mean', float('nan')):.2f}"
+            parts = [f"eval {read_json(spec.run_dir / 'eval.json', 'evaluation').get('mean', float('nan')):.2f}"
+                     ] if job.trains else []
+            message = "; ".join(parts + ([trees_summary(spec.run_dir)] if has_trees else []))
         else:
-            result.failed[job.spec.name] = message
-            if job.spec.name in result.resumed:
-                result.resumed.remove(job.spec.name)
-        progress.finished(job.spec.name, ok, message)
+            result.failed[spec.name] = message
+        progress.finished(spec.name, ok, message)
 
     try:
         with terminate_as_interrupt():

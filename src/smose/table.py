@@ -2,7 +2,8 @@
 
 ``smose table DIR`` reads every finished run below DIR (a sweep directory, or any directory of run directories such
 as ``benchmarks/results/runs``): its ``config.json`` says what was trained, ``eval.json`` gives the final return and
-the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve. Runs are grouped by
+the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve, and ``trees/fidelity.json`` (when
+the run was distilled) the trees' routing agreement and tree-routed return. Runs are grouped by
 (env, algo, M, λ, steps, other settings that differ from the defaults); the seeds of a group are the samples, each
 configuration counted once however many copies of it the directory holds. Written to ``DIR/table/`` (or ``--out``):
 
@@ -10,6 +11,7 @@ configuration counted once however many copies of it the directory holds. Writte
     table.csv       one row per group
     paper.csv       the groups run with the paper's settings beside the paper's numbers, as ratios ours/paper
     versus.csv      SMOSE beside each dense baseline of the same task, budget and M (difference, P(improvement))
+    trees.csv       one row per distilled run: tree depth, routing agreement, neural and tree-routed returns
     curves.csv      the learning curves (mean and std over seeds at each evaluation step)
     curves_<env>.png
 """
@@ -30,6 +32,7 @@ import numpy as np
 from gymnasium.envs.registration import parse_env_id
 
 from smose.config import TrainConfig, read_run_config
+from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR
 from smose.errors import SmoseError
 from smose.serialization import read_eval, read_json
 from smose.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
@@ -115,6 +118,42 @@ def task_name(env_id: str) -> str:
 
 
 # ---- reading runs ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TreeRecord:
+    """What ``smose distill`` measured for one run (trees/fidelity.json): per tree kind, the held-out routing
+    agreement and the return with the trees routing; the neural router's return on the same episodes."""
+
+    depth: int
+    agreement: dict[str, float]  # kind -> fraction of held-out states routed as the router does
+    neural_return: float
+    tree_return: dict[str, float]  # kind -> mean return with the trees routing
+
+    def ratio(self, kind: str) -> float:
+        """Tree-routed / neural return; NaN when the neural return is not positive (a ratio would mislead)."""
+        return self.tree_return[kind] / self.neural_return if self.neural_return > 0 else float("nan")
+
+
+def read_trees(run_dir: Path) -> TreeRecord | None:
+    """The run's distillation summary; None when it has none. Raises SmoseError for an unreadable one."""
+    path = run_dir / TREES_DIR / FIDELITY_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path, "tree fidelity summary")
+    try:
+        if data["format"] != FIDELITY_FORMAT:
+            raise ValueError
+        depth = data["depth"]
+        if not isinstance(depth, int) or isinstance(depth, bool):
+            raise ValueError
+        kinds = [k for k in KINDS if k in data]
+        returns = data["returns"]
+        record = TreeRecord(depth, {k: float(data[k]["agreement"]) for k in kinds}, float(returns["neural"]["mean"]),
+                            {k: float(returns[k]["mean"]) for k in kinds})
+    except (KeyError, TypeError, ValueError):
+        raise SmoseError(f"{path}: not a smose distillation summary") from None
+    return record
+
+
 @dataclass
 class RunRecord:
     path: Path
@@ -123,6 +162,7 @@ class RunRecord:
     final_return: float
     balance: float
     curve: dict[int, float]  # evaluation step -> mean evaluation return
+    trees: TreeRecord | None = None  # when the run was distilled
 
     @property
     def tail_return(self) -> float:
@@ -193,9 +233,14 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
         except SmoseError as exc:
             skipped.append(str(exc))
             continue
+        try:
+            trees = read_trees(run_dir)
+        except SmoseError as exc:
+            skipped.append(f"{exc} (the run counts, without its trees)")
+            trees = None
         records.append(RunRecord(run_dir, config, steps, float(evaluation["mean"]),
                                  usage_balance(evaluation.get("expert_usage") or []),
-                                 read_curve(run_dir / "metrics.csv")))
+                                 read_curve(run_dir / "metrics.csv"), trees))
     return records, skipped
 
 
@@ -250,6 +295,7 @@ class Row:
     balances: list[float] = field(default_factory=list)
     settings: str = ""  # other_settings() of the group's runs
     tail_returns: list[float] = field(default_factory=list)  # RunRecord.tail_return per seed
+    trees: list[tuple[int, TreeRecord]] = field(default_factory=list)  # (seed, its distillation) of distilled seeds
 
     @property
     def key(self) -> GroupKey:
@@ -305,6 +351,8 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
         row.returns.append(record.final_return)
         row.balances.append(record.balance)
         row.tail_returns.append(record.tail_return)
+        if record.trees is not None:
+            row.trees.append((record.config.seed, record.trees))
     return [groups[k] for k in sorted(groups, key=_sort_key)]
 
 
@@ -395,9 +443,9 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
                          f"{_num(row.paper)} | {_num(row.mean / row.paper, 3)} |")  # type: ignore[operator]
     else:
         lines.append("No group matches a task and setting of the paper.")
-    lines += _versus_section(rows) + _ablation_section(rows)
+    lines += _versus_section(rows) + _ablation_section(rows) + _trees_section(rows)
     if skipped:
-        lines += ["", f"Left out ({len(skipped)} run directories):", ""] + [f"- {line}" for line in skipped]
+        lines += ["", f"Left out, in whole or in part ({len(skipped)}):", ""] + [f"- {line}" for line in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -455,6 +503,54 @@ def _ablation_section(rows: list[Row]) -> list[str]:
                      f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)} | {_num(row.balance, 3)} | "
                      f"{_num(row.tail_mean)} |")
     return lines
+
+
+def tree_groups(rows: list[Row]) -> list[tuple[Row, int, list[TreeRecord]]]:
+    """(group, tree depth, the distillations of its seeds at that depth) for every group with distilled seeds."""
+    result = []
+    for row in rows:
+        for depth in sorted({t.depth for _, t in row.trees}):
+            result.append((row, depth, [t for _, t in row.trees if t.depth == depth]))
+    return result
+
+
+def _trees_section(rows: list[Row]) -> list[str]:
+    groups = tree_groups(rows)
+    if not groups:
+        return []
+    lines = ["", "## Distilled trees", "",
+             "Runs whose router was distilled into decision trees (`smose distill`, or `smose sweep --distill`): "
+             "the share of held-out states on which the trees pick the router's expert (*agreement*: per-expert "
+             "trees, the paper's form, and one multiclass tree), and the return when the trees route instead of "
+             "the router, over the same evaluation episodes as the neural router's. Means over the distilled seeds; "
+             "*ratio* = tree-routed mean / neural mean (only for a positive neural mean); *worst* = the lowest "
+             "ratio of a single seed.", "",
+             "| task | M | λ | steps | depth | seeds | agreement: per-expert | agreement: multiclass | neural return | "
+             "per-expert trees: return (ratio, worst) | multiclass tree: return (ratio, worst) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row, depth, trees in groups:
+        cells = []
+        for kind in KINDS:
+            have = [t for t in trees if kind in t.agreement]
+            cells.append(_pct(np.mean([t.agreement[kind] for t in have])) if have else "–")
+        neural = float(np.mean([t.neural_return for t in trees]))
+        for kind in KINDS:
+            have = [t for t in trees if kind in t.tree_return]
+            if not have:
+                cells.append("–")
+                continue
+            mean = float(np.mean([t.tree_return[kind] for t in have]))
+            ratios = [t.ratio(kind) for t in have]
+            ratio = mean / neural if neural > 0 else float("nan")
+            cells.append(f"{_num(mean)} ({_num(ratio)}, {_num(min(ratios))})" if math.isfinite(ratio)
+                         else _num(mean))
+        lines.append(f"| {_task(row)} | {row.experts} | {row.lb} | {row.steps:,} | {depth} | {len(trees)} | "
+                     f"{cells[0]} | {cells[1]} | {_num(neural)} | {cells[2]} | {cells[3]} |")
+    return lines
+
+
+def _pct(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100 * value:.1f}%"
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -518,7 +614,7 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
         if isinstance(command, str):
             provenance.append(f"Runs made by `{command}` (see sweep.json).")
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "paper": out / "paper.csv",
-             "versus": out / "versus.csv", "curves_csv": out / "curves.csv"}
+             "versus": out / "versus.csv", "trees": out / "trees.csv", "curves_csv": out / "curves.csv"}
     paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
     _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "n_seeds", "seeds", "mean",
                               "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "tail_mean", "returns"],
@@ -537,6 +633,14 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
                  _csv_num(b.mean), _csv_num(a.mean - b.mean),
                  _csv_num(probability_of_improvement(a.returns, b.returns)), _csv_num(a.tail_mean - b.tail_mean)]
                 for a, b in versus(rows)])
+    _write_csv(paths["trees"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "seed", "depth",
+                                *(f"agreement_{k}" for k in KINDS), "return_neural",
+                                *(f"return_{k}" for k in KINDS), *(f"ratio_{k}" for k in KINDS)],
+               [[r.env, r.algo, r.experts, r.lb or "", r.steps, r.settings, seed, t.depth,
+                 *(_csv_num(t.agreement.get(k)) for k in KINDS), _csv_num(t.neural_return),
+                 *(_csv_num(t.tree_return.get(k)) for k in KINDS),
+                 *(_csv_num(t.ratio(k)) if k in t.tree_return else "" for k in KINDS)]
+                for r in rows for seed, t in r.trees])
     curve_data = curves(records)
     curve_rows = []
     for (env, algo, experts, lb, budget, settings), (steps, mean, std, n) in curve_data.items():
