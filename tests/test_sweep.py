@@ -313,12 +313,18 @@ def test_distill_jobs_come_first_and_trees_travel_with_the_export(tmp_path):
     shutil.rmtree(specs["Pendulum-v1__smose__s0"].run_dir)
     fresh = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None), SweepResult(tmp_path / "sweep", []), distill=3)
     assert [c[3] for c in fresh[0].commands] == ["train", "distill"] and fresh[0].trains
-    # Exporting sends the trees along; a run the export already holds gets the new trees, replacing older ones.
+    # Exporting sends the trees along. A run the export already holds gets trees it lacks, and replaces its own
+    # only with trees just made (not with older ones a sweep directory still has).
     spec = specs["Pendulum-v1__smose__s1"]
     Exporter(export).export(spec)
     assert tree_depth(export / spec.name) == 2
     assert sorted(p.name for p in (export / spec.name / "trees").iterdir()) == ["fidelity.json", "per-expert.txt"]
     fake_trees(spec.run_dir, depth=3)
+    Exporter(export).export(spec)
+    assert tree_depth(export / spec.name) == 2
+    Exporter(export).export(spec, new_trees=True)
+    assert tree_depth(export / spec.name) == 3
+    shutil.rmtree(export / spec.name / "trees")
     Exporter(export).export(spec)
     assert tree_depth(export / spec.name) == 3
     assert not list(export.glob(f"{spec.name}/.*"))  # no temporary left behind

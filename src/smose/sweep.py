@@ -438,13 +438,14 @@ class Exporter:
                 return candidate
         raise SmoseError(f"{parent / spec.name}: this name and its alternatives hold other runs")
 
-    def export(self, spec: RunSpec) -> None:
-        """Copy a finished run to DIR; a run DIR already holds gets the run's trees when they are newer there."""
+    def export(self, spec: RunSpec, new_trees: bool = False) -> None:
+        """Copy a finished run to DIR. When DIR holds it already, only its trees may go there: if DIR has none, or
+        if they were just made (``new_trees``), replacing DIR's."""
         if self.directory is None:
             return
         known = self.find(spec)
         if known is not None:
-            if tree_depth(spec.run_dir) is not None and _trees_differ(spec.run_dir, known):
+            if tree_depth(spec.run_dir) is not None and (new_trees or tree_depth(known) is None):
                 copy_trees(spec.run_dir, known)
             return
         target = self.target(self.directory, spec)
@@ -468,14 +469,6 @@ class Exporter:
         if known is None or tree_depth(known) != depth:
             return False
         copy_trees(known, spec.run_dir)
-        return True
-
-
-def _trees_differ(a: Path, b: Path) -> bool:
-    """The fidelity summaries of two runs' trees differ (another distillation: other episodes, seed or kinds)."""
-    try:
-        return (a / TREES_DIR / FIDELITY_FILE).read_bytes() != (b / TREES_DIR / FIDELITY_FILE).read_bytes()
-    except OSError:
         return True
 
 
@@ -958,7 +951,7 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
             message = f"{'trained' if job.trains else 'finished'}, but distilling failed: {message}"
         if finished:
             try:
-                exporter.export(spec)
+                exporter.export(spec, new_trees=has_trees)
             except SmoseError as exc:
                 ok, message = False, f"{'trained' if job.trains else 'finished'}, but not exported: {exc}"
             if job.trains:
