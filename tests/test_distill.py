@@ -10,19 +10,24 @@ from sklearn.tree import DecisionTreeClassifier
 
 from smose.cli import main
 from smose.distill import (
+    DAGGER_SEED_OFFSET,
     TreeRouter,
+    collect_states,
     distill,
     fidelity_multiclass,
     fidelity_per_expert,
     fit_multiclass,
     fit_per_expert,
+    fit_with_dagger,
     load_trees,
     router_features,
     rules_text,
 )
+from smose.envs import make_env
 from smose.errors import SmoseError
+from smose.evaluate import evaluate
 from smose.policy import SMOSEActor, make_actor
-from smose.serialization import save_model, write_json
+from smose.serialization import load_model, save_model, write_json
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
 
@@ -273,3 +278,76 @@ def test_distill_refuses_bad_input_and_dense_baselines(hopper_run, tmp_path, cap
     assert "dense sac-s baseline" in capsys.readouterr().err
     assert main(["distill", str(tmp_path / "absent")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+class ConstantRouter:
+    """Routes every state to one expert."""
+
+    def __init__(self, expert: int):
+        self.expert = expert
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.full((obs.shape[0],), self.expert, dtype=torch.long)
+
+
+def test_tree_driven_rollouts_are_labelled_by_the_router(hopper_run):
+    actor, meta = load_model(hopper_run)
+    env = make_env(meta["env_id"])
+    router = ConstantRouter(1)
+    states, labels = collect_states(actor, env, 2, seed=3, router=router)
+    # The states are those reached when the router's choice is replaced (replayed by hand), the labels the router's.
+    replay = []
+    for episode in range(2):
+        obs, _ = env.reset(seed=3 + episode)
+        done = False
+        while not done:
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            replay.append(obs_t[0].numpy())
+            obs, _, terminated, truncated, _ = env.step(actor.act_with_experts(obs_t, router(obs_t))[0].numpy())
+            done = terminated or truncated
+    np.testing.assert_array_equal(states, np.stack(replay))
+    np.testing.assert_array_equal(labels, actor.route(torch.from_numpy(states)).argmax(dim=-1).numpy())
+    # Closed-loop agreement: the share of driven steps on which the replacement chose what the router would have.
+    result = evaluate(actor, env, 2, seed=0, router=router)
+    driven, chosen = collect_states(actor, env, 2, seed=10_000, router=router)  # evaluate's reset seeds
+    assert result["router_agreement"] == pytest.approx(np.mean(chosen == 1))
+    own = evaluate(actor, env, 2, seed=0, router=lambda obs: actor.route(obs).argmax(dim=-1))
+    assert own["router_agreement"] == 1.0 and "router_agreement" not in evaluate(actor, env, 1, seed=0)
+    env.close()
+
+
+def test_dagger_rounds_add_the_states_the_trees_reach(hopper_run):
+    actor, meta = load_model(hopper_run)
+    env = make_env(meta["env_id"])
+    states, labels = collect_states(actor, env, 2, seed=0)
+    trees, all_states, all_labels, added = fit_with_dagger(actor, env, "per-expert", states, labels, 2,
+                                                           meta["env_id"], rounds=2, episodes=2, seed=0)
+    assert len(added) == 2 and len(all_labels) == len(labels) + sum(added)
+    np.testing.assert_array_equal(all_states[:len(labels)], states)
+    # Round r rolled out the trees of round r - 1 from its own reset seeds; the final trees are fitted on it all.
+    first = fit_per_expert(actor, states, labels, 2, meta["env_id"])
+    round_one = collect_states(actor, env, 2, seed=DAGGER_SEED_OFFSET, router=TreeRouter(first))
+    np.testing.assert_array_equal(all_states[len(labels):len(labels) + added[0]], round_one[0])
+    np.testing.assert_array_equal(all_labels[len(labels):len(labels) + added[0]], round_one[1])
+    assert trees == fit_per_expert(actor, all_states, all_labels, 2, meta["env_id"])
+    env.close()
+
+
+def test_distill_with_dagger_records_its_rounds(hopper_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(hopper_run, run_dir)
+    args = ["--depth", "2", "--episodes", "2", "--eval-episodes", "2", "--dagger", "2"]
+    assert main(["distill", str(run_dir), *args]) == 0
+    out = capsys.readouterr().out
+    assert "and 2 DAgger rounds of as many" in out and "closed loop" in out
+    fidelity = json.loads((run_dir / "trees" / "fidelity.json").read_text())
+    assert fidelity["dagger_rounds"] == 2
+    for kind in ("per-expert", "multiclass"):
+        assert len(fidelity[kind]["dagger_states"]) == 2 and min(fidelity[kind]["dagger_states"]) > 0
+        assert fidelity[kind]["closed_loop_agreement"] == fidelity["returns"][kind]["router_agreement"]
+        assert 0.0 <= fidelity[kind]["closed_loop_agreement"] <= 1.0
+    with pytest.raises(SystemExit) as info:
+        main(["distill", str(run_dir), "--dagger", "-1"])
+    assert info.value.code == 2
+    with pytest.raises(SmoseError, match="dagger must be an integer >= 0"):
+        distill(run_dir, dagger=-1)

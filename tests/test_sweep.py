@@ -23,9 +23,10 @@ from smose.cli import build_parser, main
 from smose.config import TrainConfig, config_from_args, run_config_json
 from smose.errors import SmoseError
 from smose.policy import ALGOS
-from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Exporter, Grid, SweepResult, check_reachable, execute,
-                         expand, format_seeds, index_finished, interrupt_live, is_finished, parse_list, parse_seeds,
-                         plan, run_name, run_sweep, train_command, tree_depth, write_sweep_file)
+from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, SweepResult,
+                         check_reachable, execute, expand, format_seeds, index_finished, interrupt_live, is_finished,
+                         parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
+                         write_sweep_file)
 from smose.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
                          probability_of_improvement, usage_balance, versus, write_tables)
 from smose.train import Trainer, prepare_run_dir, train
@@ -279,7 +280,7 @@ def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float 
     """A trees/fidelity.json as `smose distill` writes it (only the fields the sweep and the table read)."""
     (run_dir / "trees").mkdir(parents=True, exist_ok=True)
     (run_dir / "trees" / "per-expert.txt").write_text("expert 0: if ... \n")
-    kinds = {k: {"agreement": agreement} for k in ("per-expert", "multiclass")}
+    kinds = {k: {"agreement": agreement, "closed_loop_agreement": agreement / 2} for k in ("per-expert", "multiclass")}
     (run_dir / "trees" / "fidelity.json").write_text(json.dumps(
         {"format": "smose-fidelity", "depth": depth, **kinds,
          "returns": {"neural": {"mean": neural}, "per-expert": {"mean": trees}, "multiclass": {"mean": trees / 2},
@@ -297,9 +298,9 @@ def test_distill_jobs_come_first_and_trees_travel_with_the_export(tmp_path):
     exported = fake_run(export / "Pendulum-v1__smose__s2", specs["Pendulum-v1__smose__s2"].config, 1000)
     fake_trees(exported, depth=3)  # in the export with the trees asked for: imported with them, no job
     result = SweepResult(tmp_path / "sweep", list(specs.values()))
-    jobs = plan(list(specs.values()), Exporter(export), result, distill=3)
+    jobs = plan(list(specs.values()), Exporter(export), result, distill=Distillation(3))
     assert sorted(result.skipped) == sorted(s.name for s in done) and result.imported == ["Pendulum-v1__smose__s2"]
-    assert tree_depth(specs["Pendulum-v1__smose__s2"].run_dir) == 3
+    assert tree_settings(specs["Pendulum-v1__smose__s2"].run_dir).depth == 3
     # Distil-only jobs for the finished SMOSE runs (not the dense baseline), then training with distilling after.
     assert [(j.spec.name, j.trains) for j in jobs] == [("Pendulum-v1__smose__s0", False),
                                                        ("Pendulum-v1__smose__s1", False),
@@ -308,25 +309,33 @@ def test_distill_jobs_come_first_and_trees_travel_with_the_export(tmp_path):
                                                    "--depth"]]
     assert [c[3] for c in jobs[2].commands] == ["train"]  # nothing to distil in a dense baseline
     train_smose = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None),
-                       SweepResult(tmp_path / "x", []), distill=3)
+                       SweepResult(tmp_path / "x", []), distill=Distillation(3))
     assert train_smose[0].trains is False  # finished: only distilled
     shutil.rmtree(specs["Pendulum-v1__smose__s0"].run_dir)
-    fresh = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None), SweepResult(tmp_path / "sweep", []), distill=3)
+    fresh = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None), SweepResult(tmp_path / "sweep", []),
+                 distill=Distillation(3, dagger=2))
     assert [c[3] for c in fresh[0].commands] == ["train", "distill"] and fresh[0].trains
+    assert fresh[0].commands[1][-4:] == ["--depth", "3", "--dagger", "2"]
+    # Trees of the right depth made without the DAgger rounds asked for are made again.
+    again = plan([specs["Pendulum-v1__smose__s2"]], Exporter(None), SweepResult(tmp_path / "sweep", []),
+                 distill=Distillation(3, dagger=2))
+    assert [(j.spec.name, j.trains) for j in again] == [("Pendulum-v1__smose__s2", False)]
+    with pytest.raises(SmoseError, match="--dagger must be an integer >= 0"):
+        Distillation(3, dagger=-1)
     # Exporting sends the trees along. A run the export already holds gets trees it lacks, and replaces its own
     # only with trees just made (not with older ones a sweep directory still has).
     spec = specs["Pendulum-v1__smose__s1"]
     Exporter(export).export(spec)
-    assert tree_depth(export / spec.name) == 2
+    assert tree_settings(export / spec.name).depth == 2
     assert sorted(p.name for p in (export / spec.name / "trees").iterdir()) == ["fidelity.json", "per-expert.txt"]
     fake_trees(spec.run_dir, depth=3)
     Exporter(export).export(spec)
-    assert tree_depth(export / spec.name) == 2
+    assert tree_settings(export / spec.name).depth == 2
     Exporter(export).export(spec, new_trees=True)
-    assert tree_depth(export / spec.name) == 3
+    assert tree_settings(export / spec.name).depth == 3
     shutil.rmtree(export / spec.name / "trees")
     Exporter(export).export(spec)
-    assert tree_depth(export / spec.name) == 3
+    assert tree_settings(export / spec.name).depth == 3
     assert not list(export.glob(f"{spec.name}/.*"))  # no temporary left behind
 
 
@@ -346,12 +355,13 @@ def test_table_reports_the_distilled_trees(tmp_path):
     text = paths["markdown"].read_text().split("## Distilled trees")[1]
     # agreement (0.9 + 0.8) / 2; neural (100 + 300) / 2 = 200; per-expert trees (80 + 300) / 2 = 190 -> ratio 0.95,
     # worst seed 0.8; multiclass (40 + 150) / 2 = 95 -> 0.475, worst 0.4.
-    assert ("| Hopper-v4 | 8 | 0.1 | 1,000 | 3 | 2 | 85.0% | 85.0% | 200.00 | 190.00 (0.95, 0.80) | "
-            "95.00 (0.47, 0.40) |") in text
+    assert ("| Hopper-v4 | 8 | 0.1 | 1,000 | 3 | 0 | 2 | 85.0% / 42.5% | 85.0% / 42.5% | 200.00 | "
+            "190.00 (0.95, 0.80) | 95.00 (0.47, 0.40) |") in text
     with open(paths["trees"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["seed"], r["depth"], r["ratio_per-expert"], r["return_multiclass"]) for r in rows] == [
-        ("0", "3", "0.8", "40"), ("1", "3", "1", "150")]
+    columns = ("seed", "depth", "ratio_per-expert", "return_multiclass", "closed_loop_agreement_multiclass")
+    assert [tuple(r[c] for c in columns) for r in rows] == [("0", "3", "0.8", "40", "0.45"),
+                                                            ("1", "3", "1", "150", "0.4")]
 
 
 def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
@@ -548,7 +558,7 @@ def test_sweep_distils_its_smose_runs_and_the_table_reports_them(local_sweep, tm
     assert len(names) == 4
     for name in names:
         run, exported = tmp_path / "s" / RUNS_DIR / name, results / name
-        assert tree_depth(run) == tree_depth(exported) == 1
+        assert tree_settings(run).depth == tree_settings(exported).depth == 1
         files = sorted(p.name for p in (run / "trees").iterdir())
         assert sorted(p.name for p in (exported / "trees").iterdir()) == files and "per-expert.json" in files
         assert (exported / "trees" / "fidelity.json").read_bytes() == (run / "trees" / "fidelity.json").read_bytes()

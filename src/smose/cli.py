@@ -113,7 +113,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from smose.distill import distill, print_summary
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
-                      eval_episodes=args.eval_episodes, mode=args.mode)
+                      eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger)
     print_summary(summary, Path(args.run_dir))
     return 0
 
@@ -187,7 +187,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from smose.sweep import Grid, parse_list, parse_seeds, run_sweep
+    from smose.sweep import Distillation, Grid, parse_list, parse_seeds, run_sweep
+
+    if args.dagger is not None and args.distill is None:
+        raise SmoseError("--dagger needs --distill DEPTH")
 
     settings = {name: getattr(args, name) for name in ("learning_starts", "eval_every", "eval_episodes", "batch_size")}
     grid = Grid(
@@ -200,7 +203,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settings=tuple(sorted((k, v) for k, v in settings.items() if v is not None)),
     )
     result = run_sweep(grid, Path(args.out), backend=args.backend, workers=args.workers, address=args.address,
-                       export=Path(args.export) if args.export else None, distill=args.distill)
+                       export=Path(args.export) if args.export else None,
+                       distill=Distillation(args.distill, args.dagger or 0) if args.distill else None)
     print(result.summary())
     return 1 if result.failed else 0
 
@@ -261,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int, default=10,
                    help="episodes for the neural vs tree-routed return comparison")
     p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.add_argument("--dagger", type=non_negative_int, default=0, metavar="ROUNDS",
+                   help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
+                        "the router's choice, refit on everything so far (default 0: the neural policy's states only)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("info", help="architecture, parameter counts and last metrics of a run")
@@ -319,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", type=_positive_int, default=None, metavar="DEPTH",
                    help="also distil every SMOSE run into trees of this depth (`smose distill`, both kinds); "
                         "finished runs without them are distilled first; `smose table` then reports their fidelity")
+    p.add_argument("--dagger", type=non_negative_int, default=None, metavar="ROUNDS",
+                   help="with --distill: DAgger rounds of `smose distill` (default 0)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("bench", help="benchmarks: `smose bench throughput --help` (needs pip install 'smose[bench]')")

@@ -36,6 +36,8 @@ FIDELITY_FILE = "fidelity.json"
 KINDS = ("per-expert", "multiclass")
 # Held-out scoring episodes start from reset seeds this far from the fitting episodes' seeds (and from evaluate's).
 HOLDOUT_SEED_OFFSET = 5_000
+# DAgger round r rolls out the trees from reset seeds seed + DAGGER_SEED_OFFSET + r·episodes + i.
+DAGGER_SEED_OFFSET = 20_000
 
 
 def tree_file(run_dir: Path, kind: str) -> Path:
@@ -68,9 +70,14 @@ def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
 
 
 def collect_states(
-    actor: SMOSEActor, env, episodes: int, seed: int, mode: DeterministicMode = "gated"
+    actor: SMOSEActor, env, episodes: int, seed: int, mode: DeterministicMode = "gated",
+    router: TreeRouter | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """States visited by ``episodes`` deterministic episodes (reset seeds seed+i) and the router's choice in each."""
+    """States visited by ``episodes`` deterministic episodes (reset seeds seed+i) and the router's choice in each.
+
+    With ``router`` (trees) it is the trees that pick the expert driving each step, as in a DAgger round: the states
+    are those the tree-routed policy reaches, still labelled with the neural router's choice.
+    """
     states, labels = [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -78,11 +85,37 @@ def collect_states(
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
             action, expert = actor.act(obs_t, mode)
+            if router is not None:
+                action = actor.act_with_experts(obs_t, router(obs_t), mode)
             states.append(obs_t[0].numpy())
             labels.append(int(expert[0]))
             obs, _, terminated, truncated, _ = env.step(action[0].numpy())
             done = terminated or truncated
     return np.stack(states).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+
+def fit_with_dagger(
+    actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+    rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
+    """Trees of ``kind`` fitted on the neural policy's states, then ``rounds`` DAgger rounds: roll out the current
+    trees for ``episodes`` episodes, label the states they reach with the router's choice, add them, refit.
+
+    Trees fitted on the neural policy's states alone are right where that policy goes; one mistake that takes the
+    system where it never goes can leave them wrong from then on (a high held-out agreement with a poor tree-routed
+    return). The rounds teach them the states their own mistakes lead to. Returns the trees, the data they were
+    fitted on and the number of states each round added.
+    """
+    fit = fit_per_expert if kind == "per-expert" else fit_multiclass
+    trees = fit(actor, states, labels, depth, env_id)
+    added = []
+    for r in range(rounds):
+        new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes, mode,
+                                                router=TreeRouter(trees))
+        states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
+        added.append(int(len(new_labels)))
+        trees = fit(actor, states, labels, depth, env_id)
+    return trees, states, labels, added
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -502,14 +535,20 @@ def distill(
     seed: int = 0,
     eval_episodes: int = 10,
     mode: DeterministicMode = "gated",
+    dagger: int = 0,
 ) -> dict:
-    """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary."""
+    """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary.
+
+    ``dagger``: rounds of DAgger after the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes.
+    """
     from smose.envs import make_env
     from smose.serialization import check_env_compatible, load_model
 
     for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(dagger, int) or isinstance(dagger, bool) or dagger < 0:
+        raise SmoseError(f"dagger must be an integer >= 0, got {dagger!r}")
     if kind not in (*KINDS, "both"):
         raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
     run_dir = Path(run_dir)
@@ -522,10 +561,10 @@ def distill(
     try:
         train_states, train_labels = collect_states(actor, env, episodes, seed, mode)
         test_states, test_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET, mode)
-        fitted = {}
+        fitted, fit_data, added = {}, {}, {}
         for k in kinds:
-            fit = fit_per_expert if k == "per-expert" else fit_multiclass
-            fitted[k] = fit(actor, train_states, train_labels, depth, env_id)
+            fitted[k], *fit_data[k], added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth,
+                                                                env_id, dagger, episodes, seed, mode)
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
             "format_version": 1,
@@ -536,6 +575,7 @@ def distill(
             "holdout_seed": seed + HOLDOUT_SEED_OFFSET,
             "eval_episodes": eval_episodes,
             "mode": mode,
+            "dagger_rounds": dagger,
             "train_states": int(len(train_labels)),
             "heldout_states": int(len(test_labels)),
             "router_usage_heldout": (np.bincount(test_labels, minlength=actor.n_experts) / len(test_labels)).tolist(),
@@ -546,8 +586,12 @@ def distill(
             router = TreeRouter(trees)
             score = fidelity_per_expert if k == "per-expert" else fidelity_multiclass
             summary[k] = score(router, trees, test_states, test_labels)
-            summary[k]["train_agreement"] = float(np.mean(router.predict(train_states) == train_labels))
+            states, labels = fit_data[k]
+            summary[k]["train_agreement"] = float(np.mean(router.predict(states) == labels))
+            if dagger:
+                summary[k]["dagger_states"] = added[k]
             returns[k] = evaluate(actor, env, eval_episodes, seed, mode, router=router)
+            summary[k]["closed_loop_agreement"] = returns[k]["router_agreement"]
             returns["ratio"][k] = _ratio(returns[k]["mean"], neural["mean"])
         summary["returns"] = returns
     finally:
@@ -581,21 +625,24 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     def pct(value: float | None) -> str:
         return "   n/a" if value is None else f"{100 * value:5.1f}%"
 
+    rounds = summary.get("dagger_rounds", 0)
+    dagger = f" and {rounds} DAgger round{'s' if rounds != 1 else ''} of as many" if rounds else ""
     print(f"distilled depth-{summary['depth']} trees for {summary['env_id']} from {summary['episodes']} episodes "
-          f"({summary['train_states']} states); scored on {summary['episodes']} held-out episodes "
+          f"({summary['train_states']} states){dagger}; scored on {summary['episodes']} held-out episodes "
           f"({summary['heldout_states']} states)")
     usage = summary["router_usage_heldout"]
     if "per-expert" in summary:
         fid = summary["per-expert"]
-        print(f"per-expert trees: routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])})")
+        print(f"per-expert trees: routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}, "
+              f"closed loop {pct(fid.get('closed_loop_agreement'))})")
         print("  expert  share  accuracy  precision  recall  leaves")
         for t in fid["trees"]:
             print(f"  {t['expert']:>6}  {pct(usage[t['expert']])}  {pct(t['accuracy'])}    {pct(t['precision'])}     "
                   f"{pct(t['recall'])}  {t['n_leaves']:>6}")
     if "multiclass" in summary:
         fid = summary["multiclass"]
-        print(f"multiclass tree:  routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}), "
-              f"{fid['n_leaves']} leaves")
+        print(f"multiclass tree:  routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}, "
+              f"closed loop {pct(fid.get('closed_loop_agreement'))}), {fid['n_leaves']} leaves")
     returns = summary["returns"]
     print(f"return over {summary['eval_episodes']} episodes (mode {summary['mode']}, seed {summary['seed']}):")
     neural = returns["neural"]

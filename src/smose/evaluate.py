@@ -28,6 +28,7 @@ def evaluate(
     """Run ``episodes`` deterministic episodes (seeds seed+EVAL_SEED_OFFSET+i) and summarise them."""
     n_experts = getattr(actor, "n_experts", 0)
     usage = np.zeros(n_experts, dtype=np.int64)
+    agreeing = 0  # steps on which ``router`` chose what the actor's own router would have
     returns, lengths = [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
@@ -39,6 +40,7 @@ def evaluate(
             else:
                 expert = router(obs_t)
                 action = actor.act_with_experts(obs_t, expert, mode)
+                agreeing += int(expert[0] == actor.act(obs_t, mode)[1][0])
             if expert is not None:
                 usage[int(expert[0])] += 1
             obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
@@ -61,4 +63,6 @@ def evaluate(
     }
     if n_experts:
         result["expert_usage"] = (usage / max(1, usage.sum())).round(6).tolist()
+    if router is not None:
+        result["router_agreement"] = agreeing / max(1, sum(lengths))
     return result

@@ -12,8 +12,8 @@ keeps ``--workers`` of them going (one per core by default); the Ray backend sub
 CPU, which runs the same command on whichever node Ray picks (the ``--out`` directory must then be on a filesystem
 all nodes share, at the same path).
 
-With ``--distill DEPTH`` every SMOSE run also gets its router distilled into trees of that depth (``smose distill``,
-after training in the same job; finished runs without such trees get a job of their own, scheduled first):
+With ``--distill DEPTH [--dagger ROUNDS]`` every SMOSE run also gets its router distilled into trees of that depth
+(``smose distill``, after training in the same job; finished runs without such trees get a job of their own, first):
 ``trees/`` with the tree files, their rules and ``fidelity.json`` goes along with the export.
 
 Re-running the same command skips finished runs (model.json and eval.json present, ``trained_steps == steps``, same
@@ -184,8 +184,8 @@ class Grid:
                    lb_weights=tuple(float(x) for x in data["lb_weights"]),
                    settings=tuple(sorted(data.get("settings", {}).items())))
 
-    def command(self, out: Path, export: Path | None = None, distill: int | None = None) -> str:
-        """The `smose sweep` command line that expands to this grid (exports to ``export``, distils at ``distill``)."""
+    def command(self, out: Path, export: Path | None = None, distill: Distillation | None = None) -> str:
+        """The `smose sweep` command line that expands to this grid (exports to ``export``, distils as ``distill``)."""
         words = ["smose", "sweep", "--envs", ",".join(self.envs), "--algos", ",".join(self.algos),
                  "--seeds", format_seeds(self.seeds), "--steps", str(self.steps)]
         if self.experts != (DEFAULTS.experts,):
@@ -197,7 +197,7 @@ class Grid:
         words += ["--out", str(out)]
         if export is not None:
             words += ["--export", str(export)]
-        return shlex.join(words + (["--distill", str(distill)] if distill is not None else []))
+        return shlex.join(words + (distill.options() if distill is not None else []))
 
 
 def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weight: float | None = None) -> str:
@@ -280,7 +280,8 @@ def check_compatible(old: Grid, new: Grid, path: Path) -> None:
                          "use another --out")
 
 
-def write_sweep_file(grid: Grid, out: Path, export: Path | None = None, distill: int | None = None) -> None:
+def write_sweep_file(grid: Grid, out: Path, export: Path | None = None,
+                     distill: Distillation | None = None) -> None:
     """Create or update sweep.json, refusing a grid that does not fit the runs already there."""
     path = out / SWEEP_FILE
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -333,19 +334,39 @@ def can_resume(run_dir: Path) -> bool:
     return checkpoint_path(run_dir).is_file()
 
 
-def tree_depth(run_dir: Path) -> int | None:
-    """The depth of the trees `smose distill` left in ``run_dir`` (from trees/fidelity.json); None without them."""
+@dataclass(frozen=True)
+class Distillation:
+    """How a sweep distils its SMOSE runs: `smose distill --depth DEPTH --dagger ROUNDS`, its other options default."""
+
+    depth: int
+    dagger: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("--distill", self.depth, 1), ("--dagger", self.dagger, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise SmoseError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    def options(self) -> list[str]:
+        """The options of `smose sweep` that ask for this."""
+        return ["--distill", str(self.depth)] + (["--dagger", str(self.dagger)] if self.dagger else [])
+
+    def command(self, run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(self.depth),
+                "--dagger", str(self.dagger)]
+
+
+def tree_settings(run_dir: Path) -> Distillation | None:
+    """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them."""
     try:
         data = json.loads((run_dir / TREES_DIR / FIDELITY_FILE).read_text())
-    except (OSError, ValueError):
+        return Distillation(data["depth"], data.get("dagger_rounds", 0))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, SmoseError):
         return None
-    depth = data.get("depth") if isinstance(data, dict) else None
-    return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
 
 
-def trees_wanted(spec: RunSpec, distill: int | None) -> bool:
-    """The sweep asks for trees of depth ``distill`` and this run has none of that depth yet."""
-    return distill is not None and spec.config.algo in DISTILLABLE and tree_depth(spec.run_dir) != distill
+def trees_wanted(spec: RunSpec, distill: Distillation | None) -> bool:
+    """The sweep asks for trees and this run has none made that way yet."""
+    return distill is not None and spec.config.algo in DISTILLABLE and tree_settings(spec.run_dir) != distill
 
 
 # ---- export / import of the small files ------------------------------------------------------------------------------
@@ -372,7 +393,7 @@ def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT
         for name in files:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
-        if trees and tree_depth(source) is not None:
+        if trees and tree_settings(source) is not None:
             _copy_trees(source / TREES_DIR, tmp / TREES_DIR)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
@@ -445,7 +466,7 @@ class Exporter:
             return
         known = self.find(spec)
         if known is not None:
-            if tree_depth(spec.run_dir) is not None and (new_trees or tree_depth(known) is None):
+            if tree_settings(spec.run_dir) is not None and (new_trees or tree_settings(known) is None):
                 copy_trees(spec.run_dir, known)
             return
         target = self.target(self.directory, spec)
@@ -463,10 +484,10 @@ class Exporter:
             return
         copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES, trees=False)
 
-    def import_trees(self, spec: RunSpec, depth: int) -> bool:
-        """Take trees of ``depth`` for a finished run from DIR, if DIR has them; True if it did."""
+    def import_trees(self, spec: RunSpec, distill: Distillation) -> bool:
+        """Take trees made as ``distill`` asks for a finished run from DIR, if DIR has them; True if it did."""
         known = self.find(spec)
-        if known is None or tree_depth(known) != depth:
+        if known is None or tree_settings(known) != distill:
             return False
         copy_trees(known, spec.run_dir)
         return True
@@ -490,11 +511,6 @@ def train_command(config: TrainConfig) -> list[str]:
 
 def resume_command(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "smose", "train", "--resume", str(run_dir), "--quiet"]
-
-
-def distill_command(run_dir: Path, depth: int) -> list[str]:
-    """``smose distill`` with its defaults: 20 fitting and 20 held-out episodes, both tree kinds, 10 return episodes."""
-    return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(depth)]
 
 
 def error_line(log_path: Path, returncode: int) -> str:
@@ -820,8 +836,8 @@ class SweepResult:
 
 def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None = None,
               address: str | None = None, export: Path | None = None, stream=None,
-              distill: int | None = None) -> SweepResult:
-    """Train every unfinished run of ``grid`` into ``out`` (and distil the SMOSE ones to depth ``distill``); one
+              distill: Distillation | None = None) -> SweepResult:
+    """Train every unfinished run of ``grid`` into ``out`` (and distil the SMOSE ones as ``distill`` says); one
     failing run never stops the others."""
     if backend not in ("local", "ray"):
         raise SmoseError(f"unknown --backend {backend!r}; expected local or ray")
@@ -829,8 +845,6 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         raise SmoseError(f"--workers must be positive, got {workers}")
     if address is not None and backend != "ray":
         raise SmoseError("--address is for --backend ray")
-    if distill is not None and (not isinstance(distill, int) or isinstance(distill, bool) or distill < 1):
-        raise SmoseError(f"--distill must be a tree depth >= 1, got {distill!r}")
     if backend == "ray":
         import_ray()  # before anything is written
     out = Path(out)
@@ -853,7 +867,8 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
     return result
 
 
-def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult, distill: int | None = None) -> list[Job]:
+def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
+         distill: Distillation | None = None) -> list[Job]:
     """Decide for every run: skip (finished), import (in the export directory), resume, or train from scratch, and
     whether it needs distilling. Records the first two and refusals in ``result``; returns the jobs to run, the
     distil-only ones (seconds each) before the training ones (minutes to hours)."""
@@ -871,7 +886,7 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult, distill:
             result.failed[spec.name] = str(exc)
             return
         log_path = result.out / LOGS_DIR / f"{spec.name}.distill.log"
-        distill_jobs.append(Job(spec, [distill_command(spec.run_dir, distill)], log_path, trains=False))
+        distill_jobs.append(Job(spec, [distill.command(spec.run_dir)], log_path, trains=False))
 
     for spec in specs:
         run_dir = spec.run_dir
@@ -908,7 +923,7 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult, distill:
             continue
         log_path = result.out / LOGS_DIR / f"{spec.name}.log"
         log_path.unlink(missing_ok=True)
-        then = [distill_command(run_dir, distill)] if distill is not None and spec.config.algo in DISTILLABLE else []
+        then = [distill.command(run_dir)] if distill is not None and spec.config.algo in DISTILLABLE else []
         if found is not None and result_key(found) == result_key(spec.config) and can_resume(run_dir):
             jobs.append(Job(spec, [resume_command(run_dir), *then], log_path))
             result.resumed.append(spec.name)
@@ -931,7 +946,7 @@ def trees_summary(run_dir: Path) -> str:
 
 
 def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backend: str, workers: int | None,
-                 address: str | None, stream, distill: int | None = None) -> None:
+                 address: str | None, stream, distill: Distillation | None = None) -> None:
     """Run the jobs on the backend, exporting each finished run (with its trees); on the way out (done, failed or
     interrupted) the runs that stopped short are recorded as partial."""
     progress = Progress([job.spec for job in jobs], stream)
@@ -943,7 +958,7 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
         if returncode == 0 and not finished:
             message = "the process exited normally but the run directory is not complete"
         wants_trees = distill is not None and spec.config.algo in DISTILLABLE
-        has_trees = wants_trees and tree_depth(spec.run_dir) == distill
+        has_trees = wants_trees and tree_settings(spec.run_dir) == distill
         if returncode == 0 and finished and wants_trees and not has_trees:
             returncode, message = 1, "smose distill exited normally but wrote no trees"
         ok = returncode == 0 and finished

@@ -124,7 +124,9 @@ class TreeRecord:
     agreement and the return with the trees routing; the neural router's return on the same episodes."""
 
     depth: int
+    dagger: int  # DAgger rounds
     agreement: dict[str, float]  # kind -> fraction of held-out states routed as the router does
+    closed_loop: dict[str, float]  # kind -> the same over the steps of the tree-routed evaluation (NaN if unknown)
     neural_return: float
     tree_return: dict[str, float]  # kind -> mean return with the trees routing
 
@@ -145,10 +147,14 @@ def read_trees(run_dir: Path) -> TreeRecord | None:
         depth = data["depth"]
         if not isinstance(depth, int) or isinstance(depth, bool):
             raise ValueError
+        dagger = data.get("dagger_rounds", 0)
+        if not isinstance(dagger, int) or isinstance(dagger, bool):
+            raise ValueError
         kinds = [k for k in KINDS if k in data]
         returns = data["returns"]
-        record = TreeRecord(depth, {k: float(data[k]["agreement"]) for k in kinds}, float(returns["neural"]["mean"]),
-                            {k: float(returns[k]["mean"]) for k in kinds})
+        record = TreeRecord(depth, dagger, {k: float(data[k]["agreement"]) for k in kinds},
+                            {k: float(data[k].get("closed_loop_agreement", math.nan)) for k in kinds},
+                            float(returns["neural"]["mean"]), {k: float(returns[k]["mean"]) for k in kinds})
     except (KeyError, TypeError, ValueError):
         raise SmoseError(f"{path}: not a smose distillation summary") from None
     return record
@@ -505,12 +511,12 @@ def _ablation_section(rows: list[Row]) -> list[str]:
     return lines
 
 
-def tree_groups(rows: list[Row]) -> list[tuple[Row, int, list[TreeRecord]]]:
-    """(group, tree depth, the distillations of its seeds at that depth) for every group with distilled seeds."""
+def tree_groups(rows: list[Row]) -> list[tuple[Row, tuple[int, int], list[TreeRecord]]]:
+    """(group, (tree depth, DAgger rounds), its seeds' distillations made so) for every group with distilled seeds."""
     result = []
     for row in rows:
-        for depth in sorted({t.depth for _, t in row.trees}):
-            result.append((row, depth, [t for _, t in row.trees if t.depth == depth]))
+        for how in sorted({(t.depth, t.dagger) for _, t in row.trees}):
+            result.append((row, how, [t for _, t in row.trees if (t.depth, t.dagger) == how]))
     return result
 
 
@@ -519,20 +525,23 @@ def _trees_section(rows: list[Row]) -> list[str]:
     if not groups:
         return []
     lines = ["", "## Distilled trees", "",
-             "Runs whose router was distilled into decision trees (`smose distill`, or `smose sweep --distill`): "
-             "the share of held-out states on which the trees pick the router's expert (*agreement*: per-expert "
-             "trees, the paper's form, and one multiclass tree), and the return when the trees route instead of "
-             "the router, over the same evaluation episodes as the neural router's. Means over the distilled seeds; "
-             "*ratio* = tree-routed mean / neural mean (only for a positive neural mean); *worst* = the lowest "
-             "ratio of a single seed.", "",
-             "| task | M | λ | steps | depth | seeds | agreement: per-expert | agreement: multiclass | neural return | "
-             "per-expert trees: return (ratio, worst) | multiclass tree: return (ratio, worst) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row, depth, trees in groups:
+             "Runs whose router was distilled into decision trees (`smose distill`, or `smose sweep --distill`), "
+             "per-expert trees (the paper's form) and one multiclass tree. *Agreement*: the share of held-out states "
+             "of the neural policy on which the trees pick the router's expert / *closed loop*: the same share over "
+             "the steps the tree-routed policy takes itself. *Return*: with the trees routing instead of the router, "
+             "over the same evaluation episodes as the neural router's. Means over the distilled seeds; *ratio* = "
+             "tree-routed mean / neural mean (only for a positive neural mean); *worst* = the lowest ratio of a "
+             "single seed. *DAgger*: rounds of `smose distill --dagger`.", "",
+             "| task | M | λ | steps | depth | DAgger | seeds | per-expert: agreement / closed loop | "
+             "multiclass: agreement / closed loop | neural return | per-expert trees: return (ratio, worst) | "
+             "multiclass tree: return (ratio, worst) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row, (depth, dagger), trees in groups:
         cells = []
         for kind in KINDS:
             have = [t for t in trees if kind in t.agreement]
-            cells.append(_pct(np.mean([t.agreement[kind] for t in have])) if have else "–")
+            cells.append(f"{_pct(np.mean([t.agreement[kind] for t in have]))} / "
+                         f"{_pct(np.mean([t.closed_loop[kind] for t in have]))}" if have else "–")
         neural = float(np.mean([t.neural_return for t in trees]))
         for kind in KINDS:
             have = [t for t in trees if kind in t.tree_return]
@@ -544,7 +553,7 @@ def _trees_section(rows: list[Row]) -> list[str]:
             ratio = mean / neural if neural > 0 else float("nan")
             cells.append(f"{_num(mean)} ({_num(ratio)}, {_num(min(ratios))})" if math.isfinite(ratio)
                          else _num(mean))
-        lines.append(f"| {_task(row)} | {row.experts} | {row.lb} | {row.steps:,} | {depth} | {len(trees)} | "
+        lines.append(f"| {_task(row)} | {row.experts} | {row.lb} | {row.steps:,} | {depth} | {dagger} | {len(trees)} | "
                      f"{cells[0]} | {cells[1]} | {_num(neural)} | {cells[2]} | {cells[3]} |")
     return lines
 
@@ -634,10 +643,12 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
                  _csv_num(probability_of_improvement(a.returns, b.returns)), _csv_num(a.tail_mean - b.tail_mean)]
                 for a, b in versus(rows)])
     _write_csv(paths["trees"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "seed", "depth",
-                                *(f"agreement_{k}" for k in KINDS), "return_neural",
+                                "dagger_rounds", *(f"agreement_{k}" for k in KINDS),
+                                *(f"closed_loop_agreement_{k}" for k in KINDS), "return_neural",
                                 *(f"return_{k}" for k in KINDS), *(f"ratio_{k}" for k in KINDS)],
-               [[r.env, r.algo, r.experts, r.lb or "", r.steps, r.settings, seed, t.depth,
-                 *(_csv_num(t.agreement.get(k)) for k in KINDS), _csv_num(t.neural_return),
+               [[r.env, r.algo, r.experts, r.lb or "", r.steps, r.settings, seed, t.depth, t.dagger,
+                 *(_csv_num(t.agreement.get(k)) for k in KINDS), *(_csv_num(t.closed_loop.get(k)) for k in KINDS),
+                 _csv_num(t.neural_return),
                  *(_csv_num(t.tree_return.get(k)) for k in KINDS),
                  *(_csv_num(t.ratio(k)) if k in t.tree_return else "" for k in KINDS)]
                 for r in rows for seed, t in r.trees])
