@@ -552,8 +552,9 @@ def test_sweep_distils_its_smose_runs_and_the_table_reports_them(local_sweep, tm
     command = ["sweep", *TINY_ARGS, "--seeds", "0-1", "--out", str(tmp_path / "s"), "--export", str(results),
                "--distill", "1", "--workers", "2"]
     assert main(command) == 0
-    summary = capsys.readouterr().out
-    assert "4 taken from the export directory, 0 trained (0 of them resumed), 4 distilled, 0 failed" in summary
+    captured = capsys.readouterr()
+    assert "4 taken from the export directory, 0 trained (0 of them resumed), 4 distilled, 0 failed" in captured.out
+    assert captured.err.count("trees depth 1: agreement ") == 4 and "(closed loop " in captured.err
     names = sorted(p.name for p in results.iterdir())
     assert len(names) == 4
     for name in names:
