@@ -136,6 +136,8 @@ def test_explain_distils_missing_trees_and_reports_their_fidelity(explained):
     trees = sections["trees"]["text"]
     assert f"{100 * fidelity['per-expert']['agreement']:.1f}%" in trees
     assert f"{100 * fidelity['multiclass']['agreement']:.1f}%" in trees
+    closed_loop = fidelity["per-expert"]["closed_loop_agreement"]
+    assert f"on {100 * closed_loop:.1f}% of the steps they route themselves" in sections["summary"]["text"]
     rules = (explained / "trees" / "multiclass.txt").read_text().strip()
     assert rules.splitlines()[1] in trees  # the text rules with feature names are in the page
     assert re.search(r"(YES|NO) \d\.\d\d", trees)

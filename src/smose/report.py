@@ -444,6 +444,9 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
             returns = fidelity.get("returns", {})
             line = (f"Depth-{fidelity.get('depth')} {kind} trees pick the router's expert on "
                     f"{fmt_pct(fidelity[kind].get('agreement'))} of held-out states")
+            if fidelity[kind].get("closed_loop_agreement") is not None:
+                line += (f" and on {fmt_pct(fidelity[kind]['closed_loop_agreement'])} of the steps they route "
+                         "themselves")
             if kind in returns and "neural" in returns:
                 line += (f"; routing with them returns {fmt(returns[kind]['mean'])} vs "
                          f"{fmt(returns['neural']['mean'])} for the neural router")
@@ -820,11 +823,14 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
     section.blocks += notes
     if not trees:
         return section
+    rounds = fidelity.get("dagger_rounds") or 0
+    dagger = (f", then {rounds} DAgger round{'s' if rounds != 1 else ''} that each added the states of "
+              f"{fidelity.get('episodes')} episodes routed by the trees themselves" if rounds else "")
     section.blocks.append(Text(
         f"Trees of depth ≤ {fidelity.get('depth')} fitted on {fidelity.get('train_states')} states from "
-        f"{fidelity.get('episodes')} deterministic episodes and scored on {fidelity.get('heldout_states')} states of "
-        f"held-out episodes; the label is the neural router's choice. Splits are shown on the raw state variable; "
-        f"'true' branches go left."))
+        f"{fidelity.get('episodes')} deterministic episodes{dagger}, and scored on {fidelity.get('heldout_states')} "
+        f"states of held-out episodes; the label is the neural router's choice. Splits are shown on the raw state "
+        f"variable; 'true' branches go left."))
     if "per-expert" in trees:
         data, fid = trees["per-expert"], fidelity.get("per-expert", {})
         section.blocks.append(Text(
