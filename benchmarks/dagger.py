@@ -1,0 +1,116 @@
+"""Per-expert trees round by round of DAgger: held-out agreement, closed-loop agreement and tree-routed return.
+
+    python benchmarks/dagger.py --runs benchmarks/results/runs/*__smose__s0 --rounds 4 --out benchmarks/results/dagger
+
+For each SMOSE run this does what `smose distill --kind per-expert --dagger R` does (same functions, seeds and
+defaults: depth 3, 20 fitting and 20 held-out episodes, 10 evaluation episodes), but evaluates the trees after every
+round instead of only the last, so one command shows how rounds 0 (the method's plain form) to R compare. Nothing is
+written into the run directories. Writes OUT.json (every number) and OUT.md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smose import __version__
+from smose.distill import DAGGER_SEED_OFFSET, HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, fit_per_expert
+from smose.envs import make_env
+from smose.evaluate import evaluate
+from smose.serialization import load_model
+
+
+def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes: int, seed: int = 0) -> dict:
+    """Round by round numbers for one run (round 0: fitted on the neural policy's states only)."""
+    actor, meta = load_model(run_dir)
+    env = make_env(meta["env_id"])
+    started = time.monotonic()
+    try:
+        states, labels = collect_states(actor, env, episodes, seed)
+        heldout_states, heldout_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET)
+        neural = evaluate(actor, env, eval_episodes, seed)
+        per_round = []
+        for r in range(rounds + 1):
+            trees = fit_per_expert(actor, states, labels, depth, meta["env_id"])
+            router = TreeRouter(trees)
+            routed = evaluate(actor, env, eval_episodes, seed, router=router)
+            per_round.append({
+                "round": r, "train_states": int(len(labels)),
+                "agreement": float(np.mean(router.predict(heldout_states) == heldout_labels)),
+                "closed_loop_agreement": routed["router_agreement"],
+                "return_mean": routed["mean"], "return_std": routed["std"],
+                "ratio": routed["mean"] / neural["mean"] if neural["mean"] > 0 else None,
+            })
+            if r < rounds:  # the states this round's trees reach, labelled by the router (as fit_with_dagger)
+                new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes,
+                                                        router=router)
+                states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
+    finally:
+        env.close()
+    return {"run": str(run_dir), "env_id": meta["env_id"], "neural_mean": neural["mean"], "neural_std": neural["std"],
+            "rounds": per_round, "seconds": round(time.monotonic() - started, 1)}
+
+
+def markdown(results: list[dict], command: str, rounds: int) -> str:
+    lines = ["# DAgger for the per-expert trees", "",
+             f"Command: `{command}`", "",
+             f"Machine: {platform.processor() or platform.machine()}, {platform.system()}; smose {__version__}; "
+             f"{dt.date.today().isoformat()}. One thread.", "",
+             "Per run: depth-3 per-expert trees after each round (round 0: fitted on 20 deterministic episodes of the "
+             "neural policy, the method's plain form; each round adds 20 episodes driven by the current trees, "
+             "labelled by the router). *held-out*: agreement with the router on 20 held-out episodes of the neural "
+             "policy; *closed loop*: on the steps the tree-routed policy takes itself; *ratio*: tree-routed / "
+             "neural return over the same 10 evaluation episodes.", "",
+             "| run | neural return | " + " | ".join(f"round {r}: held-out / closed loop / ratio" for r in
+                                                     range(rounds + 1)) + " |",
+             "|---|---|" + "---|" * (rounds + 1)]
+    for result in results:
+        cells = []
+        for r in result["rounds"]:
+            ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            cells.append(f"{100 * r['agreement']:.1f}% / {100 * r['closed_loop_agreement']:.1f}% / {ratio}")
+        lines.append(f"| {Path(result['run']).name} | {result['neural_mean']:.1f} | " + " | ".join(cells) + " |")
+    for label, r in (("round 0", 0), (f"round {rounds}", rounds)):
+        ratios = [res["rounds"][r]["ratio"] for res in results if res["rounds"][r]["ratio"] is not None]
+        closed = [res["rounds"][r]["closed_loop_agreement"] for res in results]
+        if ratios:
+            lines.append(f"\n{label}: median ratio {np.median(ratios):.2f} (min {min(ratios):.2f}) over "
+                         f"{len(ratios)} runs with a positive neural return; median closed-loop agreement "
+                         f"{100 * np.median(closed):.1f}% over {len(closed)} runs.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="SMOSE run directories")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    command = shlex.join(["python", "benchmarks/dagger.py", *sys.argv[1:]])
+    results = []
+    for run in args.runs:
+        results.append(measure(Path(run), args.rounds, args.depth, args.episodes, args.eval_episodes))
+        last = results[-1]["rounds"]
+        print(f"{run}: ratio {last[0]['ratio']} -> {last[-1]['ratio']} ({results[-1]['seconds']} s)", flush=True)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps({"command": command, "date": dt.date.today().isoformat(),
+                                                        "results": results}, indent=1))
+        out.with_suffix(".md").write_text(markdown(results, command, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
