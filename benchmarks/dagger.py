@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.distill import DAGGER_SEED_OFFSET, HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, fit_per_expert
+from smose.distill import (DAGGER_SEED_OFFSET, HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, fit_per_expert,
+                           require_smose)
 from smose.envs import make_env
+from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.serialization import load_model
 
@@ -32,6 +34,7 @@ from smose.serialization import load_model
 def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes: int, seed: int = 0) -> dict:
     """Round by round numbers for one run (round 0: fitted on the neural policy's states only)."""
     actor, meta = load_model(run_dir)
+    actor = require_smose(actor, meta, run_dir)
     env = make_env(meta["env_id"])
     started = time.monotonic()
     try:
@@ -60,16 +63,18 @@ def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes
             "rounds": per_round, "seconds": round(time.monotonic() - started, 1)}
 
 
-def markdown(results: list[dict], command: str, rounds: int) -> str:
+def markdown(results: list[dict], command: str, args: argparse.Namespace) -> str:
+    rounds = args.rounds
     lines = ["# DAgger for the per-expert trees", "",
              f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {platform.system()}; smose {__version__}; "
              f"{dt.date.today().isoformat()}. One thread.", "",
-             "Per run: depth-3 per-expert trees after each round (round 0: fitted on 20 deterministic episodes of the "
-             "neural policy, the method's plain form; each round adds 20 episodes driven by the current trees, "
-             "labelled by the router). *held-out*: agreement with the router on 20 held-out episodes of the neural "
-             "policy; *closed loop*: on the steps the tree-routed policy takes itself; *ratio*: tree-routed / "
-             "neural return over the same 10 evaluation episodes.", "",
+             f"Per run: depth-{args.depth} per-expert trees after each round (round 0: fitted on {args.episodes} "
+             "deterministic episodes of the neural policy, the method's plain form; each round adds "
+             f"{args.episodes} episodes driven by the current trees, labelled by the router). *held-out*: agreement "
+             f"with the router on {args.episodes} held-out episodes of the neural policy; *closed loop*: on the steps "
+             "the tree-routed policy takes itself; *ratio*: tree-routed / neural return over the same "
+             f"{args.eval_episodes} evaluation episodes.", "",
              "| run | neural return | " + " | ".join(f"round {r}: held-out / closed loop / ratio" for r in
                                                      range(rounds + 1)) + " |",
              "|---|---|" + "---|" * (rounds + 1)]
@@ -98,18 +103,23 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
+    if args.rounds < 0 or min(args.depth, args.episodes, args.eval_episodes) < 1:
+        parser.error("--rounds must be >= 0; --depth, --episodes and --eval-episodes >= 1")
     torch.set_num_threads(1)
     command = shlex.join(["python", "benchmarks/dagger.py", *sys.argv[1:]])
     results = []
     for run in args.runs:
-        results.append(measure(Path(run), args.rounds, args.depth, args.episodes, args.eval_episodes))
+        try:
+            results.append(measure(Path(run), args.rounds, args.depth, args.episodes, args.eval_episodes))
+        except SmoseError as exc:
+            sys.exit(f"dagger.py: error: {exc}")
         last = results[-1]["rounds"]
         print(f"{run}: ratio {last[0]['ratio']} -> {last[-1]['ratio']} ({results[-1]['seconds']} s)", flush=True)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps({"command": command, "date": dt.date.today().isoformat(),
                                                         "results": results}, indent=1))
-        out.with_suffix(".md").write_text(markdown(results, command, args.rounds))
+        out.with_suffix(".md").write_text(markdown(results, command, args))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from smose.distill import (
 )
 from smose.envs import make_env
 from smose.errors import SmoseError
-from smose.evaluate import evaluate
+from smose.evaluate import EVAL_SEED_OFFSET, evaluate
 from smose.policy import SMOSEActor, make_actor
 from smose.serialization import load_model, save_model, write_json
 
@@ -309,7 +309,7 @@ def test_tree_driven_rollouts_are_labelled_by_the_router(hopper_run):
     np.testing.assert_array_equal(labels, actor.route(torch.from_numpy(states)).argmax(dim=-1).numpy())
     # Closed-loop agreement: the share of driven steps on which the replacement chose what the router would have.
     result = evaluate(actor, env, 2, seed=0, router=router)
-    driven, chosen = collect_states(actor, env, 2, seed=10_000, router=router)  # evaluate's reset seeds
+    _, chosen = collect_states(actor, env, 2, seed=EVAL_SEED_OFFSET, router=router)  # evaluate's reset seeds
     assert result["router_agreement"] == pytest.approx(np.mean(chosen == 1))
     own = evaluate(actor, env, 2, seed=0, router=lambda obs: actor.route(obs).argmax(dim=-1))
     assert own["router_agreement"] == 1.0 and "router_agreement" not in evaluate(actor, env, 1, seed=0)

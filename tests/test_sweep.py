@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -23,9 +24,9 @@ from smose.cli import build_parser, main
 from smose.config import TrainConfig, config_from_args, run_config_json
 from smose.errors import SmoseError
 from smose.policy import ALGOS
-from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, SweepResult,
-                         check_reachable, execute, expand, format_seeds, index_finished, interrupt_live, is_finished,
-                         parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
+from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, Job, SweepResult,
+                         check_reachable, execute, execute_jobs, expand, format_seeds, index_finished, interrupt_live,
+                         is_finished, parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
                          write_sweep_file)
 from smose.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
                          probability_of_improvement, usage_balance, versus, write_tables)
@@ -276,92 +277,137 @@ def test_a_job_runs_its_commands_in_turn_up_to_the_first_failure(tmp_path):
     assert execute([say, say], str(log), str(tmp_path)) == (0, "")
 
 
-def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float = 100.0, trees: float = 80.0) -> None:
+def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float = 100.0, trees: float = 80.0,
+               dagger: int = 0, seed: int = 0) -> None:
     """A trees/fidelity.json as `smose distill` writes it (only the fields the sweep and the table read)."""
     (run_dir / "trees").mkdir(parents=True, exist_ok=True)
     (run_dir / "trees" / "per-expert.txt").write_text("expert 0: if ... \n")
     kinds = {k: {"agreement": agreement, "closed_loop_agreement": agreement / 2} for k in ("per-expert", "multiclass")}
     (run_dir / "trees" / "fidelity.json").write_text(json.dumps(
-        {"format": "smose-fidelity", "depth": depth, **kinds,
+        {"format": "smose-fidelity", "depth": depth, "dagger_rounds": dagger, "episodes": 20, "eval_episodes": 10,
+         "seed": seed, "mode": "gated", **kinds,
          "returns": {"neural": {"mean": neural}, "per-expert": {"mean": trees}, "multiclass": {"mean": trees / 2},
                      "ratio": {"per-expert": trees / neural, "multiclass": trees / neural / 2}}}))
 
 
 def test_distill_jobs_come_first_and_trees_travel_with_the_export(tmp_path):
-    grid = Grid(envs=("Pendulum-v1",), algos=("smose", "sac-s"), seeds=(0, 1, 2), steps=1000)
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose", "sac-s"), seeds=(0, 1, 2, 3), steps=1000)
     specs = {s.name: s for s in expand(grid, tmp_path / "sweep")}
     export = tmp_path / "results"
     done = [specs[f"Pendulum-v1__{a}__s{i}"] for a in ("smose", "sac-s") for i in (0, 1)]
     for spec in done:
         fake_run(spec.run_dir, spec.config, 1000)
-    fake_trees(specs["Pendulum-v1__smose__s1"].run_dir, depth=2)  # trees of another depth: distilled again
+    fake_trees(specs["Pendulum-v1__smose__s1"].run_dir, depth=2)  # trees made otherwise: distilled again
     exported = fake_run(export / "Pendulum-v1__smose__s2", specs["Pendulum-v1__smose__s2"].config, 1000)
     fake_trees(exported, depth=3)  # in the export with the trees asked for: imported with them, no job
+    conflict = fake_run(export / "Pendulum-v1__smose__s3", specs["Pendulum-v1__smose__s3"].config, 1000)
+    fake_trees(conflict, depth=3, seed=7)  # committed trees made another way: never made over
     result = SweepResult(tmp_path / "sweep", list(specs.values()))
     jobs = plan(list(specs.values()), Exporter(export), result, distill=Distillation(3))
-    assert sorted(result.skipped) == sorted(s.name for s in done) and result.imported == ["Pendulum-v1__smose__s2"]
-    assert tree_settings(specs["Pendulum-v1__smose__s2"].run_dir).depth == 3
-    # Distil-only jobs for the finished SMOSE runs (not the dense baseline), then training with distilling after.
+    assert sorted(result.skipped) == sorted(s.name for s in done)
+    assert result.imported == ["Pendulum-v1__smose__s2", "Pendulum-v1__smose__s3"]
+    assert tree_settings(specs["Pendulum-v1__smose__s2"].run_dir) == Distillation(3)
+    assert result.failed == {"Pendulum-v1__smose__s3": (
+        f"{conflict}/trees holds trees made with depth=3 dagger=0 kind=both episodes=20 eval_episodes=10 seed=7 "
+        "mode=gated, not depth=3 dagger=0 kind=both episodes=20 eval_episodes=10 seed=0 mode=gated; remove it to "
+        "replace them")}
+    assert tree_settings(conflict).seed == 7
+    # Distil-only jobs for the finished SMOSE runs (not the dense baselines), then training with distilling after.
     assert [(j.spec.name, j.trains) for j in jobs] == [("Pendulum-v1__smose__s0", False),
                                                        ("Pendulum-v1__smose__s1", False),
-                                                       ("Pendulum-v1__sac-s__s2", True)]
-    assert [c[3:6] for c in jobs[0].commands] == [["distill", str(specs["Pendulum-v1__smose__s0"].run_dir),
-                                                   "--depth"]]
+                                                       ("Pendulum-v1__sac-s__s2", True),
+                                                       ("Pendulum-v1__sac-s__s3", True)]
+    assert jobs[0].commands == [Distillation(3).command(specs["Pendulum-v1__smose__s0"].run_dir)]
     assert [c[3] for c in jobs[2].commands] == ["train"]  # nothing to distil in a dense baseline
-    train_smose = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None),
-                       SweepResult(tmp_path / "x", []), distill=Distillation(3))
-    assert train_smose[0].trains is False  # finished: only distilled
+    # The trees made in the sweep directory that are not the ones asked for stay out of the export.
+    assert tree_settings(export / "Pendulum-v1__smose__s1") is None
     shutil.rmtree(specs["Pendulum-v1__smose__s0"].run_dir)
     fresh = plan([specs["Pendulum-v1__smose__s0"]], Exporter(None), SweepResult(tmp_path / "sweep", []),
                  distill=Distillation(3, dagger=2))
     assert [c[3] for c in fresh[0].commands] == ["train", "distill"] and fresh[0].trains
-    assert fresh[0].commands[1][-4:] == ["--depth", "3", "--dagger", "2"]
-    # Trees of the right depth made without the DAgger rounds asked for are made again.
+    assert fresh[0].commands[1][5:9] == ["--depth", "3", "--dagger", "2"]
+    # Trees of the right depth made without the DAgger rounds asked for are made again (no export to protect).
     again = plan([specs["Pendulum-v1__smose__s2"]], Exporter(None), SweepResult(tmp_path / "sweep", []),
                  distill=Distillation(3, dagger=2))
     assert [(j.spec.name, j.trains) for j in again] == [("Pendulum-v1__smose__s2", False)]
     with pytest.raises(SmoseError, match="--dagger must be an integer >= 0"):
         Distillation(3, dagger=-1)
-    # Exporting sends the trees along. A run the export already holds gets trees it lacks, and replaces its own
-    # only with trees just made (not with older ones a sweep directory still has).
+    # Exporting sends the trees along: to a run the export holds without trees, never over trees it has.
     spec = specs["Pendulum-v1__smose__s1"]
+    Exporter(export).export(spec, trees=False)
+    assert tree_settings(export / spec.name) is None
     Exporter(export).export(spec)
     assert tree_settings(export / spec.name).depth == 2
     assert sorted(p.name for p in (export / spec.name / "trees").iterdir()) == ["fidelity.json", "per-expert.txt"]
     fake_trees(spec.run_dir, depth=3)
     Exporter(export).export(spec)
     assert tree_settings(export / spec.name).depth == 2
-    Exporter(export).export(spec, new_trees=True)
-    assert tree_settings(export / spec.name).depth == 3
     shutil.rmtree(export / spec.name / "trees")
     Exporter(export).export(spec)
     assert tree_settings(export / spec.name).depth == 3
     assert not list(export.glob(f"{spec.name}/.*"))  # no temporary left behind
 
 
+def test_a_run_keeps_its_training_when_distilling_fails(tmp_path):
+    """execute_jobs with stand-in commands: training went through, then distilling failed or wrote nothing."""
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1, 2), steps=1000)
+    specs = expand(grid, tmp_path / "sweep")
+    (tmp_path / "sweep" / "logs").mkdir(parents=True)
+    for spec in specs:
+        fake_run(spec.run_dir, spec.config, 1000)
+    ok = [sys.executable, "-c", "pass"]
+    fail = [sys.executable, "-c", "import sys; print('smose: error: cannot distil'); sys.exit(2)"]
+    silent_fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    fake_trees(tmp_path / "made", 3)  # what the stand-in for `smose distill` leaves in the run
+    writes_trees = [sys.executable, "-c", f"import shutil; shutil.copytree({str(tmp_path / 'made' / 'trees')!r}, "
+                                          f"{str(specs[2].run_dir / 'trees')!r})"]
+    jobs = [Job(specs[0], [ok, fail], tmp_path / "sweep" / "logs" / "a.log"),
+            Job(specs[1], [ok, silent_fail], tmp_path / "sweep" / "logs" / "b.log"),
+            Job(specs[2], [writes_trees], tmp_path / "sweep" / "logs" / "c.log", trains=False)]
+    export = tmp_path / "results"
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs(jobs, Exporter(export), result, "local", 1, None, io.StringIO(), Distillation(3))
+    assert result.trained == [specs[0].name, specs[1].name] and result.distilled == [specs[2].name]
+    assert result.failed == {specs[0].name: "trained, but distilling failed: smose: error: cannot distil",
+                             specs[1].name: "trained, but distilling failed: exit status 3"}  # not the echoed command
+    # The trained runs are exported all the same (without trees); the distilled one with its trees.
+    assert sorted(p.name for p in export.iterdir()) == sorted(s.name for s in specs)
+    assert tree_settings(export / specs[0].name) is None and tree_settings(export / specs[2].name).depth == 3
+    # A distil job that exits normally without leaving trees is a failure too.
+    shutil.rmtree(specs[2].run_dir / "trees")
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs([Job(specs[2], [ok], tmp_path / "sweep" / "logs" / "d.log", trains=False)], Exporter(export),
+                 result, "local", 1, None, io.StringIO(), Distillation(3, dagger=1))
+    assert result.failed == {specs[2].name: "finished, but distilling failed: smose distill exited normally but "
+                                            "wrote no trees"}
+
+
 def test_table_reports_the_distilled_trees(tmp_path):
     base = TrainConfig(env="Hopper-v4", steps=1000)
-    for seed, (agreement, neural, trees) in enumerate([(0.9, 100.0, 80.0), (0.8, 300.0, 300.0)]):
+    # Seed 0 has a negative neural return: no ratio of its own, but its returns count in the means.
+    for seed, (agreement, neural, trees) in enumerate([(0.7, -50.0, -40.0), (0.9, 100.0, 80.0), (0.8, 300.0, 300.0)]):
         fake_trees(fake_run(tmp_path / f"s{seed}", dataclasses.replace(base, seed=seed), 1000), 3, agreement,
                    neural, trees)
-    fake_run(tmp_path / "s2", dataclasses.replace(base, seed=2), 1000)  # not distilled: counts for the return only
-    fake_run(tmp_path / "s3", dataclasses.replace(base, seed=3), 1000)
-    (tmp_path / "s3" / "trees").mkdir()
-    (tmp_path / "s3" / "trees" / "fidelity.json").write_text("{\"format\": \"something else\"}")
+    fake_run(tmp_path / "s3", dataclasses.replace(base, seed=3), 1000)  # not distilled: counts for the return only
+    fake_run(tmp_path / "s4", dataclasses.replace(base, seed=4), 1000)
+    (tmp_path / "s4" / "trees").mkdir()
+    (tmp_path / "s4" / "trees" / "fidelity.json").write_text("{\"format\": \"something else\"}")
     records, skipped = load_runs(tmp_path)
-    assert len(records) == 4 and skipped == [f"{tmp_path}/s3/trees/fidelity.json: not a smose distillation summary "
+    assert len(records) == 5 and skipped == [f"{tmp_path}/s4/trees/fidelity.json: not a smose distillation summary "
                                              "(the run counts, without its trees)"]
     paths = write_tables(tmp_path, tmp_path / "table")
     text = paths["markdown"].read_text().split("## Distilled trees")[1]
-    # agreement (0.9 + 0.8) / 2; neural (100 + 300) / 2 = 200; per-expert trees (80 + 300) / 2 = 190 -> ratio 0.95,
-    # worst seed 0.8; multiclass (40 + 150) / 2 = 95 -> 0.475, worst 0.4.
-    assert ("| Hopper-v4 | 8 | 0.1 | 1,000 | 3 | 0 | 2 | 85.0% / 42.5% | 85.0% / 42.5% | 200.00 | "
-            "190.00 (0.95, 0.80) | 95.00 (0.47, 0.40) |") in text
+    # agreement (0.7 + 0.9 + 0.8) / 3, closed loop half of it; neural (-50 + 100 + 300) / 3 = 116.67; per-expert
+    # trees (-40 + 80 + 300) / 3 = 113.33 -> ratio 0.97, worst seed 0.8 (seed 0 has no ratio); multiclass
+    # (-20 + 40 + 150) / 3 = 56.67 -> 0.49, worst 0.4.
+    assert ("| Hopper-v4 | 8 | 0.1 | 1,000 | 3 | 0 | 3 | 80.0% / 40.0% | 80.0% / 40.0% | 116.67 | "
+            "113.33 (0.97, 0.80) | 56.67 (0.49, 0.40) |") in text
     with open(paths["trees"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     columns = ("seed", "depth", "ratio_per-expert", "return_multiclass", "closed_loop_agreement_multiclass")
-    assert [tuple(r[c] for c in columns) for r in rows] == [("0", "3", "0.8", "40", "0.45"),
-                                                            ("1", "3", "1", "150", "0.4")]
+    assert [tuple(r[c] for c in columns) for r in rows] == [("0", "3", "", "-20", "0.35"),
+                                                            ("1", "3", "0.8", "40", "0.45"),
+                                                            ("2", "3", "1", "150", "0.4")]
 
 
 def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):

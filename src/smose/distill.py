@@ -69,6 +69,7 @@ def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
 # Data
 
 
+@torch.no_grad()
 def collect_states(
     actor: SMOSEActor, env, episodes: int, seed: int, mode: DeterministicMode = "gated",
     router: TreeRouter | None = None,
@@ -84,8 +85,10 @@ def collect_states(
         done = False
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            action, expert = actor.act(obs_t, mode)
-            if router is not None:
+            if router is None:
+                action, expert = actor.act(obs_t, mode)
+            else:
+                expert = actor.route(obs_t).argmax(dim=-1)
                 action = actor.act_with_experts(obs_t, router(obs_t), mode)
             states.append(obs_t[0].numpy())
             labels.append(int(expert[0]))
@@ -563,8 +566,9 @@ def distill(
         test_states, test_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET, mode)
         fitted, fit_data, added = {}, {}, {}
         for k in kinds:
-            fitted[k], *fit_data[k], added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth,
-                                                                env_id, dagger, episodes, seed, mode)
+            trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
+                                                              dagger, episodes, seed, mode)
+            fitted[k], fit_data[k] = trees, (states, labels)
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
             "format_version": 1,

@@ -336,10 +336,16 @@ def can_resume(run_dir: Path) -> bool:
 
 @dataclass(frozen=True)
 class Distillation:
-    """How a sweep distils its SMOSE runs: `smose distill --depth DEPTH --dagger ROUNDS`, its other options default."""
+    """How trees were (or are to be) made by `smose distill`. A sweep sets depth and DAgger rounds (--distill,
+    --dagger) and keeps the rest at these values; trees made any other way (by hand, by `smose explain`) differ."""
 
     depth: int
     dagger: int = 0
+    kind: str = "both"
+    episodes: int = 20
+    eval_episodes: int = 10
+    seed: int = 0
+    mode: str = "gated"
 
     def __post_init__(self) -> None:
         for name, value, low in (("--distill", self.depth, 1), ("--dagger", self.dagger, 0)):
@@ -351,22 +357,35 @@ class Distillation:
         return ["--distill", str(self.depth)] + (["--dagger", str(self.dagger)] if self.dagger else [])
 
     def command(self, run_dir: Path) -> list[str]:
+        """The `smose distill` command, every setting spelled out (independent of that command's defaults)."""
         return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(self.depth),
-                "--dagger", str(self.dagger)]
+                "--dagger", str(self.dagger), "--kind", self.kind, "--episodes", str(self.episodes),
+                "--eval-episodes", str(self.eval_episodes), "--seed", str(self.seed), "--mode", self.mode]
+
+    def describe(self) -> str:
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
 
 
 def tree_settings(run_dir: Path) -> Distillation | None:
     """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them."""
     try:
-        data = json.loads((run_dir / TREES_DIR / FIDELITY_FILE).read_text())
-        return Distillation(data["depth"], data.get("dagger_rounds", 0))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, SmoseError):
+        data = read_json(run_dir / TREES_DIR / FIDELITY_FILE, "tree fidelity summary")
+        kinds = [k for k in ("per-expert", "multiclass") if k in data]
+        return Distillation(data["depth"], data.get("dagger_rounds", 0), "both" if len(kinds) == 2 else kinds[0],
+                            data["episodes"], data["eval_episodes"], data["seed"], data["mode"])
+    except (SmoseError, TypeError, KeyError, IndexError, AttributeError):
         return None
 
 
 def trees_wanted(spec: RunSpec, distill: Distillation | None) -> bool:
     """The sweep asks for trees and this run has none made that way yet."""
     return distill is not None and spec.config.algo in DISTILLABLE and tree_settings(spec.run_dir) != distill
+
+
+def trees_to_export(spec: RunSpec, distill: Distillation | None) -> bool:
+    """Whether a run's trees go to the export directory with it: any trees when the sweep does not distil, else
+    only the ones it asks for (others would be taken for them)."""
+    return distill is None or tree_settings(spec.run_dir) == distill
 
 
 # ---- export / import of the small files ------------------------------------------------------------------------------
@@ -459,19 +478,19 @@ class Exporter:
                 return candidate
         raise SmoseError(f"{parent / spec.name}: this name and its alternatives hold other runs")
 
-    def export(self, spec: RunSpec, new_trees: bool = False) -> None:
-        """Copy a finished run to DIR. When DIR holds it already, only its trees may go there: if DIR has none, or
-        if they were just made (``new_trees``), replacing DIR's."""
+    def export(self, spec: RunSpec, trees: bool = True) -> None:
+        """Copy a finished run to DIR, with its trees if ``trees``. When DIR holds the run already, only the trees
+        may go there, and only if DIR has none: trees in DIR are never replaced (plan() refuses to make others)."""
         if self.directory is None:
             return
         known = self.find(spec)
         if known is not None:
-            if tree_settings(spec.run_dir) is not None and (new_trees or tree_settings(known) is None):
+            if trees and tree_settings(spec.run_dir) is not None and tree_settings(known) is None:
                 copy_trees(spec.run_dir, known)
             return
         target = self.target(self.directory, spec)
         if not is_finished(target, spec.config):  # else another sweep exported it since the index was made
-            copy_small_files(spec.run_dir, target)
+            copy_small_files(spec.run_dir, target, trees=trees)
         self.index[result_key(spec.config)] = target
         partial = self.directory / PARTIAL_DIR
         if partial.is_dir():
@@ -484,13 +503,11 @@ class Exporter:
             return
         copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES, trees=False)
 
-    def import_trees(self, spec: RunSpec, distill: Distillation) -> bool:
-        """Take trees made as ``distill`` asks for a finished run from DIR, if DIR has them; True if it did."""
+    def exported_trees(self, spec: RunSpec) -> tuple[Path, Distillation] | None:
+        """(the run's directory in DIR, how its trees there were made) when DIR has the run with trees."""
         known = self.find(spec)
-        if known is None or tree_settings(known) != distill:
-            return False
-        copy_trees(known, spec.run_dir)
-        return True
+        settings = tree_settings(known) if known is not None else None
+        return (known, settings) if known is not None and settings is not None else None
 
 
 # ---- running one run -------------------------------------------------------------------------------------------------
@@ -524,7 +541,8 @@ def error_line(log_path: Path, returncode: int) -> str:
             return line
     if returncode < 0:
         return f"killed by signal {-returncode}"
-    return lines[-1] if lines else f"exit status {returncode}"
+    output = [line for line in lines if not line.startswith("$ ")]  # not the commands execute() echoes
+    return output[-1] if output else f"exit status {returncode}"
 
 
 # How the sweep asks a trainer to checkpoint and stop. Not SIGINT: Ray's workers block SIGINT, and a blocked signal
@@ -876,16 +894,25 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
     jobs: list[Job] = []
 
     def add_distill_job(spec: RunSpec) -> None:
-        """A finished run without the trees asked for: from the export directory if it has them, else a job."""
-        if distill is None or not trees_wanted(spec, distill):
+        """A finished run without the trees asked for gets them from the export directory if it has them, else a
+        job. Trees the export directory holds are committed results: other trees are not made over them."""
+        if distill is None or spec.config.algo not in DISTILLABLE:
             return
-        try:
-            if exporter.import_trees(spec, distill):
-                return
-        except SmoseError as exc:
-            result.failed[spec.name] = str(exc)
+        exported = exporter.exported_trees(spec)
+        if exported is not None and exported[1] != distill:
+            result.failed[spec.name] = (f"{exported[0] / TREES_DIR} holds trees made with {exported[1].describe()}, "
+                                        f"not {distill.describe()}; remove it to replace them")
+            return
+        if not trees_wanted(spec, distill):
+            return
+        if exported is not None:
+            try:
+                copy_trees(exported[0], spec.run_dir)
+            except SmoseError as exc:
+                result.failed[spec.name] = str(exc)
             return
         log_path = result.out / LOGS_DIR / f"{spec.name}.distill.log"
+        log_path.unlink(missing_ok=True)
         distill_jobs.append(Job(spec, [distill.command(spec.run_dir)], log_path, trains=False))
 
     for spec in specs:
@@ -897,7 +924,7 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
         if is_finished(run_dir, spec.config):
             result.skipped.append(spec.name)
             try:
-                exporter.export(spec)
+                exporter.export(spec, trees_to_export(spec, distill))
             except SmoseError as exc:
                 result.failed[spec.name] = f"finished, but not exported: {exc}"
                 continue
@@ -968,7 +995,7 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
             message = f"{'trained' if job.trains else 'finished'}, but distilling failed: {message}"
         if finished:
             try:
-                exporter.export(spec, new_trees=has_trees)
+                exporter.export(spec, trees_to_export(spec, distill))
             except SmoseError as exc:
                 ok, message = False, f"{'trained' if job.trains else 'finished'}, but not exported: {exc}"
             if job.trains:

@@ -549,10 +549,12 @@ def _trees_section(rows: list[Row]) -> list[str]:
                 cells.append("–")
                 continue
             mean = float(np.mean([t.tree_return[kind] for t in have]))
-            ratios = [t.ratio(kind) for t in have]
-            ratio = mean / neural if neural > 0 else float("nan")
-            cells.append(f"{_num(mean)} ({_num(ratio)}, {_num(min(ratios))})" if math.isfinite(ratio)
-                         else _num(mean))
+            neural_mean = float(np.mean([t.neural_return for t in have]))  # over the same seeds
+            ratios = [r for r in (t.ratio(kind) for t in have) if math.isfinite(r)]
+            if neural_mean > 0 and ratios:
+                cells.append(f"{_num(mean)} ({_num(mean / neural_mean)}, {_num(min(ratios))})")
+            else:
+                cells.append(_num(mean))
         lines.append(f"| {_task(row)} | {row.experts} | {row.lb} | {row.steps:,} | {depth} | {dagger} | {len(trees)} | "
                      f"{cells[0]} | {cells[1]} | {_num(neural)} | {cells[2]} | {cells[3]} |")
     return lines
