@@ -250,6 +250,7 @@ def test_cli_distill_then_eval_with_tree_router(hopper_run, tmp_path, capsys):
         assert result["router"] == "tree" and result["tree_kind"] == kind
         # Same seeds as distill's return comparison, so the tree-routed return is reproduced exactly.
         assert result["returns"] == returns[kind]["returns"]
+        assert result["router_agreement"] == fidelity[kind]["closed_loop_agreement"]
         assert json.loads((trees_dir / f"eval-{kind}.json").read_text())["mean"] == result["mean"]
     assert (run_dir / "eval.json").read_text() == neural_eval  # the neural evaluation is left alone
 
