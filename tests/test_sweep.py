@@ -243,7 +243,7 @@ def test_paper_comparison_only_for_the_papers_settings(tmp_path):
     text = markdown(rows, [], tmp_path)
     assert f"| Hopper-v4 | smose | 1,000 | 2 | {half:.2f} | 2816.08 | 0.500 |" in text
     assert "| Reacher-v5 | sac-l | 1,000 | 3 | -7.50 | -3.75 | 2.000 |" in text
-    main_table = text.split("## Against the paper")[0]
+    main_table = text.split("\n## ")[0]  # up to the first section after the main table
     assert "| Hopper-v4 | smose | 8 | 0.1 | 1,000 | 2 |" in main_table and main_table.count("| Hopper-v4 |") == 3
 
 
@@ -455,6 +455,12 @@ def test_smose_against_the_baselines_and_ablations(tmp_path):
             "evaluations: 2 of 2).") in text
     assert "(M = 8) mean ≥ sac-l mean on **1 of 1** tasks at 1,000 steps: Hopper-v4." in text  # no curves
     assert "(M = 3) mean ≥ sac-l mean on **1 of 1** tasks" in text
+    # By task: the paper's M and λ only, one column per algorithm; the 2,000-step budget has one algorithm: no table.
+    by_task = text.split("## By task: 1,000 steps (M = 8, λ = 0.1)")[1].split("##")[0]
+    assert "| task | smose | sac-s | sac-l |" in by_task
+    assert "| Hopper-v4 | 3.50 ± 2.12 (2) | 2.50 ± 2.12 (2) | 3.50 ± – (1) |" in by_task
+    assert "| Reacher-v4 | -7.00 ± – (1) | -6.00 ± – (1) | – |" in by_task
+    assert "## By task: 2,000" not in text
     # Ablations: only Hopper had more than one SMOSE setting at a budget; balance beside the return.
     ablations = text.split("## Ablations")[1]
     assert "| Hopper-v4 | 1,000 | 3 | 0.1 | 1 | 9.00 ± – | 9.00 | 0.500 |" in ablations

@@ -7,7 +7,8 @@ the run was distilled) the trees' routing agreement and tree-routed return. Runs
 (env, algo, M, λ, steps, other settings that differ from the defaults); the seeds of a group are the samples, each
 configuration counted once however many copies of it the directory holds. Written to ``DIR/table/`` (or ``--out``):
 
-    table.md        the aggregate table, the comparison with the paper, notes on what was left out
+    table.md        the aggregate table, a task × algorithm view, the comparison with the paper, SMOSE against
+                    the baselines, the ablations, the distilled trees, notes on what was left out
     table.csv       one row per group
     paper.csv       the groups run with the paper's settings beside the paper's numbers, as ratios ours/paper
     versus.csv      SMOSE beside each dense baseline of the same task, budget and M (difference, P(improvement))
@@ -436,6 +437,7 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
                      f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)}"
                      f"{f' [{_num(low)}, {_num(high)}]' if math.isfinite(low) else ''} | "
                      f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} | {_num(row.tail_mean)} |")
+    lines += _by_task_section(rows)
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
               f"The paper's numbers (SMOSE_SPEC.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 tasks "
@@ -453,6 +455,35 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
     if skipped:
         lines += ["", f"Left out, in whole or in part ({len(skipped)}):", ""] + [f"- {line}" for line in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _paper_config(row: Row) -> bool:
+    """The group uses the paper's M and λ (where the algorithm has them)."""
+    return ((row.algo not in USES_EXPERTS or row.experts == PAPER_EXPERTS)
+            and (row.algo not in USES_LB or row.lb == format_float(PAPER_LB_WEIGHT)))
+
+
+def _by_task_section(rows: list[Row]) -> list[str]:
+    """The main comparison at a glance: one line per task, one column per algorithm, for each budget (and set of
+    other settings) at which more than one algorithm ran with the paper's M and λ."""
+    budgets: dict[tuple[int, str], dict[str, dict[str, Row]]] = {}
+    for row in rows:
+        if _paper_config(row):
+            budgets.setdefault((row.steps, row.settings), {}).setdefault(row.env, {})[row.algo] = row
+    lines: list[str] = []
+    for (steps, settings), tasks in budgets.items():
+        algos = [a for a in ALGO_ORDER if any(a in by_algo for by_algo in tasks.values())]
+        if len(algos) < 2:
+            continue
+        lines += ["", f"## By task: {steps:,} steps{', ' + settings if settings else ''} (M = {PAPER_EXPERTS}, "
+                      f"λ = {PAPER_LB_WEIGHT})", "",
+                  "Mean ± sample std of the final evaluation over seeds (number of seeds in parentheses).", "",
+                  "| task | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+        for env, by_algo in tasks.items():
+            cells = [f"{_num(r.mean)} ± {_num(r.std)} ({len(r.seeds)})" if (r := by_algo.get(a)) else "–"
+                     for a in algos]
+            lines.append(f"| {env} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _versus_section(rows: list[Row]) -> list[str]:
