@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.distill import (DAGGER_SEED_OFFSET, HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, fit_per_expert,
-                           require_smose)
+from smose.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
 from smose.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
@@ -42,8 +41,8 @@ def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes
         heldout_states, heldout_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET)
         neural = evaluate(actor, env, eval_episodes, seed)
         per_round = []
-        for r in range(rounds + 1):
-            trees = fit_per_expert(actor, states, labels, depth, meta["env_id"])
+        fits = dagger_fits(actor, env, "per-expert", states, labels, depth, meta["env_id"], rounds, episodes, seed)
+        for r, (trees, _, labels) in enumerate(fits):
             router = TreeRouter(trees)
             routed = evaluate(actor, env, eval_episodes, seed, router=router)
             per_round.append({
@@ -53,10 +52,6 @@ def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes
                 "return_mean": routed["mean"], "return_std": routed["std"],
                 "ratio": routed["mean"] / neural["mean"] if neural["mean"] > 0 else None,
             })
-            if r < rounds:  # the states this round's trees reach, labelled by the router (as fit_with_dagger)
-                new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes,
-                                                        router=router)
-                states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
     finally:
         env.close()
     return {"run": str(run_dir), "env_id": meta["env_id"], "neural_mean": neural["mean"], "neural_std": neural["std"],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def collect_states(
             if router is None:
                 action, expert = actor.act(obs_t, mode)
             else:
-                expert = actor.route(obs_t).argmax(dim=-1)
+                expert = actor.choose(obs_t)
                 action = actor.act_with_experts(obs_t, router(obs_t), mode)
             states.append(obs_t[0].numpy())
             labels.append(int(expert[0]))
@@ -97,28 +97,40 @@ def collect_states(
     return np.stack(states).astype(np.float32), np.asarray(labels, dtype=np.int64)
 
 
-def fit_with_dagger(
+def dagger_fits(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
-) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
-    """Trees of ``kind`` fitted on the neural policy's states, then ``rounds`` DAgger rounds: roll out the current
-    trees for ``episodes`` episodes, label the states they reach with the router's choice, add them, refit.
+) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """Trees of ``kind`` fitted on the neural policy's states (round 0), then after each of ``rounds`` DAgger rounds:
+    roll out the current trees for ``episodes`` episodes, label the states they reach with the router's choice, add
+    them, refit. Yields each round's trees with the data they were fitted on.
 
     Trees fitted on the neural policy's states alone are right where that policy goes; one mistake that takes the
     system where it never goes can leave them wrong from then on (a high held-out agreement with a poor tree-routed
-    return). The rounds teach them the states their own mistakes lead to. Returns the trees, the data they were
-    fitted on and the number of states each round added.
+    return). The rounds teach them the states their own mistakes lead to.
     """
     fit = fit_per_expert if kind == "per-expert" else fit_multiclass
     trees = fit(actor, states, labels, depth, env_id)
-    added = []
+    yield trees, states, labels
     for r in range(rounds):
         new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes, mode,
                                                 router=TreeRouter(trees))
         states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
-        added.append(int(len(new_labels)))
         trees = fit(actor, states, labels, depth, env_id)
-    return trees, states, labels, added
+        yield trees, states, labels
+
+
+def fit_with_dagger(
+    actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+    rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
+    """The trees after the last of ``rounds`` DAgger rounds (see dagger_fits), the data they were fitted on and the
+    number of states each round added."""
+    sizes = []
+    for trees, states, labels in dagger_fits(actor, env, kind, states, labels, depth, env_id, rounds, episodes, seed,
+                                             mode):
+        sizes.append(len(labels))
+    return trees, states, labels, [int(b - a) for a, b in zip(sizes, sizes[1:])]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

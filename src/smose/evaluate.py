@@ -40,7 +40,7 @@ def evaluate(
             else:
                 expert = router(obs_t)
                 action = actor.act_with_experts(obs_t, expert, mode)
-                agreeing += int(expert[0] == actor.act(obs_t, mode)[1][0])
+                agreeing += int(expert[0] == actor.choose(obs_t)[0])
             if expert is not None:
                 usage[int(expert[0])] += 1
             obs, reward, terminated, truncated, _ = env.step(action[0].numpy())

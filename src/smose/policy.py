@@ -124,8 +124,13 @@ class SMOSEActor(Actor):
         return ActorOutput(mean, squash_log_std(raw_log_std), logits, expert, gate.squeeze(-1))
 
     @torch.no_grad()
+    def choose(self, obs: torch.Tensor) -> torch.Tensor:
+        """The clean router's choice k(s) = argmax_m z_m(s) for each state: LongTensor [B]."""
+        return self.router(obs).argmax(dim=-1)
+
+    @torch.no_grad()
     def act(self, obs: torch.Tensor, mode: DeterministicMode = "gated") -> tuple[torch.Tensor, torch.Tensor | None]:
-        expert = self.router(obs).argmax(dim=-1)
+        expert = self.choose(obs)
         return self.act_with_experts(obs, expert, mode), expert
 
     @torch.no_grad()

@@ -55,7 +55,7 @@ import gymnasium as gym
 from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, TREES_DIR
+from smose.distill import FIDELITY_FILE, KINDS, TREES_DIR
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import read_json, write_json
@@ -370,7 +370,7 @@ def tree_settings(run_dir: Path) -> Distillation | None:
     """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them."""
     try:
         data = read_json(run_dir / TREES_DIR / FIDELITY_FILE, "tree fidelity summary")
-        kinds = [k for k in ("per-expert", "multiclass") if k in data]
+        kinds = [k for k in KINDS if k in data]
         return Distillation(data["depth"], data.get("dagger_rounds", 0), "both" if len(kinds) == 2 else kinds[0],
                             data["episodes"], data["eval_episodes"], data["seed"], data["mode"])
     except (SmoseError, TypeError, KeyError, IndexError, AttributeError):
