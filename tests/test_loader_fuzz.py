@@ -146,3 +146,12 @@ def test_json_field_tampering(pristine, data, replacement, delete):
 
     with damaged_copy(pristine, name, tamper) as run_dir:
         load_everything(run_dir)
+
+
+def test_resume_with_an_unregistered_env_names_the_config_file(pristine, tmp_path):
+    # found by test_bit_flips: one flipped bit turned "Pendulum-v1" into "Qendulum-v1" in config.json
+    run_dir = Path(shutil.copytree(pristine, tmp_path / "run"))
+    config = run_dir / "config.json"
+    config.write_text(config.read_text().replace("Pendulum-v1", "Qendulum-v1"))
+    with pytest.raises(SmoseError, match=r"config\.json: unknown environment 'Qendulum-v1'"):
+        Trainer.resume(run_dir, steps=STEPS + 50)

@@ -209,11 +209,15 @@ class Trainer:
         config.out = str(run_dir)
         config.validate()
         if config.steps < step:
-            raise SmoseError(f"--steps {config.steps} is below the checkpoint's step {step}")
+            raise SmoseError(f"{run_dir}: --steps {config.steps} is below the checkpoint's step {step}")
         if config.steps == step and data.get("finished") is True:
             raise SmoseError(f"{run_dir}: the run already finished at step {step}; pass --steps N (> {step}) "
                              f"to train it further")
-        trainer = cls(config, run_dir)
+        try:
+            trainer = cls(config, run_dir)
+        except SmoseError as exc:  # e.g. an env id in config.json that is not registered: say which file holds it
+            message = str(exc)
+            raise SmoseError(message if str(run_dir) in message else f"{run_dir / CONFIG_FILE}: {message}") from None
         try:
             load_checkpoint(trainer, data)
         except BaseException:
