@@ -215,9 +215,8 @@ class Trainer:
                              f"to train it further")
         try:
             trainer = cls(config, run_dir)
-        except SmoseError as exc:  # e.g. an env id in config.json that is not registered: say which file holds it
-            message = str(exc)
-            raise SmoseError(message if str(run_dir) in message else f"{run_dir / CONFIG_FILE}: {message}") from None
+        except SmoseError as exc:  # the constructor's errors are about config.json's values (env id, buffer size)
+            raise SmoseError(f"{run_dir / CONFIG_FILE}: {exc}") from None
         try:
             load_checkpoint(trainer, data)
         except BaseException:
