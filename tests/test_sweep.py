@@ -162,10 +162,14 @@ def test_table_counts_each_run_once_and_keeps_settings_apart(tmp_path):
     fake_run(tmp_path / "sweep" / "b", dataclasses.replace(base, seed=1), 1000, mean=20.0)
     fake_run(tmp_path / "sweep" / "c", dataclasses.replace(base, seed=2, batch_size=64), 1000, mean=99.0)
     fake_run(tmp_path / "sweep" / "d", dataclasses.replace(base, seed=3))  # unfinished
+    unfinished_with_evals = fake_run(tmp_path / "sweep" / "e", dataclasses.replace(base, seed=4))
+    (unfinished_with_evals / "metrics.csv").write_text(
+        "step,event,eval_return_mean\n200,eval,31.5\n400,eval,57.25\n450,episode,\n")
     records, skipped = load_runs(tmp_path)
     assert sorted(r.final_return for r in records) == [10.0, 20.0, 99.0]
     assert skipped == [f"{tmp_path}/sweep/a: the same configuration and seed as {tmp_path}/export/a, counted once",
-                       f"{tmp_path}/sweep/d: unfinished (step 100 of 1,000)"]
+                       f"{tmp_path}/sweep/d: unfinished (step 100 of 1,000)",
+                       f"{tmp_path}/sweep/e: unfinished (step 450 of 1,000; last evaluation 57.25 at step 400)"]
     rows = aggregate(records)
     assert [(r.seeds, r.settings) for r in rows] == [([0, 1], ""), ([2], "batch_size=64")]
     assert rows[0].paper == PAPER_RESULTS["Hopper"]["smose"] and rows[1].paper is None  # batch 64: not the paper's

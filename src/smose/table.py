@@ -227,8 +227,12 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
             continue
         steps = finished_steps(run_dir)
         if steps is None or steps != config.steps:
-            skipped.append(f"{run_dir}: unfinished (step {last_step(run_dir / 'metrics.csv'):,} of "
-                           f"{config.steps:,})")
+            progress = f"step {last_step(run_dir / 'metrics.csv'):,} of {config.steps:,}"
+            curve = read_curve(run_dir / "metrics.csv")
+            if curve:  # how far it got, for runs recorded as far as they got (partial/)
+                step, value = next(reversed(curve.items()))
+                progress += f"; last evaluation {value:.2f} at step {step:,}"
+            skipped.append(f"{run_dir}: unfinished ({progress})")
             continue
         key = result_key(config)
         if key in seen:
