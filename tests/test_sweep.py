@@ -145,6 +145,10 @@ def test_export_names_races_and_partial_runs(tmp_path):
     # An unfinished run leaves its config and metrics in partial/; finishing it removes that record.
     seed1 = expand(Grid(**one | {"seeds": (1,)}, steps=1000), tmp_path / "a")[0]
     fake_run(seed1.run_dir, seed1.config)
+    (seed1.run_dir / "metrics.csv").write_text("step,event\n")  # stopped before its first step: nothing to record
+    exporter.export_partial(seed1)
+    assert not (export / PARTIAL_DIR).exists()
+    fake_run(seed1.run_dir, seed1.config)
     exporter.export_partial(seed1)
     record = export / PARTIAL_DIR / seed1.name
     assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.csv"]

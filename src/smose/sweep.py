@@ -498,8 +498,9 @@ class Exporter:
                 shutil.rmtree(self.target(partial, spec), ignore_errors=True)
 
     def export_partial(self, spec: RunSpec) -> None:
-        """Record an unfinished run's config.json and metrics.csv (how far it got) in DIR/partial/."""
-        if self.directory is None or not (spec.run_dir / "metrics.csv").is_file():
+        """Record an unfinished run's config.json and metrics.csv (how far it got) in DIR/partial/. A run stopped
+        before its first logged step has nothing to record (and keeps any record of an earlier attempt)."""
+        if self.directory is None or last_step(spec.run_dir / "metrics.csv") == 0:
             return
         copy_small_files(spec.run_dir, self.target(self.directory / PARTIAL_DIR, spec), PARTIAL_FILES, trees=False)
 
