@@ -89,7 +89,8 @@ def assert_gradients_equal_autograd(actor, obs, noise, lb_loss: str) -> None:
 
 
 @pytest.mark.parametrize("lb_loss, noise_kind", [("cv2", "batch"), ("cv2", "state"), ("z", "batch"),
-                                                 ("none", None)])
+                                                 ("z-noisy", "batch"), ("z-noisy", "state"),
+                                                 ("none-noisy", "batch"), ("none", None)])
 def test_mixture_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
     actor, obs = smose_and_obs(1)
     noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)

@@ -59,6 +59,10 @@ def test_z_loss_and_none():
     z = torch.tensor([[0.0, math.log(2.0)], [math.log(3.0), 0.0]])
     torch.testing.assert_close(z_loss(z), torch.tensor(((1 + 2) ** 2 + (3 + 1) ** 2) / 2))
     assert balance_loss("none", z, z) == 0
+    assert balance_loss("none-noisy", z, z + 1.0) == 0
+    # our z-loss reads the clean logits, the authors' variant the noisy ones
+    torch.testing.assert_close(balance_loss("z", z, z + math.log(2.0)), z_loss(z))
+    torch.testing.assert_close(balance_loss("z-noisy", z, z + math.log(2.0)), 4 * z_loss(z))
     with pytest.raises(ValueError):
         balance_loss("l2", z, z)
 
@@ -104,11 +108,14 @@ def test_noise_only_in_the_actor_update(kind, rows):
     assert all(n.shape == (rows, 4) for n in noisy)
 
 
-def test_lb_loss_none_adds_no_noise():
-    learner, noise_seen = recording_learner(SACHyperParams(lb_loss="none", policy_frequency=1))
+@pytest.mark.parametrize("lb_loss,noisy_actor_steps", [("none", 0), ("none-noisy", 1)])
+def test_lb_loss_none_adds_no_noise_and_none_noisy_keeps_it(lb_loss, noisy_actor_steps):
+    """Ours ("none") drops the noise with the loss; the authors' analogue ("none-noisy") keeps it in the actor step."""
+    learner, noise_seen = recording_learner(SACHyperParams(lb_loss=lb_loss, policy_frequency=1))
     buffer = ReplayBuffer(10, 4, 2)
     for _ in range(10):
         buffer.add(np.ones(4), np.zeros(2), 0.0, np.ones(4), False)
     stats = learner.update(buffer.sample(8, np.random.default_rng(0)))
-    assert len(noise_seen) == 3 and all(n is None for n in noise_seen)
+    assert len(noise_seen) == 3 and sum(n is not None for n in noise_seen) == noisy_actor_steps
+    assert noise_seen[0] is None and noise_seen[2] is None  # the target and the α sample never see noise
     assert stats["lb_loss"] == 0

@@ -70,7 +70,7 @@ class ReferenceSAC:
         if self.step % hp.policy_frequency == 0:
             for _ in range(hp.policy_frequency):
                 noise = None
-                if isinstance(self.actor, SMOSEActor):
+                if isinstance(self.actor, SMOSEActor) and hp.lb_loss != "none":  # "none" alone drops the noise
                     noise = router_noise(data.obs.shape[0], self.actor.n_experts, hp.lb_noise)
                 pi, log_pi, out = self.actor.sample(data.obs, noise)
                 min_qf_pi = torch.min(q(self.qf[0], data.obs, pi), q(self.qf[1], data.obs, pi))
@@ -120,6 +120,10 @@ def assert_same_networks(learner: SACLearner, ref: ReferenceSAC, atol: float) ->
 @pytest.mark.parametrize("algo,hp,n_experts", [
     ("smose", SACHyperParams(), 4),
     ("smose", SACHyperParams(lb_noise="state", policy_frequency=1, target_frequency=2), 4),
+    ("smose", SACHyperParams(lb_loss="z", lb_weight=0.01), 4),
+    ("smose", SACHyperParams(lb_loss="z-noisy", lb_weight=0.01), 4),  # the authors' z-loss, on the noisy logits
+    ("smose", SACHyperParams(lb_loss="none"), 4),  # no noise, no loss
+    ("smose", SACHyperParams(lb_loss="none-noisy"), 4),  # the authors' "no balancing": noise, no loss
     ("smose", SACHyperParams(), 1),  # one expert: nothing to balance, L_aux = 0 (an unbiased std of one value is NaN)
     ("sac-l", SACHyperParams(), 4),
 ])

@@ -180,11 +180,14 @@ class MixturePasses(ActorPasses):
         d_noisy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """L_aux (smose.losses) and d (loss) / d clean logits, given d loss / d noisy logits from the policy term."""
-        if kind == "z":  # mean_s (Σ_m e^{z_m})², on the clean logits
-            exp = clean.exp()
+        if kind in ("z", "z-noisy"):  # mean_s (Σ_m e^{z_m})², on the clean or the noisy logits
+            # z̃ = z + ε with ε constant: a gradient with respect to the noisy logits is one with respect to the clean
+            exp = (clean if kind == "z" else s.logits).exp()
             total = exp.sum(-1, keepdim=True)
             lb = total.square().mean()
             return lb, d_noisy + exp * total * (2.0 * weight / clean.shape[0])
+        if kind == "none-noisy":  # the noise steers the choice, no loss
+            return d_noisy.new_zeros(()), d_noisy
         if kind != "cv2":
             raise ValueError(f"no hand-written gradient for load-balancing loss {kind!r}")
         n_experts = clean.shape[1]

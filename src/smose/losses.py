@@ -7,10 +7,18 @@ from typing import Literal
 
 import torch
 
-LBLoss = Literal["cv2", "z", "none"]
+LBLoss = Literal["cv2", "z", "none", "z-noisy", "none-noisy"]
 NoiseKind = Literal["batch", "state"]
-LB_LOSSES = ("cv2", "z", "none")
-DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0}
+# "cv2", "z" and "none" are ours (z-loss on the clean logits; "none" also turns the router noise off). The authors'
+# pre-release code computes the z-loss on the noisy logits ("z-noisy") and has no switch for "no balancing": its
+# nearest analogue keeps the noise in the actor update with no loss ("none-noisy"). See docs/method.md.
+LB_LOSSES = ("cv2", "z", "none", "z-noisy", "none-noisy")
+DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0, "z-noisy": 0.001, "none-noisy": 0.0}
+
+
+def uses_router_noise(kind: LBLoss) -> bool:
+    """Whether the actor update adds router noise: every loss kind but "none"."""
+    return kind != "none"
 
 
 def router_noise(batch: int, n_experts: int, kind: NoiseKind) -> torch.Tensor:
@@ -55,6 +63,8 @@ def balance_loss(kind: LBLoss, clean_logits: torch.Tensor, noisy_logits: torch.T
         return cv2_balance_loss(clean_logits, noisy_logits)
     if kind == "z":
         return z_loss(clean_logits)
-    if kind == "none":
+    if kind == "z-noisy":
+        return z_loss(noisy_logits)
+    if kind in ("none", "none-noisy"):
         return noisy_logits.new_zeros(())
     raise ValueError(f"unknown load-balancing loss {kind!r}; expected one of {', '.join(LB_LOSSES)}")

@@ -19,7 +19,7 @@ import torch
 from smose.actor_passes import make_passes
 from smose.buffer import Batch
 from smose.critic import TwinQPasses
-from smose.losses import LBLoss, NoiseKind, router_noise
+from smose.losses import LBLoss, NoiseKind, router_noise, uses_router_noise
 from smose.policy import Actor, SMOSEActor, TwinQ
 
 
@@ -159,7 +159,7 @@ class SACLearner:
         """
         hp = self.hp
         noise = None
-        if isinstance(self.actor, SMOSEActor) and hp.lb_loss != "none":
+        if isinstance(self.actor, SMOSEActor) and uses_router_noise(hp.lb_loss):
             noise = router_noise(obs.shape[0], self.actor.n_experts, hp.lb_noise)
         loss, lb = self.actor_passes.actor_loss_backward(
             obs, noise, self.alpha, self.critic_passes.min_q_with_grad, hp.lb_loss, hp.lb_weight)

@@ -257,11 +257,12 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
 
 # ---- aggregation -----------------------------------------------------------------------------------------------------
 def lb_label(config: TrainConfig) -> str | None:
-    """λ as the table shows it: "0.1" for the default CV² loss, "z:0.001" or "none" for the other losses."""
+    """λ as the table shows it: "0.1" for the default CV² loss, "z:0.001", "z-noisy:0.001", "none" or "none-noisy" for
+    the other losses."""
     if config.algo not in USES_LB:
         return None
-    if config.lb_loss == "none":
-        return "none"
+    if config.lb_loss in ("none", "none-noisy"):
+        return config.lb_loss
     weight = format_float(config.effective_lb_weight)
     return weight if config.lb_loss == "cv2" else f"{config.lb_loss}:{weight}"
 
