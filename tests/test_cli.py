@@ -46,7 +46,9 @@ def test_train_eval_info_end_to_end(tmp_path, capsys):
     result = json.loads(line)
     assert set(result) >= {"mean", "std", "min", "max", "episodes", "mode", "expert_usage"}
     assert result["episodes"] == 2 and result["mode"] == "linear" and result["min"] <= result["mean"] <= result["max"]
-    assert json.loads((run_dir / "eval.json").read_text())["mode"] == "linear"
+    # a linear evaluation goes beside the run's reference evaluation, which stays gated
+    assert json.loads((run_dir / "eval-linear.json").read_text())["mode"] == "linear"
+    assert json.loads((run_dir / "eval.json").read_text())["mode"] == "gated"
 
     assert main(["info", str(run_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -89,3 +91,40 @@ def test_eval_refuses_a_model_on_an_env_of_another_shape(tmp_path):
     assert main(args) == 0
     proc = run_cli("eval", str(run_dir), "--env", "MountainCarContinuous-v0")
     assert proc.returncode != 0 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_protocols_over_several_runs(tmp_path, capsys):
+    """`--protocol both` evaluates every run both ways: gated into eval.json, the authors' linear over 100 episodes
+    into eval-linear.json; the linear numbers are those of `--mode linear --episodes 100`."""
+    runs = []
+    for seed in (0, 1):
+        run_dir = tmp_path / f"run{seed}"
+        args = ["train", *TINY, "--steps", "150", "--eval-every", "0", "--seed", str(seed), "--out", str(run_dir)]
+        assert main(args) == 0
+        runs.append(run_dir)
+    capsys.readouterr()
+    assert main(["eval", *map(str, runs), "--protocol", "both"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(r["run_dir"], r["mode"], r["episodes"]) for r in lines] == [
+        (str(run), mode, episodes) for run in runs for mode, episodes in (("gated", 10), ("linear", 100))]
+    for run in runs:
+        assert json.loads((run / "eval.json").read_text())["episodes"] == 10
+        assert json.loads((run / "eval-linear.json").read_text())["episodes"] == 100
+    authors = json.loads((runs[1] / "eval-linear.json").read_text())
+    assert main(["eval", str(runs[1]), "--mode", "linear", "--episodes", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == authors["returns"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--protocol", "authors", "--episodes", "5"], "give either --protocol or --mode/--episodes"),
+    (["--protocol", "both", "--mode", "gated"], "give either --protocol or --mode/--episodes"),
+    (["--protocol", "authors", "--router", "tree"], "evaluates the neural router"),
+])
+def test_eval_protocol_conflicts_are_one_line_errors(tmp_path, extra, message):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "50", "--learning-starts", "50", "--eval-every", "0",
+                 "--out", str(run_dir)]) == 0
+    before = sorted(p.name for p in run_dir.iterdir())
+    proc = run_cli("eval", str(run_dir), *extra)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written

@@ -64,33 +64,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The (mode, episodes) evaluations `smose eval` runs: those of --protocol, or of --mode and --episodes."""
+    from smose.evaluate import EVAL_PROTOCOLS
+
+    if args.protocol is None:
+        return [(args.mode or "gated", args.episodes or EVAL_PROTOCOLS["smose"][1])]
+    if args.mode is not None or args.episodes is not None:
+        raise SmoseError("--protocol sets the mode and the number of episodes; give either --protocol or "
+                         "--mode/--episodes")
+    if args.router == "tree" and args.protocol != "smose":
+        raise SmoseError("--protocol authors/both evaluates the neural router; use --mode linear with --router tree")
+    names = ("smose", "authors") if args.protocol == "both" else (args.protocol,)
+    return [EVAL_PROTOCOLS[name] for name in names]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from smose.envs import make_env
     from smose.evaluate import evaluate
-    from smose.serialization import check_env_compatible, load_model, write_eval, write_json
+    from smose.serialization import check_env_compatible, eval_file, load_model, write_eval, write_json
 
-    run_dir = Path(args.run_dir)
-    actor, meta = load_model(run_dir)
-    if args.mode == "linear" and meta["architecture"]["algo"] != "smose":
-        raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds {meta['architecture']['algo']}")
-    router = None
-    if args.router == "tree":
-        from smose.distill import load_tree_router, require_smose
+    protocols = _eval_protocols(args)
+    loaded = []
+    for name in args.run_dir:  # everything is checked before the first episode runs
+        run_dir = Path(name)
+        actor, meta = load_model(run_dir)
+        if any(mode == "linear" for mode, _ in protocols) and meta["architecture"]["algo"] != "smose":
+            raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds "
+                             f"{meta['architecture']['algo']}")
+        router = None
+        if args.router == "tree":
+            from smose.distill import load_tree_router, require_smose
 
-        router = load_tree_router(run_dir, args.tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
-    env = make_env(args.env or meta["env_id"])
-    check_env_compatible(meta, env, run_dir / "model.json")
-    result = evaluate(actor, env, args.episodes, args.seed, args.mode, router=router)
-    env.close()
-    result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
-    if router is None:
-        write_eval(run_dir / "eval.json", result | {"source": "eval"})
-    else:  # the neural evaluation in eval.json stays the run's reference
-        from smose.distill import tree_eval_file
+            router = load_tree_router(run_dir, args.tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
+        loaded.append((run_dir, actor, meta, router))
+    for run_dir, actor, meta, router in loaded:
+        for mode, episodes in protocols:
+            env = make_env(args.env or meta["env_id"])
+            check_env_compatible(meta, env, run_dir / "model.json")
+            result = evaluate(actor, env, episodes, args.seed, mode, router=router)
+            env.close()
+            result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
+            if router is None:  # eval.json (gated) stays the run's reference; a linear evaluation goes beside it
+                write_eval(run_dir / eval_file(mode), result | {"source": "eval"})
+            else:  # the neural evaluation in eval.json stays the run's reference
+                from smose.distill import tree_eval_file
 
-        result["tree_kind"] = args.tree_kind
-        write_json(tree_eval_file(run_dir, args.tree_kind), result | {"source": "eval"})
-    print(json.dumps(result))
+                result["tree_kind"] = args.tree_kind
+                write_json(tree_eval_file(run_dir, args.tree_kind), result | {"source": "eval"})
+            if len(loaded) > 1:
+                result = {"run_dir": str(run_dir), **result}
+            print(json.dumps(result), flush=True)
     return 0
 
 
@@ -246,9 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained policy deterministically; writes eval.json")
-    p.add_argument("run_dir")
-    p.add_argument("--episodes", type=_positive_int, default=10)
-    p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.add_argument("run_dir", nargs="+", help="one or more run directories")
+    p.add_argument("--episodes", type=_positive_int, default=None, help="number of episodes (default: 10)")
+    p.add_argument("--mode", choices=("gated", "linear"), default=None,
+                   help="gated (default; tanh of the gated mean, writes eval.json) or linear (the chosen expert's raw "
+                        "output clipped to the action bounds, writes eval-linear.json)")
+    p.add_argument("--protocol", choices=("smose", "authors", "both"), default=None,
+                   help="smose: gated, 10 episodes (the default); authors: linear, 100 episodes (the authors' "
+                        "evaluation scripts); both: one after the other")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--env", default=None,
                    help="evaluate on another version of the training task, e.g. Hopper-v4 (default: the training env)")

@@ -13,6 +13,10 @@ from smose.policy import Actor, DeterministicMode
 # Evaluation episodes use seeds far from the training seed so the two never share initial states.
 EVAL_SEED_OFFSET = 10_000
 
+# Named evaluation protocols, (mode, episodes): ours, and the one of the authors' evaluation scripts (the chosen
+# expert's raw linear output, clipped to the action bounds, over 100 episodes).
+EVAL_PROTOCOLS: dict[str, tuple[DeterministicMode, int]] = {"smose": ("gated", 10), "authors": ("linear", 100)}
+
 # A router: observation batch [1, n_obs] -> chosen expert [1]; None means the actor's own (neural) router.
 RouterFn = Callable[[torch.Tensor], torch.Tensor]
 

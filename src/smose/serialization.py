@@ -360,6 +360,15 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
 
 
 # ---- evaluations -----------------------------------------------------------------------------------------------------
+EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by training and by `smose eval`
+LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
+
+
+def eval_file(mode: str) -> str:
+    """The run-directory file of a neural-router evaluation in ``mode``."""
+    return LINEAR_EVAL_FILE if mode == "linear" else EVAL_FILE
+
+
 def write_eval(path: Path, result: dict) -> None:
     write_json(path, {"format": EVAL_FORMAT, "format_version": EVAL_FORMAT_VERSION, **result})
 

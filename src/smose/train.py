@@ -31,11 +31,10 @@ from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
 from smose.sac import SACHyperParams, SACLearner
-from smose.serialization import WriteError, save_model, write_error, write_eval, write_json
+from smose.serialization import EVAL_FILE, WriteError, save_model, write_error, write_eval, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
-EVAL_FILE = "eval.json"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
