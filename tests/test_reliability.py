@@ -51,9 +51,10 @@ def learner_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:
-    """metrics.csv without the SPS column (wall-clock speed is the one thing a resumed run may not reproduce)."""
+    """metrics.csv without the SPS and time columns (wall-clock speed and time are the things a resumed run may not
+    reproduce)."""
     with open(run_dir / "metrics.csv", newline="") as fh:
-        return [{k: v for k, v in row.items() if k != "sps"} for row in csv.DictReader(fh)]
+        return [{k: v for k, v in row.items() if k not in ("sps", "time")} for row in csv.DictReader(fh)]
 
 
 def checkpoint_json(run_dir: Path) -> dict:

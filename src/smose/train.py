@@ -36,6 +36,7 @@ from smose.serialization import EVAL_FILE, WriteError, save_model, write_error, 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
+TIME_COLUMN = "time"  # metrics.csv: wall-clock seconds of training at the row, summed over resumed sessions
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
 
@@ -99,7 +100,7 @@ class RunLogger:
         self.n_experts = n_experts
         self.path = run_dir / METRICS_FILE
         self.columns = ["step", "event", "episodic_return", "episodic_length", "eval_return_mean", "eval_return_std",
-                        *LOSS_COLUMNS, "sps"] + [f"usage_{m}" for m in range(n_experts)]
+                        *LOSS_COLUMNS, "sps", TIME_COLUMN] + [f"usage_{m}" for m in range(n_experts)]
         path = self.path
         if metrics_bytes is not None:
             size = path.stat().st_size if path.exists() else 0
@@ -108,8 +109,17 @@ class RunLogger:
             else:
                 os.truncate(path, metrics_bytes)
         new = not path.exists() or path.stat().st_size == 0
+        # Training time continues over resumed sessions; a file written before the time column keeps its columns.
+        self.time_offset = 0.0
+        if not new:
+            with open(path, newline="") as fh:
+                rows = csv.DictReader(fh)
+                self.columns = list(rows.fieldnames or self.columns)
+                for row in rows:
+                    self.time_offset = float(row.get(TIME_COLUMN) or self.time_offset)
+        self.clock = time.perf_counter()
         self._file = open(path, "a", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=self.columns, restval="")
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns, restval="", extrasaction="ignore")
         if new:
             self._csv.writeheader()
         purge = None if resume_step is None else resume_step + 1
@@ -123,6 +133,7 @@ class RunLogger:
             raise write_error(path, exc) from None
 
     def row(self, values: dict) -> None:
+        values = values | {TIME_COLUMN: round(self.time_offset + time.perf_counter() - self.clock, 3)}
         with self._writing(self.path):
             self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
             self._file.flush()
