@@ -360,6 +360,7 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
 
 
 # ---- evaluations -----------------------------------------------------------------------------------------------------
+TIME_COLUMN = "time"  # metrics.csv: wall-clock seconds of training at the row, summed over resumed sessions
 EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by training and by `smose eval`
 LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
 

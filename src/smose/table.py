@@ -35,27 +35,17 @@ from gymnasium.envs.registration import parse_env_id
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR
 from smose.errors import SmoseError
-from smose.serialization import read_eval, read_json
+from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS
+from smose.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
+from smose.stats import iqm_ci as bootstrap_ci
+from smose.reproduction import (aggregate_section, poster_section, protocols_section, read_eval_times,
+                                time_to_poster_section)
+from smose.serialization import LINEAR_EVAL_FILE, read_eval, read_json
 from smose.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
                          last_step, result_key)
 
-# SMOSE_SPEC.md §6 (the authors' poster): final returns after 1M steps on the -v4 tasks, no ± published.
-# Keyed by task name without version, then algorithm. SMOSE used M = 8 and λ = 0.1; SAC-M/SAC-S are sized for M = 8.
-PAPER_RESULTS: dict[str, dict[str, float]] = {
-    "Walker2d": {"sac-l": 4358.06, "sac-m": 4020.51, "sac-s": 2967.14, "smose": 4224.29},
-    "Hopper": {"sac-l": 2636.49, "sac-m": 3224.25, "sac-s": 3076.09, "smose": 2816.08},
-    "Ant": {"sac-l": 5255.46, "sac-m": 4894.18, "sac-s": 4162.97, "smose": 3245.43},
-    "HalfCheetah": {"sac-l": 11809.87, "sac-m": 8992.22, "sac-s": 7214.30, "smose": 7310.17},
-    "Reacher": {"sac-l": -3.75, "sac-m": -4.02, "sac-s": -4.82, "smose": -5.49},
-    "Swimmer": {"sac-l": 68.59, "sac-m": 71.94, "sac-s": 59.42, "smose": 45.4},
-}
-PAPER_STEPS = 1_000_000
-PAPER_EXPERTS = 8
-PAPER_LB_WEIGHT = 0.1
 ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
 BASELINES = ALGO_ORDER[1:]
-BOOTSTRAP_RESAMPLES = 5000
-BOOTSTRAP_SEED = 0
 TAIL_EVALS = 3  # "last 3": the mean of a run's final evaluations, less noisy than the very last one
 MIN_SEEDS_FOR_CI = 3  # with two seeds the percentile interval is just [min, max]: not shown
 # Config fields the table has columns for; any other result-affecting field that differs from the default is listed
@@ -65,40 +55,6 @@ TABLE_DIR = "table"
 
 
 # ---- statistics ------------------------------------------------------------------------------------------------------
-def iqm(values: Sequence[float]) -> float:
-    """Interquartile mean: the mean of the middle half after cutting floor(n/4) values from each end
-    (scipy.stats.trim_mean(x, 0.25), as in rliable). With fewer than 4 values nothing is cut: the mean."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size == 0:
-        return float("nan")
-    cut = int(np.floor(0.25 * x.size))
-    return float(x[cut:x.size - cut].mean())
-
-
-def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], float] = iqm, confidence: float = 0.95,
-                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``statistic`` over seeds (resampled with replacement; fixed RNG seed)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, x.size, size=(resamples, x.size))]
-    stats = np.array([statistic(row) for row in samples])
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-def probability_of_improvement(x: Sequence[float], y: Sequence[float]) -> float:
-    """P(X > Y) + ½·P(X = Y) with X drawn from ``x`` and Y from ``y`` independently (every pair of seeds): the
-    Mann-Whitney U statistic over len(x)·len(y), rliable's probability of improvement on one task. 0.5: no edge."""
-    a = np.asarray(x, dtype=np.float64)[:, None]
-    b = np.asarray(y, dtype=np.float64)[None, :]
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    return float(((a > b) + 0.5 * (a == b)).mean())
-
-
 def usage_balance(usage: Sequence[float]) -> float:
     """Normalised entropy of expert-usage fractions: 1 = all experts used equally, 0 = one expert does everything.
     Undefined (NaN) for a single expert."""
@@ -170,6 +126,9 @@ class RunRecord:
     balance: float
     curve: dict[int, float]  # evaluation step -> mean evaluation return
     trees: TreeRecord | None = None  # when the run was distilled
+    linear_return: float | None = None  # eval-linear.json: the authors' evaluation protocol, when run
+    eval_times: dict[int, float] = field(default_factory=dict)  # evaluation step -> seconds of training
+    times_estimated: bool = False  # eval_times estimated from the logged steps/s (no time column)
 
     @property
     def tail_return(self) -> float:
@@ -249,9 +208,16 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
         except SmoseError as exc:
             skipped.append(f"{exc} (the run counts, without its trees)")
             trees = None
+        linear = None
+        if (run_dir / LINEAR_EVAL_FILE).is_file():
+            try:
+                linear = float(read_eval(run_dir / LINEAR_EVAL_FILE)["mean"])
+            except SmoseError as exc:
+                skipped.append(f"{exc} (the run counts, without its linear evaluation)")
+        eval_times, estimated = read_eval_times(run_dir / "metrics.csv")
         records.append(RunRecord(run_dir, config, steps, float(evaluation["mean"]),
                                  usage_balance(evaluation.get("expert_usage") or []),
-                                 read_curve(run_dir / "metrics.csv"), trees))
+                                 read_curve(run_dir / "metrics.csv"), trees, linear, eval_times, estimated))
     return records, skipped
 
 
@@ -308,6 +274,7 @@ class Row:
     settings: str = ""  # other_settings() of the group's runs
     tail_returns: list[float] = field(default_factory=list)  # RunRecord.tail_return per seed
     trees: list[tuple[int, TreeRecord]] = field(default_factory=list)  # (seed, its distillation) of distilled seeds
+    linear_returns: list[float] = field(default_factory=list)  # the seeds' eval-linear.json means, where they exist
 
     @property
     def key(self) -> GroupKey:
@@ -320,7 +287,7 @@ class Row:
     @property
     def std(self) -> float:
         """Sample standard deviation over seeds (ddof = 1); NaN for one seed."""
-        return float(np.std(self.returns, ddof=1)) if len(self.returns) > 1 else float("nan")
+        return self.std_of(self.returns)
 
     @property
     def iqm(self) -> float:
@@ -329,9 +296,28 @@ class Row:
     @property
     def ci(self) -> tuple[float, float]:
         """The IQM's bootstrap CI; NaN with fewer than MIN_SEEDS_FOR_CI seeds."""
-        if len(self.returns) < MIN_SEEDS_FOR_CI:
+        return self.ci_of(self.returns)
+
+    @staticmethod
+    def std_of(values: Sequence[float]) -> float:
+        return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+    @staticmethod
+    def iqm_of(values: Sequence[float]) -> float:
+        return iqm(values)
+
+    @staticmethod
+    def ci_of(values: Sequence[float]) -> tuple[float, float]:
+        """The IQM's bootstrap CI of ``values``; NaN with fewer than MIN_SEEDS_FOR_CI seeds."""
+        if len(values) < MIN_SEEDS_FOR_CI:
             return float("nan"), float("nan")
-        return bootstrap_ci(self.returns)
+        return bootstrap_ci(values)
+
+    @property
+    def paper_settings(self) -> bool:
+        """The group uses the paper's M and λ (where the algorithm has them) and no other non-default setting."""
+        return (not self.settings and (self.algo not in USES_EXPERTS or self.experts == PAPER_EXPERTS)
+                and (self.algo not in USES_LB or self.lb == format_float(PAPER_LB_WEIGHT)))
 
     @property
     def tail_mean(self) -> float:
@@ -345,11 +331,7 @@ class Row:
     @property
     def paper(self) -> float | None:
         """The paper's number when this group used the paper's settings (M = 8, λ = 0.1 with CV², the defaults)."""
-        if self.settings:
-            return None
-        if self.algo in USES_EXPERTS and self.experts != PAPER_EXPERTS:
-            return None
-        if self.algo in USES_LB and self.lb != format_float(PAPER_LB_WEIGHT):
+        if not self.paper_settings:
             return None
         return PAPER_RESULTS.get(task_name(self.env), {}).get(self.algo)
 
@@ -365,6 +347,8 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
         row.tail_returns.append(record.tail_return)
         if record.trees is not None:
             row.trees.append((record.config.seed, record.trees))
+        if record.linear_return is not None:
+            row.linear_returns.append(record.linear_return)
     return [groups[k] for k in sorted(groups, key=_sort_key)]
 
 
@@ -422,8 +406,10 @@ def _task(row: Row) -> str:
     return row.env + (f" ({row.settings})" if row.settings else "")
 
 
-def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequence[str] = ()) -> str:
-    """The Markdown report; ``provenance``: lines saying how it was made (commands, date)."""
+def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequence[str] = (),
+             reproduction: Sequence[str] = ()) -> str:
+    """The Markdown report; ``provenance``: lines saying how it was made (commands, date); ``reproduction``: the
+    sections about the paper's budget (smose.reproduction), after the comparison with the paper."""
     lines = [f"# Results: {source}", "", *(part for line in provenance for part in (line, "")),
              "Final deterministic evaluation of each run (`eval.json`), aggregated over seeds: mean ± sample std, "
              "IQM with a percentile-bootstrap 95% CI "
@@ -456,14 +442,14 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
                          f"{_num(row.paper)} | {_num(row.mean / row.paper, 3)} |")  # type: ignore[operator]
     else:
         lines.append("No group matches a task and setting of the paper.")
-    lines += _versus_section(rows) + _ablation_section(rows) + _trees_section(rows)
+    lines += [*reproduction, *_versus_section(rows), *_ablation_section(rows), *_trees_section(rows)]
     if skipped:
         lines += ["", f"Left out, in whole or in part ({len(skipped)}):", ""] + [f"- {line}" for line in skipped]
     return "\n".join(lines) + "\n"
 
 
 def _paper_config(row: Row) -> bool:
-    """The group uses the paper's M and λ (where the algorithm has them)."""
+    """The group uses the paper's M and λ (where the algorithm has them); other settings may differ."""
     return ((row.algo not in USES_EXPERTS or row.experts == PAPER_EXPERTS)
             and (row.algo not in USES_LB or row.lb == format_float(PAPER_LB_WEIGHT)))
 
@@ -662,13 +648,21 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
             provenance.append(f"Runs made by `{command}` (see sweep.json).")
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "paper": out / "paper.csv",
              "versus": out / "versus.csv", "trees": out / "trees.csv", "curves_csv": out / "curves.csv"}
-    paths["markdown"].write_text(markdown(rows, skipped, directory, provenance))
+    aggregate_lines, figures = aggregate_section(rows, out)
+    reproduction = [*protocols_section(rows), *poster_section(rows), *aggregate_lines,
+                    *time_to_poster_section(records)]
+    paths["markdown"].write_text(markdown(rows, skipped, directory, provenance, reproduction))
+    for path in figures:
+        paths[path.stem] = path
     _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "n_seeds", "seeds", "mean",
-                              "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "tail_mean", "returns"],
+                              "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "tail_mean", "returns",
+                              "n_linear", "linear_mean", "linear_std"],
                [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, r.settings,
                  len(r.seeds), " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm),
                  *map(_csv_num, r.ci), _csv_num(r.balance), _csv_num(r.tail_mean),
-                 json.dumps([round(x, 4) for x in r.returns])]
+                 json.dumps([round(x, 4) for x in r.returns]), len(r.linear_returns),
+                 _csv_num(float(np.mean(r.linear_returns))) if r.linear_returns else "",
+                 _csv_num(r.std_of(r.linear_returns))]
                 for r in rows])
     _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
                [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),

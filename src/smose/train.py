@@ -31,12 +31,11 @@ from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
 from smose.sac import SACHyperParams, SACLearner
-from smose.serialization import EVAL_FILE, WriteError, save_model, write_error, write_eval, write_json
+from smose.serialization import EVAL_FILE, TIME_COLUMN, WriteError, save_model, write_error, write_eval, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
-TIME_COLUMN = "time"  # metrics.csv: wall-clock seconds of training at the row, summed over resumed sessions
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
 

@@ -1,0 +1,190 @@
+"""The table's sections about the paper's own budget: both evaluation protocols against the poster, the poster's
+published rows, aggregates across tasks (rliable), and when each run first reached the poster's SMOSE number.
+
+Pure functions of the table's rows and runs (``smose.table``'s ``Row`` and ``RunRecord``, passed in); no file I/O
+here except ``read_eval_times`` and the figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from smose.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS
+from smose.serialization import TIME_COLUMN
+from smose.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
+                         plot_aggregate, plot_profiles, probability_of_improvement)
+
+if TYPE_CHECKING:
+    from smose.table import Row, RunRecord
+
+
+
+def task_of(env_id: str) -> str:
+    """"Hopper-v4" -> "Hopper"."""
+    return env_id.split("/")[-1].split("-v")[0]
+
+
+def read_eval_times(metrics_path: Path) -> tuple[dict[int, float], bool]:
+    """Evaluation step -> seconds of training at that evaluation, and whether they are estimates.
+
+    Runs logged before metrics.csv had a time column get estimates: the steps between two logged rows divided by the
+    steps/s logged with the later one, summed (the random warm-up, logged with 0 steps/s, counts as no time).
+    """
+    times: dict[int, float] = {}
+    estimated = False
+    if not metrics_path.is_file():
+        return times, estimated
+    elapsed, previous, rate = 0.0, 0, 0.0
+    with open(metrics_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                step = int(row["step"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if row.get(TIME_COLUMN) not in (None, ""):
+                elapsed = float(row[TIME_COLUMN])
+            else:
+                estimated = True
+                try:
+                    rate = float(row.get("sps") or rate)
+                except ValueError:
+                    pass
+                elapsed += (step - previous) / rate if rate > 0 and step > previous else 0.0
+            previous = max(previous, step)
+            if row.get("event") == "eval":
+                times[step] = elapsed
+    return times, estimated
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def protocols_section(rows: Sequence[Row]) -> list[str]:
+    """Both evaluation protocols of every SMOSE group with linear evaluations, beside the poster's SMOSE number."""
+    shown = [r for r in rows if r.algo == "smose" and r.linear_returns]
+    if not shown:
+        return []
+    lines = ["", "## Both evaluation protocols", "",
+             "*gated*: `eval.json`, tanh of the gated mean (ours; 10 episodes after `smose eval --protocol both`, "
+             "otherwise the training's final evaluation). *linear*: `eval-linear.json`, the chosen expert's raw "
+             "output clipped to the action bounds over 100 episodes (the authors' evaluation scripts, "
+             "`smose eval --protocol authors`). Mean ± sample std over seeds; IQM with its 95% CI from 3 seeds on "
+             f"(rliable, {BOOTSTRAP_RESAMPLES} resamples); ratio = our mean / the poster's SMOSE number (for Reacher, "
+             "a negative return, a ratio below 1 is better).", "",
+             "| task | M | λ | steps | seeds | gated: mean ± std | gated IQM [CI] | gated / poster | linear: mean ± std "
+             "| linear IQM [CI] | linear / poster | poster SMOSE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in shown:
+        poster = POSTER["smose"].get(task_of(row.env)) if row.paper_settings else None
+        cells = []
+        for values in (row.returns, row.linear_returns):
+            ci = row.ci_of(values)
+            cells += [f"{_num(float(np.mean(values)))} ± {_num(row.std_of(values))} ({len(values)})",
+                      f"{_num(row.iqm_of(values))}" + (f" [{_num(ci[0])}, {_num(ci[1])}]" if math.isfinite(ci[0])
+                                                        else ""),
+                      _num(float(np.mean(values)) / poster, 3) if poster else "–"]
+        lines.append(f"| {row.env} | {row.experts} | {row.lb} | {row.steps:,} | {len(row.seeds)} | "
+                     + " | ".join(cells) + f" | {_num(poster)} |")
+    return lines
+
+
+def poster_section(rows: Sequence[Row]) -> list[str]:
+    """The poster's published table, as published (no ± there), when any row is on one of its tasks."""
+    if not any(task_of(r.env) in TASKS for r in rows):
+        return []
+    lines = ["", "## The poster's published numbers", "",
+             f"Final returns after {PAPER_STEPS:,} steps on the -v4 tasks as published on the paper's poster (no ± "
+             "and no seed count published; SAC-M and SAC-S sized for M = 8). CGP, LGP and Metric-40 are the "
+             f"interpretable methods it compares with. CleanRL's SAC ({CLEANRL_SOURCE}) for scale.", "",
+             "| method | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    for method, numbers in POSTER.items():
+        name = {"smose": "**SMOSE**", "sac-l": "SAC-L", "sac-m": "SAC-M", "sac-s": "SAC-S"}.get(method, method)
+        lines.append(f"| {name} | " + " | ".join(f"{numbers[t]:g}" if t in numbers else "n/a" for t in TASKS) + " |")
+    lines.append("| CleanRL SAC (-v2, training return) | "
+                 + " | ".join(f"{CLEANRL_SAC[t][0]:g} ± {CLEANRL_SAC[t][1]:g}" if t in CLEANRL_SAC else "–"
+                              for t in TASKS) + " |")
+    return lines
+
+
+def normalised_scores(rows: Sequence[Row]) -> dict[tuple[str, int], np.ndarray]:
+    """(algo, steps) -> normalised final returns [seeds × tasks] of the groups with the paper's settings, over the
+    paper's tasks every such group of that budget ran, keeping as many seeds as the task with fewest has (the
+    lowest seeds): rliable's stratified bootstrap needs a full matrix."""
+    by_budget: dict[tuple[str, int], dict[str, Row]] = {}
+    for row in rows:
+        if row.paper_settings and task_of(row.env) in TASKS and row.env.endswith("-v4"):
+            by_budget.setdefault((row.algo, row.steps), {})[task_of(row.env)] = row
+    result = {}
+    for key, tasks in by_budget.items():
+        if len(tasks) < 2:
+            continue
+        n = min(len(r.returns) for r in tasks.values())
+        columns = [normalise(tasks[t].returns[:n], RANDOM_POLICY[t], POSTER["sac-l"][t]) for t in TASKS if t in tasks]
+        result[key] = np.stack(columns, axis=1)
+    return result
+
+
+def aggregate_section(rows: Sequence[Row], out: Path) -> tuple[list[str], list[Path]]:
+    """IQM of normalised scores across tasks with stratified bootstrap CIs, the probability that SMOSE improves on
+    each baseline across tasks, and the figures (aggregate IQM, performance profiles) per budget."""
+    scores = normalised_scores(rows)
+    if not scores:
+        return [], []
+    lines = ["", "## Across tasks (rliable)", "",
+             "Final returns normalised per task, (return − random policy) / (the poster's SAC-L − random policy): 0 is "
+             "the uniform random policy (`benchmarks/results/random_policy.json`), 1 the poster's SAC-L. Groups with "
+             f"the paper's settings on the -v4 tasks. IQM over all (seed, task) scores with a {CONFIDENCE:.0%} "
+             f"stratified bootstrap CI ({BOOTSTRAP_RESAMPLES} resamples; seeds resampled within each task); "
+             "*P(SMOSE > it)*: rliable's probability of improvement averaged over tasks (0.5 = no edge). Where tasks "
+             "have different numbers of seeds, each keeps as many as the task with fewest.", "",
+             "| algo | steps | tasks | seeds per task | IQM [95% CI] | P(SMOSE > it) |", "|---|---|---|---|---|---|"]
+    figures: list[Path] = []
+    for steps in sorted({s for _, s in scores}):
+        at_budget = {algo: m for (algo, s), m in scores.items() if s == steps}
+        aggregates = aggregate_iqm(at_budget)
+        smose = at_budget.get("smose")
+        for algo, matrix in at_budget.items():
+            p = "–"
+            if smose is not None and algo != "smose" and smose.shape[1] == matrix.shape[1]:
+                p = _num(probability_of_improvement(smose, matrix))
+            point, low, high = aggregates[algo]
+            lines.append(f"| {algo} | {steps:,} | {matrix.shape[1]} | {matrix.shape[0]} | {_num(point, 3)} "
+                         f"[{_num(low, 3)}, {_num(high, 3)}] | {p} |")
+        label = f"{steps // 1000}k" if steps % 1000 == 0 else str(steps)
+        figures.append(plot_aggregate(aggregates, f"IQM of normalised scores, {steps:,} steps",
+                                      out / f"aggregate_iqm_{label}.png"))
+        profiles, cis = performance_profiles(at_budget)
+        figures.append(plot_profiles(profiles, cis, f"Performance profiles, {steps:,} steps",
+                                     out / f"performance_profiles_{label}.png"))
+    lines += ["", "Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures) + "."]
+    return lines, figures
+
+
+def time_to_poster_section(records: Sequence[RunRecord]) -> list[str]:
+    """For every run at the paper's budget on one of its tasks: the first evaluation at or above the poster's SMOSE
+    number, its step and the training time it took."""
+    runs = [r for r in records if r.steps == PAPER_STEPS and task_of(r.config.env) in TASKS]
+    if not runs:
+        return []
+    lines = ["", "## When each run first reached the poster's SMOSE number", "",
+             "The first periodic evaluation (deterministic, gated) at or above the poster's SMOSE return for the task. "
+             "Time: training wall-clock time at that evaluation (≈: estimated from the logged steps/s, for runs "
+             "logged before metrics.csv had a time column).", "",
+             "| run | algo | poster SMOSE | first reached at step | training time | final |", "|---|---|---|---|---|---|"]
+    for record in sorted(runs, key=lambda r: (r.config.env, r.config.algo, r.config.seed)):
+        target = POSTER["smose"][task_of(record.config.env)]
+        reached = next((step for step, value in record.curve.items() if value >= target), None)
+        if reached is None:
+            where, when = "not reached", "–"
+        else:
+            seconds = record.eval_times.get(reached)
+            where = f"{reached:,}"
+            when = "–" if seconds is None else f"{'≈' if record.times_estimated else ''}{seconds / 3600:.2f} h"
+        lines.append(f"| {record.path.name} | {record.config.algo} | {target:g} | {where} | {when} | "
+                     f"{_num(record.final_return)} |")
+    return lines
