@@ -55,7 +55,7 @@ import gymnasium as gym
 from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, KINDS, TREES_DIR
+from smose.distill import FIDELITY_FILE, TREES_DIR, distill_settings, model_digest, stale_trees
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import read_json, write_json
@@ -367,13 +367,14 @@ class Distillation:
 
 
 def tree_settings(run_dir: Path) -> Distillation | None:
-    """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them."""
+    """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them,
+    and None for stale trees (distilled from another model than the run's): they count as no trees, so they are
+    distilled again and never exported."""
     try:
-        data = read_json(run_dir / TREES_DIR / FIDELITY_FILE, "tree fidelity summary")
-        kinds = [k for k in KINDS if k in data]
-        return Distillation(data["depth"], data.get("dagger_rounds", 0), "both" if len(kinds) == 2 else kinds[0],
-                            data["episodes"], data["eval_episodes"], data["seed"], data["mode"])
-    except (SmoseError, TypeError, KeyError, IndexError, AttributeError):
+        settings = Distillation(**distill_settings(read_json(run_dir / TREES_DIR / FIDELITY_FILE,
+                                                             "tree fidelity summary")))
+        return settings if stale_trees(run_dir) is None else None
+    except (SmoseError, TypeError, KeyError, AttributeError):
         return None
 
 
@@ -429,9 +430,16 @@ def _copy_trees(source: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def copy_trees(source_run: Path, target_run: Path) -> None:
-    """Give the finished run ``target_run`` the trees of ``source_run`` (the same configuration), replacing its own;
-    through a hidden temporary directory and a rename, as copy_small_files."""
+def copy_trees(source_run: Path, target_run: Path) -> bool:
+    """Give the finished run ``target_run`` the trees of ``source_run`` (the same configuration), replacing its own,
+    if they were distilled from ``target_run``'s model: the same configuration trained twice (here and on another
+    machine) need not give the same weights. Returns whether it copied them; through a hidden temporary directory
+    and a rename, as copy_small_files."""
+    try:
+        if stale_trees(source_run, model_digest(target_run)) is not None:
+            return False
+    except SmoseError:  # an unreadable model: nothing the trees could be checked against
+        return False
     tmp, target = target_run / f".{TREES_DIR}.tmp", target_run / TREES_DIR
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -441,6 +449,7 @@ def copy_trees(source_run: Path, target_run: Path) -> None:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SmoseError(f"{target}: cannot copy the trees from {source_run} ({exc.strerror or exc})") from None
+    return True
 
 
 def steps_label(steps: int) -> str:
@@ -486,7 +495,7 @@ class Exporter:
         known = self.find(spec)
         if known is not None:
             if trees and tree_settings(spec.run_dir) is not None and tree_settings(known) is None:
-                copy_trees(spec.run_dir, known)
+                copy_trees(spec.run_dir, known)  # not if DIR's model differs from the one trained here
             return
         target = self.target(self.directory, spec)
         if not is_finished(target, spec.config):  # else another sweep exported it since the index was made
@@ -908,10 +917,12 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
             return
         if exported is not None:
             try:
-                copy_trees(exported[0], spec.run_dir)
+                if copy_trees(exported[0], spec.run_dir):
+                    return
             except SmoseError as exc:
                 result.failed[spec.name] = str(exc)
-            return
+                return
+            # The exported trees describe the exported model, not the one trained here: distil this one.
         log_path = result.out / LOGS_DIR / f"{spec.name}.distill.log"
         log_path.unlink(missing_ok=True)
         distill_jobs.append(Job(spec, [distill.command(spec.run_dir)], log_path, trains=False))
