@@ -404,6 +404,21 @@ def test_a_run_keeps_its_training_when_distilling_fails(tmp_path):
                                             "wrote no trees"}
 
 
+def test_a_sweep_never_clears_a_run_directory_holding_other_files(tmp_path):
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=1000)
+    partial, foreign = expand(grid, tmp_path / "sweep")
+    for spec in (partial, foreign):  # unfinished runs of another configuration: started afresh
+        fake_run(spec.run_dir, dataclasses.replace(spec.config, batch_size=64))
+    (foreign.run_dir / "notes.txt").write_text("mine")
+    result = SweepResult(tmp_path / "sweep", [partial, foreign])
+    jobs = plan([partial, foreign], Exporter(None), result)
+    assert [job.spec.name for job in jobs] == [partial.name] and not list(partial.run_dir.iterdir())
+    assert result.failed == {foreign.name: f"{foreign.run_dir}: does not look like a run directory (it holds "
+                                           "notes.txt); --force only starts run directories afresh: choose another "
+                                           "--out or move those files away"}
+    assert sorted(p.name for p in foreign.run_dir.iterdir()) == ["config.json", "metrics.csv", "notes.txt"]
+
+
 def test_trees_are_copied_only_to_the_model_they_were_distilled_from(tmp_path):
     """The same configuration trained here and for the export (another machine) can differ: the exported trees
     do not describe the model trained here, nor its trees the exported model."""

@@ -59,6 +59,7 @@ from smose.distill import FIDELITY_FILE, TREES_DIR, distill_settings, model_dige
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import read_json, write_json
+from smose.train import clear_run_dir
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "smose-sweep"
@@ -967,7 +968,11 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
             jobs.append(Job(spec, [resume_command(run_dir), *then], log_path))
             result.resumed.append(spec.name)
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a partial run: its metrics.csv would be appended to
+            try:  # a partial run or another configuration's: its metrics.csv would be appended to
+                clear_run_dir(run_dir)
+            except SmoseError as exc:
+                result.failed[spec.name] = str(exc)
+                continue
             jobs.append(Job(spec, [train_command(spec.config), *then], log_path))
     return distill_jobs + jobs
 
