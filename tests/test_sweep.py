@@ -281,7 +281,7 @@ def test_interrupt_reaches_the_training_processes(tmp_path):
             time.sleep(0.05)
         started = time.monotonic()
         interrupt_live()
-        assert future.result(timeout=30) == (7, "stopping")
+        assert future.result(timeout=30) == (7, "stopping", 0)
     assert time.monotonic() - started < 10
 
 
@@ -290,11 +290,11 @@ def test_a_job_runs_its_commands_in_turn_up_to_the_first_failure(tmp_path):
     log.write_text("an older job's output\n")
     say = [sys.executable, "-c", "print('one')"]
     fail = [sys.executable, "-c", "import sys; print('smose: error: bad depth'); sys.exit(2)"]
-    assert execute([say, fail, say], str(log), str(tmp_path)) == (2, "smose: error: bad depth")
+    assert execute([say, fail, say], str(log), str(tmp_path)) == (2, "smose: error: bad depth", 1)
     lines = log.read_text().splitlines()
     assert [line for line in lines if not line.startswith("$ ")] == ["one", "smose: error: bad depth"]
     assert len([line for line in lines if line.startswith("$ ")]) == 2  # the third command never ran
-    assert execute([say, say], str(log), str(tmp_path)) == (0, "")
+    assert execute([say, say], str(log), str(tmp_path)) == (0, "", 2)
 
 
 def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float = 100.0, trees: float = 80.0,
@@ -402,6 +402,44 @@ def test_a_run_keeps_its_training_when_distilling_fails(tmp_path):
                  result, "local", 1, None, io.StringIO(), Distillation(3, dagger=1))
     assert result.failed == {specs[2].name: "finished, but distilling failed: smose distill exited normally but "
                                             "wrote no trees"}
+
+
+def test_a_failure_is_worded_by_its_cause(tmp_path):
+    """A complete run whose job failed all the same: "distilling failed" only when distilling is what failed."""
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1, 2), steps=1000)
+    specs = expand(grid, tmp_path / "sweep")
+    logs = tmp_path / "sweep" / "logs"
+    logs.mkdir(parents=True)
+    for spec in specs:
+        fake_run(spec.run_dir, spec.config, 1000)
+    ok = [sys.executable, "-c", "pass"]
+    fail = [sys.executable, "-c", "import sys; print('smose: error: disk full'); sys.exit(2)"]
+    # No --distill: the training process failed after writing the run's results.
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs([Job(specs[0], [fail], logs / "a.log")], Exporter(None), result, "local", 1, None, io.StringIO())
+    assert result.failed == {specs[0].name: "trained, but the training process failed: smose: error: disk full"}
+    # With --distill: the training process failed (distilling never ran); distilling failed.
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs([Job(specs[1], [fail, ok], logs / "b.log"), Job(specs[2], [ok, fail], logs / "c.log")],
+                 Exporter(None), result, "local", 1, None, io.StringIO(), Distillation(3))
+    assert result.failed == {specs[1].name: "trained, but the training process failed: smose: error: disk full",
+                             specs[2].name: "trained, but distilling failed: smose: error: disk full"}
+
+
+def test_a_second_sweep_cannot_export_to_the_same_directory(tmp_path, capsys):
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=1000)
+    export = tmp_path / "results"
+    spec = expand(grid, tmp_path / "second")[0]
+    fake_run(export / spec.name, spec.config, 1000)  # the run is in the export: the sweep only takes it from there
+    with runlock.hold(export, "sweep"):  # another sweep exporting there
+        with pytest.raises(SmoseError, match=f"{export}: another sweep is working here"):
+            run_sweep(grid, tmp_path / "second", export=export, stream=io.StringIO())
+        assert not spec.run_dir.exists()
+        assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "1000", "--out", str(tmp_path / "third"),
+                     "--export", str(export)]) == 2
+        assert "another sweep is working here" in capsys.readouterr().err
+    result = run_sweep(grid, tmp_path / "second", export=export, stream=io.StringIO())
+    assert result.imported == [spec.name] and not result.failed
 
 
 def test_a_sweep_never_clears_a_run_directory_holding_other_files(tmp_path):
@@ -576,8 +614,8 @@ def test_local_sweep_trains_resumes_and_exports(local_sweep):
         eval_steps = [int(row["step"]) for row in csv.DictReader(fh) if row["event"] == "eval"]
     assert eval_steps == [100, 200]
     # The export holds exactly the small files of each finished run.
-    assert sorted(p.name for p in export.iterdir()) == sorted(finished_runs(result.out))
-    for run_dir in export.iterdir():
+    assert sorted(p.name for p in export.iterdir() if p.name != ".lock") == sorted(finished_runs(result.out))
+    for run_dir in (p for p in export.iterdir() if p.is_dir()):
         assert sorted(p.name for p in run_dir.iterdir()) == sorted(EXPORT_FILES)
 
 
@@ -670,7 +708,7 @@ def test_sweep_distils_its_smose_runs_and_the_table_reports_them(local_sweep, tm
     captured = capsys.readouterr()
     assert "4 taken from the export directory, 0 trained (0 of them resumed), 4 distilled, 0 failed" in captured.out
     assert captured.err.count("trees depth 1: agreement ") == 4 and "(closed loop " in captured.err
-    names = sorted(p.name for p in results.iterdir())
+    names = sorted(p.name for p in results.iterdir() if p.name != ".lock")
     assert len(names) == 4
     for name in names:
         run, exported = tmp_path / "s" / RUNS_DIR / name, results / name

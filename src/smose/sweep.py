@@ -24,8 +24,9 @@ already in DIR are taken from there instead of being trained: DIR is what gets c
 re-running the sweep command continues where the committed results stop. Runs that stop short of their budget
 (interrupted or failed) leave their config.json and metrics.csv in ``DIR/partial/``: how far they got.
 
-A sweep holds a lock on its directory and every trainer on its run directory (see smose.runlock): a second sweep on
-the same directory refuses to start, and a run another process is training is never deleted or resumed.
+A sweep holds a lock on its directory and on its ``--export`` directory, and every trainer on its run directory (see
+smose.runlock): a second sweep on the same directory or exporting to the same directory refuses to start, and a run
+another process is training is never deleted or resumed.
 """
 
 from __future__ import annotations
@@ -563,9 +564,10 @@ _live: dict[int, subprocess.Popen] = {}  # processes started by execute() in thi
 _live_lock = threading.Lock()
 
 
-def execute(commands: list[list[str]], log_path: str, cwd: str) -> tuple[int, str]:
+def execute(commands: list[list[str]], log_path: str, cwd: str) -> Outcome:
     """Run a job's processes one after the other (training, then distilling), their output in ``log_path``, up to
-    the first that fails; returns (exit status, error line or "").
+    the first that fails; returns (exit status, error line or "", how many commands went through: the index of the
+    one that failed).
 
     This is the whole job of a worker, on either backend. On a Ray node that cannot see the sweep directory it
     fails with a message saying so instead of training into a directory nobody will read. The commands' Python is
@@ -574,14 +576,14 @@ def execute(commands: list[list[str]], log_path: str, cwd: str) -> tuple[int, st
     log = Path(log_path)
     if not log.parent.is_dir() or not Path(cwd).is_dir():
         return -1, (f"{log.parent} is not visible on {socket.gethostname()}: the ray backend needs --out on a "
-                    "filesystem shared by all nodes, at the same path")
+                    "filesystem shared by all nodes, at the same path"), 0
     with open(log, "w"):
         pass
-    for command in commands:
+    for done, command in enumerate(commands):
         returncode = _run_logged([sys.executable, *command[1:]], log, cwd)
         if returncode != 0:
-            return returncode, error_line(log, returncode)
-    return 0, ""
+            return returncode, error_line(log, returncode), done
+    return 0, "", len(commands)
 
 
 def _run_logged(command: list[str], log: Path, cwd: str) -> int:
@@ -744,8 +746,13 @@ class Job:
     log_path: Path
     trains: bool = True  # False: only distils a finished run
 
+    @property
+    def first_distill(self) -> int:
+        """Index in ``commands`` of the first `smose distill`: after the training command of a job that trains."""
+        return 1 if self.trains else 0
 
-Outcome = tuple[int, str]
+
+Outcome = tuple[int, str, int]  # exit status, error line or "", how many of the job's commands went through
 
 
 def run_local(jobs: list[Job], workers: int, progress: Progress, on_done: Callable[[Job, Outcome], None]) -> None:
@@ -821,7 +828,7 @@ def run_ray(jobs: list[Job], workers: int | None, address: str | None, progress:
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    outcome = (-1, f"ray task failed: {str(exc).strip().splitlines()[-1]}")
+                    outcome = (-1, f"ray task failed: {str(exc).strip().splitlines()[-1]}", 0)
                 on_done(job, outcome)
             for job in pending.values():  # a task is running once its process has opened its log
                 if job.spec.name not in progress.running and job.log_path.exists():
@@ -886,7 +893,16 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         (out / LOGS_DIR).mkdir(exist_ok=True)
     except OSError as exc:
         raise SmoseError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
-    with runlock.hold(out, "sweep"):
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(runlock.hold(out, "sweep"))
+        if export is not None:  # two sweeps exporting to one directory would copy over each other's runs
+            export = Path(export)
+            try:
+                export.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SmoseError(f"{export}: cannot create the export directory ({exc.strerror})") from None
+            if export.resolve() != out.resolve():  # a second lock on the same file would fail in this very process
+                locks.enter_context(runlock.hold(export, "sweep"))
         write_sweep_file(grid, out, export, distill)
         exporter = Exporter(Path(export) if export is not None else None)
         result = SweepResult(out, specs)
@@ -998,7 +1014,7 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
     progress = Progress([job.spec for job in jobs], stream)
 
     def on_done(job: Job, outcome: Outcome) -> None:
-        returncode, message = outcome
+        returncode, message, went_through = outcome
         spec = job.spec
         finished = is_finished(spec.run_dir, spec.config)
         if returncode == 0 and not finished:
@@ -1006,10 +1022,11 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
         wants_trees = distill is not None and spec.config.algo in DISTILLABLE
         has_trees = wants_trees and tree_settings(spec.run_dir) == distill
         if returncode == 0 and finished and wants_trees and not has_trees:
-            returncode, message = 1, "smose distill exited normally but wrote no trees"
+            returncode, message, went_through = 1, "smose distill exited normally but wrote no trees", job.first_distill
         ok = returncode == 0 and finished
-        if finished and returncode != 0:  # training went through, distilling did not: keep the trained run
-            message = f"{'trained' if job.trains else 'finished'}, but distilling failed: {message}"
+        if finished and returncode != 0:  # the run is complete all the same: keep it, and say what failed after
+            failed = "distilling" if went_through >= job.first_distill else "the training process"
+            message = f"{'trained' if job.trains else 'finished'}, but {failed} failed: {message}"
         if finished:
             try:
                 exporter.export(spec, trees_to_export(spec, distill))
