@@ -83,15 +83,10 @@ def run_dir_entries() -> frozenset[str]:
     return frozenset(names | {f".{name}.tmp" for name in names} | {runlock.LOCK_FILE, WRITE_PROBE})
 
 
-def foreign_entries(path: Path) -> list[str]:
-    """The names in the directory ``path`` that no smose command writes into a run directory."""
-    known = run_dir_entries()
-    return sorted(entry.name for entry in Path(path).iterdir() if entry.name not in known)
-
-
 def refuse_foreign(path: Path) -> None:
     """A directory holding anything a run directory does not is not one: never cleared, whatever --force says."""
-    foreign = foreign_entries(path)
+    known = run_dir_entries()
+    foreign = sorted(entry.name for entry in Path(path).iterdir() if entry.name not in known)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise SmoseError(f"{path}: does not look like a run directory (it holds {shown}); --force only starts run "
@@ -104,13 +99,13 @@ def clear_run_dir(path: Path) -> None:
     lock file, so a new run starts clean. Refuses (SmoseError, nothing deleted) a directory that holds anything a run
     directory does not. A missing directory is left missing."""
     path = Path(path)
-    if not path.is_dir():
+    # The lock file is the caller's (or nobody's): removing it would let a second trainer lock a new file.
+    entries = [entry for entry in path.iterdir() if entry.name != runlock.LOCK_FILE] if path.is_dir() else []
+    if not entries:  # the usual case, a new directory: nothing to check or delete
         return
     refuse_foreign(path)
     try:
-        for entry in path.iterdir():
-            if entry.name == runlock.LOCK_FILE:  # held by the caller (or by nobody): removing it would break the lock
-                continue
+        for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
