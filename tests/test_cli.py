@@ -128,3 +128,33 @@ def test_eval_protocol_conflicts_are_one_line_errors(tmp_path, extra, message):
     proc = run_cli("eval", str(run_dir), *extra)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written
+
+
+def test_force_starts_an_existing_run_directory_afresh(tmp_path):
+    """A run trained, distilled, then trained over with --force: nothing of the first run is left to mix in."""
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    assert main(["distill", str(run_dir), "--depth", "1", "--episodes", "1", "--eval-episodes", "1"]) == 0
+    (run_dir / "report").mkdir()  # as `smose explain` leaves it
+    assert main(["train", *TINY, "--steps", "200", "--seed", "1", "--force", "--out", str(run_dir)]) == 0
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows if r["event"] == "eval"] == [150, 200]  # not 150, 300 first
+    assert not (run_dir / "trees").exists() and not (run_dir / "report").exists()
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert not [p.name for p in (run_dir / "checkpoint").iterdir() if "000000300" in p.name]
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
+    assert json.loads((run_dir / "eval.json").read_text())["step"] == 200
+
+
+def test_force_never_clears_a_directory_that_is_not_a_run_directory(tmp_path, capsys):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "config.json").write_text("{\"mine\": true}")  # a name a run directory holds too
+    (folder / "thesis.tex").write_text("data")
+    assert main(["train", *TINY, "--force", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"smose: error: {folder}: does not look like a run directory (it holds thesis.tex); --force only "
+                   "starts run directories afresh: choose another --out or move those files away")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "thesis.tex"]  # untouched, nothing added
+    assert (folder / "config.json").read_text() == "{\"mine\": true}"

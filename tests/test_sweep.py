@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from smose import runlock
 from smose.cli import build_parser, main
 from smose.config import TrainConfig, config_from_args, run_config_json
+from smose.distill import model_digest
+from smose.envs import make_env
 from smose.errors import SmoseError
-from smose.policy import ALGOS
+from smose.policy import ALGOS, make_actor
+from smose.serialization import save_model
 from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, Job, SweepResult,
                          check_reachable, execute, execute_jobs, expand, format_seeds, index_finished, interrupt_live,
                          is_finished, parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
@@ -104,15 +108,23 @@ def test_sweep_file_refuses_an_incompatible_grid(tmp_path):
             write_sweep_file(Grid(**base | change), tmp_path)
 
 
-def fake_run(run_dir: Path, config: TrainConfig, trained_steps: int | None = None, mean: float = 1.0) -> Path:
-    """A run directory as `smose train` leaves it (finished when ``trained_steps`` is given), without training."""
+def fake_run(run_dir: Path, config: TrainConfig, trained_steps: int | None = None, mean: float = 1.0,
+             weights_seed: int | None = None) -> Path:
+    """A run directory as `smose train` leaves it (finished when ``trained_steps`` is given), without training: the
+    model is untrained, its weights drawn from ``weights_seed`` (default the run's seed, so the same configuration
+    gets the same model)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(run_config_json(config, {})))
     (run_dir / "metrics.csv").write_text("step,event\n100,eval\n")
     if trained_steps is not None:
-        (run_dir / "model.json").write_text(json.dumps({"trained_steps": trained_steps}))
+        env = make_env(config.env)
+        space = env.action_space
+        torch.manual_seed(config.seed if weights_seed is None else weights_seed)
+        actor = make_actor(config.algo, env.observation_space.shape[0], space.shape[0], space.low, space.high,
+                           config.experts)
+        env.close()
+        save_model(actor, run_dir, config.env, {"trained_steps": trained_steps})
         (run_dir / "eval.json").write_text(json.dumps({"mean": mean, "std": 0.0}))
-        (run_dir / "model.safetensors").write_bytes(b"weights")
     return run_dir
 
 
@@ -269,7 +281,7 @@ def test_interrupt_reaches_the_training_processes(tmp_path):
             time.sleep(0.05)
         started = time.monotonic()
         interrupt_live()
-        assert future.result(timeout=30) == (7, "stopping")
+        assert future.result(timeout=30) == (7, "stopping", 0)
     assert time.monotonic() - started < 10
 
 
@@ -278,22 +290,24 @@ def test_a_job_runs_its_commands_in_turn_up_to_the_first_failure(tmp_path):
     log.write_text("an older job's output\n")
     say = [sys.executable, "-c", "print('one')"]
     fail = [sys.executable, "-c", "import sys; print('smose: error: bad depth'); sys.exit(2)"]
-    assert execute([say, fail, say], str(log), str(tmp_path)) == (2, "smose: error: bad depth")
+    assert execute([say, fail, say], str(log), str(tmp_path)) == (2, "smose: error: bad depth", 1)
     lines = log.read_text().splitlines()
     assert [line for line in lines if not line.startswith("$ ")] == ["one", "smose: error: bad depth"]
     assert len([line for line in lines if line.startswith("$ ")]) == 2  # the third command never ran
-    assert execute([say, say], str(log), str(tmp_path)) == (0, "")
+    assert execute([say, say], str(log), str(tmp_path)) == (0, "", 2)
 
 
 def fake_trees(run_dir: Path, depth: int, agreement: float = 0.9, neural: float = 100.0, trees: float = 80.0,
-               dagger: int = 0, seed: int = 0) -> None:
-    """A trees/fidelity.json as `smose distill` writes it (only the fields the sweep and the table read)."""
+               dagger: int = 0, seed: int = 0, model: Path | None = None) -> None:
+    """A trees/fidelity.json as `smose distill` writes it (only the fields the sweep and the table read), distilled
+    from the model in ``model`` (default: the run's own)."""
+    digest = model_digest(model or run_dir)
     (run_dir / "trees").mkdir(parents=True, exist_ok=True)
     (run_dir / "trees" / "per-expert.txt").write_text("expert 0: if ... \n")
     kinds = {k: {"agreement": agreement, "closed_loop_agreement": agreement / 2} for k in ("per-expert", "multiclass")}
     (run_dir / "trees" / "fidelity.json").write_text(json.dumps(
-        {"format": "smose-fidelity", "depth": depth, "dagger_rounds": dagger, "episodes": 20, "eval_episodes": 10,
-         "seed": seed, "mode": "gated", **kinds,
+        {"format": "smose-fidelity", "router_sha256": digest, "depth": depth, "dagger_rounds": dagger,
+         "episodes": 20, "eval_episodes": 10, "seed": seed, "mode": "gated", **kinds,
          "returns": {"neural": {"mean": neural}, "per-expert": {"mean": trees}, "multiclass": {"mean": trees / 2},
                      "ratio": {"per-expert": trees / neural, "multiclass": trees / neural / 2}}}))
 
@@ -366,7 +380,7 @@ def test_a_run_keeps_its_training_when_distilling_fails(tmp_path):
     ok = [sys.executable, "-c", "pass"]
     fail = [sys.executable, "-c", "import sys; print('smose: error: cannot distil'); sys.exit(2)"]
     silent_fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    fake_trees(tmp_path / "made", 3)  # what the stand-in for `smose distill` leaves in the run
+    fake_trees(tmp_path / "made", 3, model=specs[2].run_dir)  # what the stand-in for `smose distill` leaves in the run
     writes_trees = [sys.executable, "-c", f"import shutil; shutil.copytree({str(tmp_path / 'made' / 'trees')!r}, "
                                           f"{str(specs[2].run_dir / 'trees')!r})"]
     jobs = [Job(specs[0], [ok, fail], tmp_path / "sweep" / "logs" / "a.log"),
@@ -388,6 +402,85 @@ def test_a_run_keeps_its_training_when_distilling_fails(tmp_path):
                  result, "local", 1, None, io.StringIO(), Distillation(3, dagger=1))
     assert result.failed == {specs[2].name: "finished, but distilling failed: smose distill exited normally but "
                                             "wrote no trees"}
+
+
+def test_a_failure_is_worded_by_its_cause(tmp_path):
+    """A complete run whose job failed all the same: "distilling failed" only when distilling is what failed."""
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1, 2), steps=1000)
+    specs = expand(grid, tmp_path / "sweep")
+    logs = tmp_path / "sweep" / "logs"
+    logs.mkdir(parents=True)
+    for spec in specs:
+        fake_run(spec.run_dir, spec.config, 1000)
+    ok = [sys.executable, "-c", "pass"]
+    fail = [sys.executable, "-c", "import sys; print('smose: error: disk full'); sys.exit(2)"]
+    # No --distill: the training process failed after writing the run's results.
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs([Job(specs[0], [fail], logs / "a.log")], Exporter(None), result, "local", 1, None, io.StringIO())
+    assert result.failed == {specs[0].name: "trained, but the training process failed: smose: error: disk full"}
+    # With --distill: the training process failed (distilling never ran); distilling failed.
+    result = SweepResult(tmp_path / "sweep", specs)
+    execute_jobs([Job(specs[1], [fail, ok], logs / "b.log"), Job(specs[2], [ok, fail], logs / "c.log")],
+                 Exporter(None), result, "local", 1, None, io.StringIO(), Distillation(3))
+    assert result.failed == {specs[1].name: "trained, but the training process failed: smose: error: disk full",
+                             specs[2].name: "trained, but distilling failed: smose: error: disk full"}
+
+
+def test_a_second_sweep_cannot_export_to_the_same_directory(tmp_path, capsys):
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=1000)
+    export = tmp_path / "results"
+    spec = expand(grid, tmp_path / "second")[0]
+    fake_run(export / spec.name, spec.config, 1000)  # the run is in the export: the sweep only takes it from there
+    with runlock.hold(export, "sweep"):  # another sweep exporting there
+        with pytest.raises(SmoseError, match=f"{export}: another sweep is working here"):
+            run_sweep(grid, tmp_path / "second", export=export, stream=io.StringIO())
+        assert not spec.run_dir.exists()
+        assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "1000", "--out", str(tmp_path / "third"),
+                     "--export", str(export)]) == 2
+        assert "another sweep is working here" in capsys.readouterr().err
+    result = run_sweep(grid, tmp_path / "second", export=export, stream=io.StringIO())
+    assert result.imported == [spec.name] and not result.failed
+
+
+def test_a_sweep_never_clears_a_run_directory_holding_other_files(tmp_path):
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0, 1), steps=1000)
+    partial, foreign = expand(grid, tmp_path / "sweep")
+    for spec in (partial, foreign):  # unfinished runs of another configuration: started afresh
+        fake_run(spec.run_dir, dataclasses.replace(spec.config, batch_size=64))
+    (foreign.run_dir / "notes.txt").write_text("mine")
+    result = SweepResult(tmp_path / "sweep", [partial, foreign])
+    jobs = plan([partial, foreign], Exporter(None), result)
+    assert [job.spec.name for job in jobs] == [partial.name] and not list(partial.run_dir.iterdir())
+    assert result.failed == {foreign.name: f"{foreign.run_dir}: does not look like a run directory (it holds "
+                                           "notes.txt); --force only starts run directories afresh: choose another "
+                                           "--out or move those files away"}
+    assert sorted(p.name for p in foreign.run_dir.iterdir()) == ["config.json", "metrics.csv", "notes.txt"]
+
+
+def test_trees_are_copied_only_to_the_model_they_were_distilled_from(tmp_path):
+    """The same configuration trained here and for the export (another machine) can differ: the exported trees
+    do not describe the model trained here, nor its trees the exported model."""
+    grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=1000)
+    spec = expand(grid, tmp_path / "sweep")[0]
+    export = tmp_path / "results"
+    fake_run(spec.run_dir, spec.config, 1000, weights_seed=1)  # trained here
+    exported = fake_run(export / spec.name, spec.config, 1000, weights_seed=2)  # trained elsewhere
+    fake_trees(exported, depth=3)
+    result = SweepResult(tmp_path / "sweep", [spec])
+    jobs = plan([spec], Exporter(export), result, distill=Distillation(3))
+    assert [(job.spec.name, job.trains) for job in jobs] == [(spec.name, False)]  # distilled here instead
+    assert not (spec.run_dir / "trees").exists() and not result.failed
+    # The other way: trees made here do not go to an exported run of another model that has none.
+    shutil.rmtree(exported / "trees")
+    fake_trees(spec.run_dir, depth=3)
+    Exporter(export).export(spec)
+    assert not (exported / "trees").exists()
+    # The same model (as a run taken from the export has): the trees go along.
+    shutil.copy2(exported / "model.safetensors", spec.run_dir / "model.safetensors")
+    shutil.copy2(exported / "model.json", spec.run_dir / "model.json")
+    fake_trees(spec.run_dir, depth=3)
+    Exporter(export).export(spec)
+    assert tree_settings(exported) == Distillation(3)
 
 
 def test_table_reports_the_distilled_trees(tmp_path):
@@ -521,8 +614,8 @@ def test_local_sweep_trains_resumes_and_exports(local_sweep):
         eval_steps = [int(row["step"]) for row in csv.DictReader(fh) if row["event"] == "eval"]
     assert eval_steps == [100, 200]
     # The export holds exactly the small files of each finished run.
-    assert sorted(p.name for p in export.iterdir()) == sorted(finished_runs(result.out))
-    for run_dir in export.iterdir():
+    assert sorted(p.name for p in export.iterdir() if p.name != ".lock") == sorted(finished_runs(result.out))
+    for run_dir in (p for p in export.iterdir() if p.is_dir()):
         assert sorted(p.name for p in run_dir.iterdir()) == sorted(EXPORT_FILES)
 
 
@@ -615,7 +708,7 @@ def test_sweep_distils_its_smose_runs_and_the_table_reports_them(local_sweep, tm
     captured = capsys.readouterr()
     assert "4 taken from the export directory, 0 trained (0 of them resumed), 4 distilled, 0 failed" in captured.out
     assert captured.err.count("trees depth 1: agreement ") == 4 and "(closed loop " in captured.err
-    names = sorted(p.name for p in results.iterdir())
+    names = sorted(p.name for p in results.iterdir() if p.name != ".lock")
     assert len(names) == 4
     for name in names:
         run, exported = tmp_path / "s" / RUNS_DIR / name, results / name

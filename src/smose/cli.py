@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a SMOSE (or dense SAC) agent into a run directory")
     add_config_arguments(p)
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument("--force", action="store_true",
+                   help="start an existing run directory afresh: delete the earlier run's files (refused for a "
+                        "directory holding anything else)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue RUN_DIR from its last checkpoint with its config.json (--steps may extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -60,6 +60,60 @@ def router_digest(actor: SMOSEActor) -> str:
     return digest.hexdigest()
 
 
+def model_digest(run_dir: Path | str) -> str:
+    """router_digest of the SMOSE model saved in ``run_dir`` (a SmoseError for an unreadable or dense model)."""
+    from smose.serialization import load_model
+
+    actor, meta = load_model(Path(run_dir))
+    return router_digest(require_smose(actor, meta, Path(run_dir)))
+
+
+def recorded_digest(run_dir: Path | str) -> str | None:
+    """The router digest of the model the run's ``trees/`` were distilled from: fidelity.json's ``router_sha256``,
+    or, in distillations older than that field, the one its tree files agree on (save_distillation writes them all
+    at once). None when nothing readable records one."""
+    fidelity = Path(run_dir) / TREES_DIR / FIDELITY_FILE
+    try:
+        recorded = read_json(fidelity, "tree fidelity summary").get("router_sha256") if fidelity.is_file() else None
+        if recorded is None:
+            found = {read_json(tree_file(run_dir, k), "tree file").get("router_sha256")
+                     for k in KINDS if tree_file(run_dir, k).is_file()}
+            recorded = found.pop() if len(found) == 1 else None
+    except (SmoseError, AttributeError):  # AttributeError: a JSON file that is not an object
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def stale_trees(run_dir: Path | str, digest: str | None = None) -> str | None:
+    """Why the trees and fidelity.json in ``run_dir`` do not describe the model they are judged against, or None
+    when they do (or when there are none). The model is ``run_dir``'s own unless ``digest`` (its router_digest) is
+    given: one already loaded, or another run's that the trees would be copied to. Every reader of trees/ asks this
+    first, so the results of an earlier model (before `smose train --resume`, say) are never shown as this one's."""
+    run_dir = Path(run_dir)
+    files = [run_dir / TREES_DIR / FIDELITY_FILE, *(tree_file(run_dir, k) for k in KINDS)]
+    if not any(path.is_file() for path in files):
+        return None
+    recorded = recorded_digest(run_dir)
+    if recorded is None:
+        return (f"{run_dir / TREES_DIR}: stale trees: nothing readable records which model they were distilled "
+                f"from; run `smose distill {run_dir}` again")
+    if recorded != (digest if digest is not None else model_digest(run_dir)):
+        return (f"{run_dir / TREES_DIR}: stale trees: distilled from another model than this one (the router "
+                f"weights differ, e.g. after more training); run `smose distill {run_dir}` again")
+    return None
+
+
+def distill_settings(fidelity: dict) -> dict[str, Any]:
+    """The arguments of :func:`distill` that made the trees a fidelity.json describes (KeyError or TypeError when
+    it lacks them): to make them again the same way."""
+    kinds = [k for k in KINDS if k in fidelity]
+    if not kinds:
+        raise KeyError("kind")
+    return {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
+            "kind": "both" if len(kinds) == len(KINDS) else kinds[0], "episodes": fidelity["episodes"],
+            "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
+
+
 def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
     """u_m(s) = Θ_m ⊙ s for every expert: [M, B, n_obs], in float32 as scikit-learn fits on float32."""
     return theta.astype(np.float32)[:, None, :] * obs.astype(np.float32)[None, :, :]
@@ -585,6 +639,7 @@ def distill(
             "format": FIDELITY_FORMAT,
             "format_version": 1,
             "env_id": env_id,
+            "router_sha256": router_digest(actor),  # the model these results are about (see stale_trees)
             "depth": depth,
             "episodes": episodes,
             "seed": seed,

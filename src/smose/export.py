@@ -147,6 +147,11 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
     if not isinstance(actor, SMOSEActor) and router == "tree":
         raise SmoseError(f"--router tree needs a SMOSE model; {run_dir} holds the dense baseline {algo}")
     kinds = TREE_KINDS if all_trees else (tree_kind,) if router == "tree" else ()
+    if router == "neural" and kinds and isinstance(actor, SMOSEActor):
+        from smose.distill import router_digest, stale_trees
+
+        if stale_trees(run_dir, router_digest(actor)) is not None:
+            kinds = ()  # trees of another model describe another policy: the file carries none (it needs none)
     trees = _load_trees(run_dir, actor, env_id, kinds) if isinstance(actor, SMOSEActor) else {}
     if router == "tree" and tree_kind not in trees:
         raise SmoseError(f"{run_dir}: no {tree_kind} trees (trees/{tree_kind}.json); "

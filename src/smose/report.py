@@ -456,7 +456,8 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
     return items
 
 
-def section_summary(view: RunView, fidelity: dict | None) -> Section:
+def section_summary(view: RunView, fidelity: dict | None, warning: Note | None = None) -> Section:
+    """The report's first section; ``warning`` (e.g. stale trees left out) goes first of all."""
     arch, counts, steps = view.meta["architecture"], view.actor.parameter_counts(), view.meta.get("trained_steps")
     if view.smose is not None:
         shape = f"SMOSE: linear router choosing 1 of {arch['n_experts']} linear experts per step"
@@ -476,7 +477,8 @@ def section_summary(view: RunView, fidelity: dict | None) -> Section:
         if view.smose is not None:
             settings += f", load balancing {cfg.get('lb_loss')} λ={cfg.get('lb_weight_effective')}"
         rows.append(["training settings", settings])
-    blocks: list[Block] = [Bullets(at_a_glance(view, fidelity)), Table(["", ""], rows)]
+    blocks: list[Block] = [*([warning] if warning else []), Bullets(at_a_glance(view, fidelity)),
+                           Table(["", ""], rows)]
 
     episodes, evals = read_metrics(view.run_dir / "metrics.csv")
     if episodes or evals:
@@ -788,19 +790,36 @@ def draw_tree(tree: dict, kind: str, title: str) -> bytes:
 
 def _load_tree_files(
     view: RunView, progress: Callable[[str], None], distill_missing: bool
-) -> tuple[dict, dict | None, list[Note]]:
-    """The run's tree files (per kind) and fidelity.json, distilling first when none exist and that is allowed."""
-    from smose.distill import FIDELITY_FILE, KINDS, TREES_DIR, distill, load_trees, tree_file
+) -> tuple[dict, dict | None, list[Note], Note | None]:
+    """The run's tree files (per kind), fidelity.json, notes for the trees section and, for stale trees, the note
+    that heads the report. Distils first when there are no trees, or stale ones (again with their settings), and
+    that is allowed; stale trees that are not distilled again are not shown at all."""
+    from smose.distill import (FIDELITY_FILE, KINDS, TREES_DIR, distill, distill_settings, load_trees, router_digest,
+                               stale_trees, tree_file)
 
     notes: list[Note] = []
     fidelity_path = view.run_dir / TREES_DIR / FIDELITY_FILE
-    if not fidelity_path.is_file() and distill_missing:
+    stale = stale_trees(view.run_dir, router_digest(view.smose)) if fidelity_path.is_file() else None
+    if stale is not None and distill_missing:
+        try:
+            settings = distill_settings(read_json(fidelity_path, "tree fidelity summary"))
+        except (SmoseError, KeyError, TypeError, AttributeError):
+            settings = {}
+        progress(f"stale trees in {view.run_dir / TREES_DIR} (not distilled from the run's model); running "
+                 f"`smose distill` again with {'their settings' if settings else 'its defaults'} first")
+        distill(view.run_dir, **settings)
+        stale = None
+    elif not fidelity_path.is_file() and distill_missing:
         progress(f"no distilled trees in {view.run_dir}; running `smose distill` with its defaults first")
         distill(view.run_dir)
+    if stale is not None:
+        warning = Note(f"The distilled trees are stale and not shown: {stale} (or `smose explain` without "
+                       "--no-distill).")
+        return {}, None, [warning], warning
     if not fidelity_path.is_file():
         notes.append(Note(f"No distilled trees yet. Run `smose distill {view.run_dir}` (then `smose explain` again) "
                           "to fit them; they replace the router's argmax with shallow decision trees."))
-        return {}, None, notes
+        return {}, None, notes, None
     fidelity = read_json(fidelity_path, "tree fidelity summary")
     trees = {}
     for kind in KINDS:
@@ -810,7 +829,7 @@ def _load_tree_files(
                 trees[kind] = load_trees(path, view.smose, view.meta["env_id"])
             except SmoseError as exc:  # stale or damaged trees: say so in the report instead of failing
                 notes.append(Note(f"{exc}"))
-    return trees, fidelity, notes
+    return trees, fidelity, notes, None
 
 
 def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list[Note]) -> Section:
@@ -871,14 +890,14 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
     return section
 
 
-def section_returns(view: RunView, fidelity: dict | None) -> Section:
+def section_returns(view: RunView, fidelity: dict | None, warning: Note | None = None) -> Section:
     section = Section("returns", "Tree-routed vs neural router")
     if view.smose is None:
         section.blocks.append(_dense_note(view, "router to compare trees with"))
         return section
     returns = (fidelity or {}).get("returns")
     if not returns:
-        section.blocks.append(Note(f"No tree-routed returns yet; run `smose distill {view.run_dir}`."))
+        section.blocks.append(warning or Note(f"No tree-routed returns yet; run `smose distill {view.run_dir}`."))
         return section
     ratio = returns.get("ratio", {})
     names = [k for k in ("neural", "per-expert", "multiclass") if k in returns]
@@ -918,8 +937,9 @@ def explain(
     """Write ``RUN_DIR/report/index.html`` and ``report.md`` (+ PNGs); returns the path of index.html.
 
     ``episodes`` deterministic episodes (the reset seeds ``smose eval --seed`` uses) give the usage, timeline and
-    per-expert means. Without distilled trees, ``distill_missing`` runs ``smose distill`` with
-    its defaults first; otherwise the tree sections say how to get them.
+    per-expert means. Without distilled trees, ``distill_missing`` runs ``smose distill`` with its defaults first;
+    with stale trees (distilled from another model than the run's), with the settings they were made with;
+    otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
     from smose.envs import make_env
     from smose.serialization import check_env_compatible, load_model
@@ -941,11 +961,12 @@ def explain(
     view = RunView(run_dir, actor, meta, config, evaluation, observation_names(meta["env_id"], arch["n_obs"]),
                    action_names(meta["env_id"], arch["n_act"]), rollouts, rollouts.states.std(axis=0), seed)
     if view.smose is not None:
-        trees, fidelity, notes = _load_tree_files(view, progress, distill_missing)
+        trees, fidelity, notes, warning = _load_tree_files(view, progress, distill_missing)
     else:
-        trees, fidelity, notes = {}, None, []
-    sections = [section_summary(view, fidelity), section_router(view), section_experts(view), section_usage(view),
-                section_means(view), section_trees(view, trees, fidelity, notes), section_returns(view, fidelity)]
+        trees, fidelity, notes, warning = {}, None, [], None
+    sections = [section_summary(view, fidelity, warning), section_router(view), section_experts(view),
+                section_usage(view), section_means(view), section_trees(view, trees, fidelity, notes),
+                section_returns(view, fidelity, warning)]
 
     title = f"SMOSE report: {meta['env_id']}, {arch['algo']}"
     subtitle = f"run {run_dir.resolve()}"

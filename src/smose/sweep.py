@@ -24,8 +24,9 @@ already in DIR are taken from there instead of being trained: DIR is what gets c
 re-running the sweep command continues where the committed results stop. Runs that stop short of their budget
 (interrupted or failed) leave their config.json and metrics.csv in ``DIR/partial/``: how far they got.
 
-A sweep holds a lock on its directory and every trainer on its run directory (see smose.runlock): a second sweep on
-the same directory refuses to start, and a run another process is training is never deleted or resumed.
+A sweep holds a lock on its directory and on its ``--export`` directory, and every trainer on its run directory (see
+smose.runlock): a second sweep on the same directory or exporting to the same directory refuses to start, and a run
+another process is training is never deleted or resumed.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ import gymnasium as gym
 from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, KINDS, TREES_DIR
+from smose.distill import FIDELITY_FILE, TREES_DIR, distill_settings, model_digest, stale_trees
 from smose.errors import SmoseError
 from smose.policy import ALGOS
-from smose.serialization import read_json, write_json
+from smose.serialization import LINEAR_EVAL_FILE, read_json, write_json
+from smose.train import clear_run_dir
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "smose-sweep"
@@ -66,7 +68,7 @@ SWEEP_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
 LOGS_DIR = "logs"
 # What a finished run contributes to the committed results: no replay buffers, checkpoints or TensorBoard files.
-EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", "model.json", "model.safetensors")
+EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", LINEAR_EVAL_FILE, "model.json", "model.safetensors")
 # Where unfinished runs are recorded in the export directory, and what of them.
 PARTIAL_DIR = "partial"
 PARTIAL_FILES = ("config.json", "metrics.csv")
@@ -367,13 +369,14 @@ class Distillation:
 
 
 def tree_settings(run_dir: Path) -> Distillation | None:
-    """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them."""
+    """How the trees `smose distill` left in ``run_dir`` were made (from trees/fidelity.json); None without them,
+    and None for stale trees (distilled from another model than the run's): they count as no trees, so they are
+    distilled again and never exported."""
     try:
-        data = read_json(run_dir / TREES_DIR / FIDELITY_FILE, "tree fidelity summary")
-        kinds = [k for k in KINDS if k in data]
-        return Distillation(data["depth"], data.get("dagger_rounds", 0), "both" if len(kinds) == 2 else kinds[0],
-                            data["episodes"], data["eval_episodes"], data["seed"], data["mode"])
-    except (SmoseError, TypeError, KeyError, IndexError, AttributeError):
+        settings = Distillation(**distill_settings(read_json(run_dir / TREES_DIR / FIDELITY_FILE,
+                                                             "tree fidelity summary")))
+        return settings if stale_trees(run_dir) is None else None
+    except (SmoseError, TypeError, KeyError, AttributeError):
         return None
 
 
@@ -429,9 +432,16 @@ def _copy_trees(source: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def copy_trees(source_run: Path, target_run: Path) -> None:
-    """Give the finished run ``target_run`` the trees of ``source_run`` (the same configuration), replacing its own;
-    through a hidden temporary directory and a rename, as copy_small_files."""
+def copy_trees(source_run: Path, target_run: Path) -> bool:
+    """Give the finished run ``target_run`` the trees of ``source_run`` (the same configuration), replacing its own,
+    if they were distilled from ``target_run``'s model: the same configuration trained twice (here and on another
+    machine) need not give the same weights. Returns whether it copied them; through a hidden temporary directory
+    and a rename, as copy_small_files."""
+    try:
+        if stale_trees(source_run, model_digest(target_run)) is not None:
+            return False
+    except SmoseError:  # an unreadable model: nothing the trees could be checked against
+        return False
     tmp, target = target_run / f".{TREES_DIR}.tmp", target_run / TREES_DIR
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -441,6 +451,7 @@ def copy_trees(source_run: Path, target_run: Path) -> None:
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SmoseError(f"{target}: cannot copy the trees from {source_run} ({exc.strerror or exc})") from None
+    return True
 
 
 def steps_label(steps: int) -> str:
@@ -486,7 +497,7 @@ class Exporter:
         known = self.find(spec)
         if known is not None:
             if trees and tree_settings(spec.run_dir) is not None and tree_settings(known) is None:
-                copy_trees(spec.run_dir, known)
+                copy_trees(spec.run_dir, known)  # not if DIR's model differs from the one trained here
             return
         target = self.target(self.directory, spec)
         if not is_finished(target, spec.config):  # else another sweep exported it since the index was made
@@ -553,9 +564,10 @@ _live: dict[int, subprocess.Popen] = {}  # processes started by execute() in thi
 _live_lock = threading.Lock()
 
 
-def execute(commands: list[list[str]], log_path: str, cwd: str) -> tuple[int, str]:
+def execute(commands: list[list[str]], log_path: str, cwd: str) -> Outcome:
     """Run a job's processes one after the other (training, then distilling), their output in ``log_path``, up to
-    the first that fails; returns (exit status, error line or "").
+    the first that fails; returns (exit status, error line or "", how many commands went through: the index of the
+    one that failed).
 
     This is the whole job of a worker, on either backend. On a Ray node that cannot see the sweep directory it
     fails with a message saying so instead of training into a directory nobody will read. The commands' Python is
@@ -564,14 +576,14 @@ def execute(commands: list[list[str]], log_path: str, cwd: str) -> tuple[int, st
     log = Path(log_path)
     if not log.parent.is_dir() or not Path(cwd).is_dir():
         return -1, (f"{log.parent} is not visible on {socket.gethostname()}: the ray backend needs --out on a "
-                    "filesystem shared by all nodes, at the same path")
+                    "filesystem shared by all nodes, at the same path"), 0
     with open(log, "w"):
         pass
-    for command in commands:
+    for done, command in enumerate(commands):
         returncode = _run_logged([sys.executable, *command[1:]], log, cwd)
         if returncode != 0:
-            return returncode, error_line(log, returncode)
-    return 0, ""
+            return returncode, error_line(log, returncode), done
+    return 0, "", len(commands)
 
 
 def _run_logged(command: list[str], log: Path, cwd: str) -> int:
@@ -734,8 +746,13 @@ class Job:
     log_path: Path
     trains: bool = True  # False: only distils a finished run
 
+    @property
+    def first_distill(self) -> int:
+        """Index in ``commands`` of the first `smose distill`: after the training command of a job that trains."""
+        return 1 if self.trains else 0
 
-Outcome = tuple[int, str]
+
+Outcome = tuple[int, str, int]  # exit status, error line or "", how many of the job's commands went through
 
 
 def run_local(jobs: list[Job], workers: int, progress: Progress, on_done: Callable[[Job, Outcome], None]) -> None:
@@ -811,7 +828,7 @@ def run_ray(jobs: list[Job], workers: int | None, address: str | None, progress:
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    outcome = (-1, f"ray task failed: {str(exc).strip().splitlines()[-1]}")
+                    outcome = (-1, f"ray task failed: {str(exc).strip().splitlines()[-1]}", 0)
                 on_done(job, outcome)
             for job in pending.values():  # a task is running once its process has opened its log
                 if job.spec.name not in progress.running and job.log_path.exists():
@@ -876,7 +893,16 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         (out / LOGS_DIR).mkdir(exist_ok=True)
     except OSError as exc:
         raise SmoseError(f"{out}: cannot create the sweep directory ({exc.strerror})") from None
-    with runlock.hold(out, "sweep"):
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(runlock.hold(out, "sweep"))
+        if export is not None:  # two sweeps exporting to one directory would copy over each other's runs
+            export = Path(export)
+            try:
+                export.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SmoseError(f"{export}: cannot create the export directory ({exc.strerror})") from None
+            if export.resolve() != out.resolve():  # a second lock on the same file would fail in this very process
+                locks.enter_context(runlock.hold(export, "sweep"))
         write_sweep_file(grid, out, export, distill)
         exporter = Exporter(Path(export) if export is not None else None)
         result = SweepResult(out, specs)
@@ -908,10 +934,12 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
             return
         if exported is not None:
             try:
-                copy_trees(exported[0], spec.run_dir)
+                if copy_trees(exported[0], spec.run_dir):
+                    return
             except SmoseError as exc:
                 result.failed[spec.name] = str(exc)
-            return
+                return
+            # The exported trees describe the exported model, not the one trained here: distil this one.
         log_path = result.out / LOGS_DIR / f"{spec.name}.distill.log"
         log_path.unlink(missing_ok=True)
         distill_jobs.append(Job(spec, [distill.command(spec.run_dir)], log_path, trains=False))
@@ -956,7 +984,11 @@ def plan(specs: list[RunSpec], exporter: Exporter, result: SweepResult,
             jobs.append(Job(spec, [resume_command(run_dir), *then], log_path))
             result.resumed.append(spec.name)
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a partial run: its metrics.csv would be appended to
+            try:  # a partial run or another configuration's: its metrics.csv would be appended to
+                clear_run_dir(run_dir)
+            except SmoseError as exc:
+                result.failed[spec.name] = str(exc)
+                continue
             jobs.append(Job(spec, [train_command(spec.config), *then], log_path))
     return distill_jobs + jobs
 
@@ -982,7 +1014,7 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
     progress = Progress([job.spec for job in jobs], stream)
 
     def on_done(job: Job, outcome: Outcome) -> None:
-        returncode, message = outcome
+        returncode, message, went_through = outcome
         spec = job.spec
         finished = is_finished(spec.run_dir, spec.config)
         if returncode == 0 and not finished:
@@ -990,10 +1022,11 @@ def execute_jobs(jobs: list[Job], exporter: Exporter, result: SweepResult, backe
         wants_trees = distill is not None and spec.config.algo in DISTILLABLE
         has_trees = wants_trees and tree_settings(spec.run_dir) == distill
         if returncode == 0 and finished and wants_trees and not has_trees:
-            returncode, message = 1, "smose distill exited normally but wrote no trees"
+            returncode, message, went_through = 1, "smose distill exited normally but wrote no trees", job.first_distill
         ok = returncode == 0 and finished
-        if finished and returncode != 0:  # training went through, distilling did not: keep the trained run
-            message = f"{'trained' if job.trains else 'finished'}, but distilling failed: {message}"
+        if finished and returncode != 0:  # the run is complete all the same: keep it, and say what failed after
+            failed = "distilling" if went_through >= job.first_distill else "the training process"
+            message = f"{'trained' if job.trains else 'finished'}, but {failed} failed: {message}"
         if finished:
             try:
                 exporter.export(spec, trees_to_export(spec, distill))

@@ -3,7 +3,8 @@
 ``smose table DIR`` reads every finished run below DIR (a sweep directory, or any directory of run directories such
 as ``benchmarks/results/runs``): its ``config.json`` says what was trained, ``eval.json`` gives the final return and
 the expert usage, the ``event=eval`` rows of ``metrics.csv`` the learning curve, and ``trees/fidelity.json`` (when
-the run was distilled) the trees' routing agreement and tree-routed return. Runs are grouped by
+the run was distilled from the model it holds: stale trees are listed as such, without their numbers) the trees'
+routing agreement and tree-routed return. Runs are grouped by
 (env, algo, M, λ, steps, other settings that differ from the defaults); the seeds of a group are the samples, each
 configuration counted once however many copies of it the directory holds. Written to ``DIR/table/`` (or ``--out``):
 
@@ -12,7 +13,8 @@ configuration counted once however many copies of it the directory holds. Writte
     table.csv       one row per group
     paper.csv       the groups run with the paper's settings beside the paper's numbers, as ratios ours/paper
     versus.csv      SMOSE beside each dense baseline of the same task, budget and M (difference, P(improvement))
-    trees.csv       one row per distilled run: tree depth, routing agreement, neural and tree-routed returns
+    trees.csv       one row per distilled run: tree depth, routing agreement, neural and tree-routed returns (empty,
+                    with the note "stale", for trees distilled from another model than the run's)
     curves.csv      the learning curves (mean and std over seeds at each evaluation step)
     curves_<env>.png
 """
@@ -33,7 +35,7 @@ import numpy as np
 from gymnasium.envs.registration import parse_env_id
 
 from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR
+from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR, stale_trees
 from smose.errors import SmoseError
 from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS
 from smose.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
@@ -92,8 +94,17 @@ class TreeRecord:
         return self.tree_return[kind] / self.neural_return if self.neural_return > 0 else float("nan")
 
 
-def read_trees(run_dir: Path) -> TreeRecord | None:
-    """The run's distillation summary; None when it has none. Raises SmoseError for an unreadable one."""
+@dataclass(frozen=True)
+class StaleTrees:
+    """A run whose trees/ were distilled from another model than its own (see smose.distill.stale_trees): its tree
+    results are not reported, only why."""
+
+    reason: str
+
+
+def read_trees(run_dir: Path) -> TreeRecord | StaleTrees | None:
+    """The run's distillation summary; StaleTrees when it describes another model than the run's; None when it has
+    none. Raises SmoseError for an unreadable one (or an unreadable model, which the trees cannot be checked with)."""
     path = run_dir / TREES_DIR / FIDELITY_FILE
     if not path.is_file():
         return None
@@ -114,7 +125,8 @@ def read_trees(run_dir: Path) -> TreeRecord | None:
                             float(returns["neural"]["mean"]), {k: float(returns[k]["mean"]) for k in kinds})
     except (KeyError, TypeError, ValueError):
         raise SmoseError(f"{path}: not a smose distillation summary") from None
-    return record
+    stale = stale_trees(run_dir)
+    return record if stale is None else StaleTrees(stale)
 
 
 @dataclass
@@ -125,7 +137,7 @@ class RunRecord:
     final_return: float
     balance: float
     curve: dict[int, float]  # evaluation step -> mean evaluation return
-    trees: TreeRecord | None = None  # when the run was distilled
+    trees: TreeRecord | StaleTrees | None = None  # when the run was distilled
     linear_return: float | None = None  # eval-linear.json: the authors' evaluation protocol, when run
     eval_times: dict[int, float] = field(default_factory=dict)  # evaluation step -> seconds of training
     times_estimated: bool = False  # eval_times estimated from the logged steps/s (no time column)
@@ -274,6 +286,7 @@ class Row:
     settings: str = ""  # other_settings() of the group's runs
     tail_returns: list[float] = field(default_factory=list)  # RunRecord.tail_return per seed
     trees: list[tuple[int, TreeRecord]] = field(default_factory=list)  # (seed, its distillation) of distilled seeds
+    stale_trees: list[tuple[int, Path]] = field(default_factory=list)  # (seed, run directory) of stale distillations
     linear_returns: list[float] = field(default_factory=list)  # the seeds' eval-linear.json means, where they exist
 
     @property
@@ -345,8 +358,10 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
         row.returns.append(record.final_return)
         row.balances.append(record.balance)
         row.tail_returns.append(record.tail_return)
-        if record.trees is not None:
+        if isinstance(record.trees, TreeRecord):
             row.trees.append((record.config.seed, record.trees))
+        elif isinstance(record.trees, StaleTrees):
+            row.stale_trees.append((record.config.seed, record.path))
         if record.linear_return is not None:
             row.linear_returns.append(record.linear_return)
     return [groups[k] for k in sorted(groups, key=_sort_key)]
@@ -544,9 +559,24 @@ def tree_groups(rows: list[Row]) -> list[tuple[Row, tuple[int, int], list[TreeRe
 
 def _trees_section(rows: list[Row]) -> list[str]:
     groups = tree_groups(rows)
-    if not groups:
+    stale = [(row, seed, path) for row in rows for seed, path in row.stale_trees]
+    if not groups and not stale:
         return []
-    lines = ["", "## Distilled trees", "",
+    lines = ["", "## Distilled trees"]
+    if groups:
+        lines += _trees_table(groups)
+    if stale:
+        lines += ["", f"**Stale trees, left out** ({len(stale)} run{'s' if len(stale) != 1 else ''}): distilled from "
+                      "another model than the run's own (trained further since, e.g. by `smose train --resume`), so "
+                      "their agreement and returns are not this model's; their tree columns in trees.csv are empty. "
+                      "`smose distill RUN` (or `smose sweep --distill`) distils them again.", ""]
+        lines += [f"- {_task(row)}, M = {row.experts}, λ = {row.lb}, {row.steps:,} steps, seed {seed}: stale "
+                  f"(`{path}`)" for row, seed, path in stale]
+    return lines
+
+
+def _trees_table(groups: list[tuple[Row, tuple[int, int], list[TreeRecord]]]) -> list[str]:
+    lines = ["",
              "Runs whose router was distilled into decision trees (`smose distill`, or `smose sweep --distill`), "
              "per-expert trees (the paper's form) and one multiclass tree. *Agreement*: the share of held-out states "
              "of the neural policy on which the trees pick the router's expert / *closed loop*: the same share over "
@@ -559,7 +589,7 @@ def _trees_section(rows: list[Row]) -> list[str]:
              "multiclass tree: return (ratio, worst) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row, (depth, dagger), trees in groups:
-        cells = []
+        cells: list[str] = []
         for kind in KINDS:
             have = [t for t in trees if kind in t.agreement]
             cells.append(f"{_pct(np.mean([t.agreement[kind] for t in have]))} / "
@@ -584,6 +614,14 @@ def _trees_section(rows: list[Row]) -> list[str]:
 
 def _pct(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _tree_cells(t: TreeRecord) -> list:
+    """A distillation's columns of trees.csv."""
+    return [t.depth, t.dagger, *(_csv_num(t.agreement.get(k)) for k in KINDS),
+            *(_csv_num(t.closed_loop.get(k)) for k in KINDS), _csv_num(t.neural_return),
+            *(_csv_num(t.tree_return.get(k)) for k in KINDS),
+            *(_csv_num(t.ratio(k)) if k in t.tree_return else "" for k in KINDS)]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -674,16 +712,16 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
                  _csv_num(b.mean), _csv_num(a.mean - b.mean),
                  _csv_num(probability_of_improvement(a.returns, b.returns)), _csv_num(a.tail_mean - b.tail_mean)]
                 for a, b in versus(rows)])
-    _write_csv(paths["trees"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "seed", "depth",
-                                "dagger_rounds", *(f"agreement_{k}" for k in KINDS),
-                                *(f"closed_loop_agreement_{k}" for k in KINDS), "return_neural",
-                                *(f"return_{k}" for k in KINDS), *(f"ratio_{k}" for k in KINDS)],
-               [[r.env, r.algo, r.experts, r.lb or "", r.steps, r.settings, seed, t.depth, t.dagger,
-                 *(_csv_num(t.agreement.get(k)) for k in KINDS), *(_csv_num(t.closed_loop.get(k)) for k in KINDS),
-                 _csv_num(t.neural_return),
-                 *(_csv_num(t.tree_return.get(k)) for k in KINDS),
-                 *(_csv_num(t.ratio(k)) if k in t.tree_return else "" for k in KINDS)]
-                for r in rows for seed, t in r.trees])
+    tree_columns = ["depth", "dagger_rounds", *(f"agreement_{k}" for k in KINDS),
+                    *(f"closed_loop_agreement_{k}" for k in KINDS), "return_neural", *(f"return_{k}" for k in KINDS),
+                    *(f"ratio_{k}" for k in KINDS)]
+    _write_csv(paths["trees"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "seed", *tree_columns,
+                                "note"],
+               [[r.env, r.algo, r.experts, r.lb or "", r.steps, r.settings, seed,
+                 *(_tree_cells(t) if t is not None else [""] * len(tree_columns)), "" if t is not None else "stale"]
+                for r in rows
+                for seed, t in sorted([*r.trees, *((seed, None) for seed, _ in r.stale_trees)],
+                                      key=lambda pair: pair[0])])
     curve_data = curves(records)
     curve_rows = []
     for (env, algo, experts, lb, budget, settings), (steps, mean, std, n) in curve_data.items():

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import os
 import platform
+import shutil
 import signal
 import sys
 import threading
@@ -26,16 +27,19 @@ from smose import __version__, runlock
 from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
+from smose.distill import TREES_DIR
 from smose.envs import env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
 from smose.sac import SACHyperParams, SACLearner
-from smose.serialization import EVAL_FILE, TIME_COLUMN, WriteError, save_model, write_error, write_eval, write_json
+from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, TIME_COLUMN, WriteError,
+                                 save_model, write_error, write_eval, write_json)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
+WRITE_PROBE = ".write-test"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
 
@@ -69,16 +73,61 @@ def hyperparams(config: TrainConfig) -> SACHyperParams:
     )
 
 
+def run_dir_entries() -> frozenset[str]:
+    """Every name smose writes directly into a run directory: what training writes, the trees of `smose distill`,
+    the report of `smose explain`, the lock, and the hidden temporaries of their atomic writes."""
+    from smose.report import REPORT_DIR  # imported here: it loads matplotlib
+
+    names = {CONFIG_FILE, METRICS_FILE, EVAL_FILE, LINEAR_EVAL_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, MODEL_WEIGHTS,
+             MODEL_META, TREES_DIR, REPORT_DIR}
+    return frozenset(names | {f".{name}.tmp" for name in names} | {runlock.LOCK_FILE, WRITE_PROBE})
+
+
+def refuse_foreign(path: Path) -> None:
+    """A directory holding anything a run directory does not is not one: never cleared, whatever --force says."""
+    known = run_dir_entries()
+    foreign = sorted(entry.name for entry in Path(path).iterdir() if entry.name not in known)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise SmoseError(f"{path}: does not look like a run directory (it holds {shown}); --force only starts run "
+                         "directories afresh: choose another --out or move those files away")
+
+
+def clear_run_dir(path: Path) -> None:
+    """Delete what an earlier run left in the run directory ``path`` (metrics.csv would be appended to; trees,
+    checkpoint, TensorBoard events and evaluations would stay beside the new run's), keeping the directory and its
+    lock file, so a new run starts clean. Refuses (SmoseError, nothing deleted) a directory that holds anything a run
+    directory does not. A missing directory is left missing."""
+    path = Path(path)
+    # The lock file is the caller's (or nobody's): removing it would let a second trainer lock a new file.
+    entries = [entry for entry in path.iterdir() if entry.name != runlock.LOCK_FILE] if path.is_dir() else []
+    if not entries:  # the usual case, a new directory: nothing to check or delete
+        return
+    refuse_foreign(path)
+    try:
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as exc:
+        raise SmoseError(f"{path}: cannot clear the run directory ({exc.strerror or exc})") from None
+
+
 def prepare_run_dir(path: Path, force: bool) -> Path:
-    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``."""
+    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``, and even then refuse
+    a directory that is not a run directory (clear_run_dir empties it once the run's lock is held)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SmoseError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise SmoseError(f"{path}: run directory is not empty; choose another --out or pass --force to overwrite")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise SmoseError(f"{path}: run directory is not empty; choose another --out or pass --force to start it "
+                             "afresh")
+        refuse_foreign(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / WRITE_PROBE
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -463,7 +512,12 @@ def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False,
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
     make_env(config.env).close()  # an unusable env id is refused before any directory is created
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
-    _run_locked(run_dir, lambda: Trainer(config, run_dir), progress)
+
+    def fresh_trainer() -> Trainer:
+        clear_run_dir(run_dir)  # under the lock: never the files of a trainer still running here
+        return Trainer(config, run_dir)
+
+    _run_locked(run_dir, fresh_trainer, progress)
     return run_dir
 
 
