@@ -3,16 +3,19 @@
 Every format computes the deterministic action of ``smose eval`` (``actor.act`` in "gated" or "linear" mode), routed
 by the neural router or by the trees of ``smose distill`` (``--router tree``):
 
-- ``python``: one module using only the standard library (``math.exp``, ``math.tanh``), computing in float64 with the
+- ``python``: one module using only the standard library (``math``, ``struct``), computing in float64 with the
   float32 weights written exactly (``repr``); ``act(obs) -> list[float]``.
-- ``c``: one header-only C99 file, float32, no allocation, only ``expf``/``tanhf`` from libm;
+- ``c``: one header-only C99 file, float32, no allocation, only ``fabsf``/``expf``/``tanhf`` from libm;
   ``smose_act(obs, action)`` and ``smose_route(obs)``.
 - ``json``: every tensor (router, the experts' mean and log-std heads, action bounds) and every distilled tree with
   names and shapes (schema in docs/export.md).
 - ``onnx``: a graph built by ``torch.onnx`` (trees unrolled into ``where`` ops), checked with ``onnx.checker`` and
   run once with onnxruntime against the library's policy before it is written.
 
-Dense baselines (sac-l/m/s) export to every format (gated mode, neural "router" only).
+Every format makes exactly the library's routing decision, also where rounding decides it (float64 observations,
+states on split thresholds, router-logit ties), and rejects observations that ``smose.policy.check_observations``
+rejects (docs/export.md, "Decisions and rounding"). Dense baselines (sac-l/m/s) export to every format (gated mode,
+neural "router" only).
 """
 
 from __future__ import annotations
@@ -1072,7 +1075,7 @@ def onnx_bytes(actor: Actor, p: ExportedPolicy) -> bytes:
 
 def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: ExportedPolicy) -> None:
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    states = self_check_states(actor, p)
+    states = np.concatenate(self_check_states(actor, p))
     outputs = session.run(None, {"obs": to_float32(states)})
     _compare_with_library(actor, p, states, outputs[0], outputs[1] if p.is_smose else None, "ONNX graph")
     outputs = session.run(None, {"obs": to_float32(invalid_observations(p.n_obs))})
@@ -1084,22 +1087,24 @@ def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: Ex
 # Self-checks: each generated Python file and ONNX graph is run against the library's policy before it is written
 
 
-def self_check_states(actor: Actor, p: ExportedPolicy) -> np.ndarray:
-    """[N, n_obs] float64: random N(0, 1) states, and around a few of them states on every split threshold of the
-    routing trees and on every tie between two router logits (smose.boundary), where rounding decides the expert."""
+def self_check_states(actor: Actor, p: ExportedPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """(random, boundary), float64 [N, n_obs] each: random N(0, 1) states, and around a few of them states on every
+    split threshold of the routing trees and on every tie between two router logits (smose.boundary), where
+    rounding decides the expert (none for dense baselines)."""
     random = np.random.default_rng(0).standard_normal((SELF_CHECK_RANDOM_STATES, p.n_obs))
-    parts = [random]
     base = random[:SELF_CHECK_BOUNDARY_BASES]
+    boundary = [np.empty((0, p.n_obs))]
     if p.routing_trees is not None:
-        parts.append(threshold_states(p.routing_trees, base))
+        boundary.append(threshold_states(p.routing_trees, base))
     if isinstance(actor, SMOSEActor):
-        parts.append(logit_tie_states(p.array("router.weight"), p.array("router.bias"), base))
-    return np.concatenate(parts)
+        boundary.append(logit_tie_states(p.array("router.weight"), p.array("router.bias"), base))
+    return random, np.concatenate(boundary)
 
 
 def _compare_with_library(actor: Actor, p: ExportedPolicy, states: np.ndarray, action: Any, expert: Any,
                           what: str) -> None:
-    """SmoseError unless ``action`` (and ``expert``) on ``states`` are the library's (which rounds them to float32)."""
+    """SmoseError unless ``action`` and ``expert`` (each skipped when None) on ``states`` are the library's, which
+    rounds the states to float32."""
     obs = torch.from_numpy(to_float32(states))
     if p.routing_trees is None:
         want_action, want_expert = actor.act(obs, p.mode)  # type: ignore[arg-type]
@@ -1108,26 +1113,29 @@ def _compare_with_library(actor: Actor, p: ExportedPolicy, states: np.ndarray, a
 
         want_expert = TreeRouter(p.routing_trees)(obs)
         want_action = actor.act_with_experts(obs, want_expert, p.mode)  # type: ignore[attr-defined]
-    if want_expert is not None:
+    if expert is not None:
         differ = int(np.sum(np.asarray(expert) != want_expert.numpy()))
         if differ:
             raise SmoseError(f"the {what} chooses another expert than the library on {differ} of {len(obs)} check "
                              "states; not written")
-    diff = float(np.max(np.abs(np.asarray(action, dtype=np.float64) - want_action.numpy())))
-    if not diff <= SELF_CHECK_TOLERANCE:
-        raise SmoseError(f"the {what} differs from the policy by {diff:.3g} on the check states; not written")
+    if action is not None:
+        diff = float(np.max(np.abs(np.asarray(action, dtype=np.float64) - want_action.numpy())))
+        if not diff <= SELF_CHECK_TOLERANCE:
+            raise SmoseError(f"the {what} differs from the policy by {diff:.3g} on the check states; not written")
 
 
 def _check_python_against_actor(source: str, actor: Actor, p: ExportedPolicy) -> None:
-    """Runs the generated module (our own text) on the check states and on invalid observations."""
+    """Runs the generated module (our own text) on the check states and on invalid observations. On the boundary
+    states only ``route`` runs: they test decisions, and the action given the expert is checked on random states."""
     module: dict[str, Any] = {"__name__": "smose_exported_policy"}
     exec(compile(source, "<exported policy>", "exec"), module)  # noqa: S102 - the text was generated just above
-    states = self_check_states(actor, p)
+    random, boundary = self_check_states(actor, p)
     if p.is_smose:
-        pairs = [module["act_and_route"](list(s)) for s in states]
-        _compare_with_library(actor, p, states, [a for a, _ in pairs], [k for _, k in pairs], "Python file")
+        pairs = [module["act_and_route"](list(s)) for s in random]
+        _compare_with_library(actor, p, random, [a for a, _ in pairs], [k for _, k in pairs], "Python file")
+        _compare_with_library(actor, p, boundary, None, [module["route"](list(s)) for s in boundary], "Python file")
     else:
-        _compare_with_library(actor, p, states, [module["act"](list(s)) for s in states], None, "Python file")
+        _compare_with_library(actor, p, random, [module["act"](list(s)) for s in random], None, "Python file")
     for row in invalid_observations(p.n_obs):
         try:
             module["act"](list(row))
