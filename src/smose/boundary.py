@@ -8,9 +8,11 @@ so checks of exported controllers against the library add these states on purpos
   float32 steps either side, float64 observations between those steps and on the threshold itself (a controller that
   rounds them to float32 differently from the library, or compares them unrounded, decides differently there);
 - ``logit_tie_states``: states where two router logits are equal up to the float32 rounding of the state;
-- ``invalid_observations``: NaN, ±inf and out-of-range components, which every format must reject.
+- ``invalid_observations``: NaN, ±inf and out-of-range components, which every format must reject;
+  ``limit_observations``: valid ones at the edge of the range.
 
-All functions return float64 arrays [N, n_obs]; the float32 observations among them are exactly representable.
+These return float64 arrays [N, n_obs] (the float32 observations among them are exactly representable);
+``to_float32`` rounds them as the library does.
 """
 
 from __future__ import annotations
