@@ -6,6 +6,7 @@ Every format is compared with ``actor.act`` / ``actor.act_with_experts`` (tree r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -20,10 +21,15 @@ import onnxruntime
 import pytest
 import torch
 
+from smose.api import SMOSE
+from smose.boundary import (invalid_observations, limit_observations, logit_tie_states, threshold_states,
+                            to_float32)
 from smose.cli import main
 from smose.distill import TreeRouter, collect_states, distill, load_trees, tree_file
 from smose.envs import make_env
+from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET
+from smose import export
 from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy
 from smose.features import action_names, observation_names
 from smose.policy import make_actor
@@ -172,6 +178,7 @@ def test_python_export_is_readable(smose_run, tmp_path):
 # --------------------------------------------------------------------------------------------------------------- C
 
 C_DRIVER = textwrap.dedent('''
+    #include <math.h>
     #include <stdio.h>
     #include <stdlib.h>
     #include "policy.h"
@@ -191,12 +198,12 @@ C_DRIVER = textwrap.dedent('''
             int expert = smose_act_route(obs, record);
             if (smose_route(obs) != expert || other_unit_route(obs) != expert) return 4;
             float check[SMOSE_N_ACT];
-            smose_act(obs, check);
-            for (int j = 0; j < SMOSE_N_ACT; ++j) if (check[j] != record[j]) return 5;
+            if (smose_act(obs, check) != (expert < 0 ? -1 : 0)) return 6;
+            for (int j = 0; j < SMOSE_N_ACT; ++j)
+                if (check[j] != record[j] && !(isnan(check[j]) && isnan(record[j]))) return 5;
             record[SMOSE_N_ACT] = (float)expert;
     #else
-            smose_act(obs, record);
-            record[SMOSE_N_ACT] = -1.0f;
+            record[SMOSE_N_ACT] = (float)smose_act(obs, record);  /* 0, or -1 for an invalid observation */
     #endif
             fwrite(record, sizeof(float), SMOSE_N_ACT + 1, out);
         }
@@ -227,7 +234,7 @@ def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path) -> tu
     build = subprocess.run(["gcc", *CFLAGS, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
                            capture_output=True, text=True, check=False)
     assert build.returncode == 0, build.stderr
-    obs.astype(np.float32).tofile(workdir / "states.bin")
+    to_float32(obs).tofile(workdir / "states.bin")
     run = subprocess.run([str(workdir / "driver"), "states.bin", "actions.bin", str(len(obs))], cwd=workdir,
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, f"driver exit {run.returncode}"
@@ -245,7 +252,7 @@ def test_c_export_compiles_and_matches(smose_run, states, tmp_path, router, kind
     header = export_policy(smose_run, "c", tmp_path / "smose_policy.h", router=router, mode=mode, tree_kind=kind)
     text = header.read_text()
     assert "#ifndef SMOSE_POLICY_H" in text and "malloc" not in text
-    assert "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])" in text
+    assert "static inline int smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])" in text
     action, expert = run_c_export(header, states, 3, tmp_path / "build")
     assert_matches(action, expert, *reference(smose_run, states, router, kind, mode))
 
@@ -263,7 +270,7 @@ def json_tree_route(trees: dict, obs: np.ndarray) -> np.ndarray:
         return node
 
     choices = []
-    for s in obs:
+    for s in to_float32(obs):
         if trees["kind"] == "per-expert":
             theta = np.asarray(trees["router_weight"], dtype=np.float32)
             yes = [leaf(tree["nodes"], theta[m] * s)["probability"][1] for m, tree in enumerate(trees["trees"])]
@@ -274,11 +281,14 @@ def json_tree_route(trees: dict, obs: np.ndarray) -> np.ndarray:
 
 
 def json_act(doc: dict, obs: np.ndarray, router: str, kind: str, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The deterministic action computed from the JSON file alone, following docs/export.md (float64)."""
+    """The deterministic action computed from the JSON file alone, following docs/export.md (float64 arithmetic on
+    the observation rounded to float32)."""
     t = {name: np.asarray(entry["data"], dtype=np.float64) for name, entry in doc["tensors"].items()}
     low, high = t["action_low"], t["action_high"]
     scale, center = (high - low) / 2, (high + low) / 2
-    x = obs.astype(np.float64)
+    x = to_float32(obs).astype(np.float64)
+    if not (np.abs(x) <= 2.0**60).all():
+        raise ValueError("observations must be finite and within ±2^60")
     if doc["algo"] != "smose":
         h = x
         for i in range(len(doc["hidden"])):
@@ -342,6 +352,255 @@ def test_onnx_export_matches(smose_run, states, tmp_path, router, kind, mode):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["env_id"] == "Hopper-v5" and meta["mode"] == mode
     assert meta["observation_names"].split("\n") == observation_names("Hopper-v5", 11)
+
+
+# ------------------------------------------------------------------------------------- decisions on the boundaries
+
+
+@pytest.fixture(scope="module")
+def boundary(smose_run, states) -> np.ndarray:
+    """[N, 11] float64: states on every split threshold of both tree kinds (float32 a few steps either side, and
+    float64 between those steps) and on ties between every pair of router logits, around a few rollout states."""
+    actor, _ = load_model(smose_run)
+    parts = [threshold_states(load_trees(tree_file(smose_run, kind)), states[:3]) for kind in ("per-expert",
+                                                                                              "multiclass")]
+    parts.append(logit_tie_states(actor.router.weight.detach().numpy(), actor.router.bias.detach().numpy(),
+                                  states[::500]))
+    return np.concatenate(parts)
+
+
+def tree_path(nodes: list, x: np.ndarray) -> list[tuple[int, bool]]:
+    """(split, went left) for every split a state passes, by the documented rule on float32 inputs."""
+    path, i = [], 0
+    while not nodes[i]["leaf"]:
+        left = float(x[nodes[i]["feature"]]) <= nodes[i]["threshold"]
+        path.append((i, left))
+        i = nodes[i]["left"] if left else nodes[i]["right"]
+    return path
+
+
+def test_boundary_states_reach_every_split_on_both_sides(smose_run, boundary):
+    """Guards the boundary tests: each split is reached by states going left and right within a few float32 steps."""
+    obs = boundary.astype(np.float32)
+    for kind in ("per-expert", "multiclass"):
+        trees = load_trees(tree_file(smose_run, kind))
+        for m, tree in enumerate(trees["trees"]):
+            theta = np.asarray(trees["router_weight"][m], dtype=np.float32) if kind == "per-expert" else None
+            taken = {(i, left) for s in obs for i, left in tree_path(tree["nodes"], s if theta is None else theta * s)}
+            splits = [i for i, node in enumerate(tree["nodes"]) if not node["leaf"]]
+            assert {(i, left) for i in splits for left in (True, False)} <= taken, (kind, m)
+            for i in splits:  # states straddle the threshold closely, not just somewhere on each side
+                node = tree["nodes"][i]
+                x = obs[:, node["feature"]] * (1.0 if theta is None else theta[node["feature"]])
+                gap = np.abs(x.astype(np.float64) - node["threshold"])
+                assert gap.min() <= 4 * abs(np.spacing(np.float32(node["threshold"]))), (kind, m, i)
+
+
+def boundary_experts(run: Path, obs: np.ndarray, router: str, kind: str) -> np.ndarray:
+    return reference(run, obs.astype(np.float32), router, kind, "gated")[1]
+
+
+def test_boundary_states_change_decisions(smose_run, boundary):
+    """Guards the boundary tests: the states do sit where the library's choice flips."""
+    for router, kind in VARIANTS:
+        experts = boundary_experts(smose_run, boundary, router, kind)
+        assert len(np.unique(experts)) >= 2, (router, kind)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_format_decides_like_the_library_on_boundaries(smose_run, boundary, tmp_path, mode):
+    """States on split thresholds and logit ties, given as float64 to Python and JSON (which round to float32 as the
+    library does) and as float32 to the library, C and ONNX: the same expert everywhere, the same action."""
+    want = {(router, kind): reference(smose_run, boundary.astype(np.float32), router, kind, mode)
+            for router, kind in VARIANTS}
+    paths = {variant: export_policy(smose_run, "python", tmp_path / f"{variant[0]}-{variant[1]}.py",
+                                    router=variant[0], mode=mode, tree_kind=variant[1]) for variant in VARIANTS}
+    results = run_python_exports(list(paths.values()), boundary, tmp_path)
+    doc = json.loads(export_policy(smose_run, "json", tmp_path / "policy.json").read_text())
+    for router, kind in VARIANTS:
+        got = results[str(paths[(router, kind)])]
+        assert_matches(got["action"], got["expert"], *want[(router, kind)])
+        assert_matches(*json_act(doc, boundary, router, kind, mode), *want[(router, kind)])
+        onnx_path = export_policy(smose_run, "onnx", tmp_path / f"{router}-{kind}.onnx", router=router, mode=mode,
+                                  tree_kind=kind)
+        assert_matches(*run_onnx(onnx_path, boundary.astype(np.float32)), *want[(router, kind)])
+        if shutil.which("gcc"):
+            header = export_policy(smose_run, "c", tmp_path / f"{router}-{kind}.h", router=router, mode=mode,
+                                   tree_kind=kind)
+            assert_matches(*run_c_export(header, boundary, 3, tmp_path / f"build-{router}-{kind}"),
+                           *want[(router, kind)])
+
+
+@pytest.fixture(scope="module")
+def nudged_run(smose_run, tmp_path_factory) -> Path:
+    """smose_run with every split threshold moved to the float64 number just below the next float32 number up: a
+    float64 observation on such a threshold rounds to float32 across it, so the library sends it right."""
+    run = tmp_path_factory.mktemp("nudged") / "hopper"
+    shutil.copytree(smose_run, run)
+    for kind in ("per-expert", "multiclass"):
+        path = tree_file(run, kind)
+        doc = json.loads(path.read_text())
+        for tree in doc["trees"]:
+            for node in tree["nodes"]:
+                if not node["leaf"]:
+                    above = np.nextafter(np.float32(node["threshold"]), np.float32(np.inf))
+                    node["threshold"] = float(np.nextafter(np.float64(above), -np.inf))
+        path.write_text(json.dumps(doc))
+    return run
+
+
+@pytest.mark.parametrize("kind", ["per-expert", "multiclass"])
+def test_python_export_rounds_float64_observations_like_the_library(nudged_run, states, tmp_path, kind):
+    obs = threshold_states(load_trees(tree_file(nudged_run, kind)), states[:3])
+    want = reference(nudged_run, obs.astype(np.float32), "tree", kind, "linear")
+    py = export_policy(nudged_run, "python", tmp_path / "p.py", router="tree", mode="linear", tree_kind=kind)
+    got = run_python_exports([py], obs, tmp_path)[str(py)]
+    assert_matches(got["action"], got["expert"], *want)
+    doc = json.loads(export_policy(nudged_run, "json", tmp_path / "p.json").read_text())
+    assert_matches(*json_act(doc, obs, "tree", kind, "linear"), *want)
+
+
+def test_export_self_check_catches_a_controller_that_decides_otherwise(smose_run, tmp_path, monkeypatch):
+    """A Python file that neither rounds the observation to float32 nor the tested product (as files used to) is
+    refused: its experts differ from the library's on the threshold states of the self-check."""
+    unrounded = dataclasses.replace(export._PY_TREE, test="{weight} * obs[{feature}] <= {threshold}")
+    monkeypatch.setattr(export, "_PY_TREE", unrounded)
+    reading = [line.replace("_f32(float(x))", "float(x)") for line in export._PY_OBSERVATION]
+    assert reading != export._PY_OBSERVATION
+    monkeypatch.setattr(export, "_PY_OBSERVATION", reading)
+    with pytest.raises(SmoseError, match="chooses another expert than the library"):
+        export_policy(smose_run, "python", tmp_path / "p.py", router="tree")
+    assert not (tmp_path / "p.py").exists()
+
+
+def test_library_decides_the_same_for_one_state_as_for_a_batch(smose_run, boundary):
+    """The router's float32 matrix product rounds differently for a batch and a single state; the choice does not."""
+    actor, _ = load_model(smose_run)
+    obs = torch.from_numpy(boundary.astype(np.float32))
+    batch = actor.choose(obs)
+    single = torch.cat([actor.choose(obs[i:i + 1]) for i in range(len(obs))])
+    torch.testing.assert_close(single, batch)
+
+
+def test_ties_between_router_logits_go_to_the_lowest_index(smose_run, states, tmp_path):
+    """The most used expert's router row copied into another row: the two logits are equal on every state, and
+    wherever they are the largest every format picks the lower index of the two."""
+    actor, meta = load_model(smose_run)
+    top = int(np.bincount(actor.choose(torch.from_numpy(states)).numpy()).argmax())
+    copy = (top + 1) % actor.n_experts
+    with torch.no_grad():
+        actor.router.weight[copy] = actor.router.weight[top]
+        actor.router.bias[copy] = actor.router.bias[top]
+    run = tmp_path / "tied"
+    save_model(actor, run, meta["env_id"])
+    obs = np.concatenate([states, np.zeros((1, 11), dtype=np.float32)])
+    for mode in MODES:
+        action, expert = reference(run, obs, "neural", "per-expert", mode)
+        assert (expert == min(top, copy)).sum() > 100 and not (expert == max(top, copy)).any()
+        py = export_policy(run, "python", tmp_path / f"tied-{mode}.py", mode=mode)
+        got = run_python_exports([py], obs, tmp_path)[str(py)]
+        assert_matches(got["action"], got["expert"], action, expert)
+        assert_matches(*run_onnx(export_policy(run, "onnx", tmp_path / f"tied-{mode}.onnx", mode=mode), obs),
+                       action, expert)
+        doc = json.loads(export_policy(run, "json", tmp_path / "tied.json", mode=mode).read_text())
+        assert_matches(*json_act(doc, obs, "neural", "", mode), action, expert)
+        if shutil.which("gcc"):
+            header = export_policy(run, "c", tmp_path / f"tied-{mode}.h", mode=mode)
+            assert_matches(*run_c_export(header, obs, 3, tmp_path / f"build-tied-{mode}"), action, expert)
+
+
+# ------------------------------------------------------------------------------------- non-finite observations
+
+
+def test_library_rejects_invalid_observations(smose_run):
+    actor, _ = load_model(smose_run)
+    trees = TreeRouter(load_trees(tree_file(smose_run, "per-expert")))
+    model = SMOSE.load(smose_run)
+    for row in invalid_observations(11):
+        obs = torch.from_numpy(to_float32(row)).unsqueeze(0)
+        for call in (lambda: actor.act(obs), lambda: actor.choose(obs), lambda: actor.act(obs, "linear"),
+                     lambda: actor.act_with_experts(obs, torch.zeros(1, dtype=torch.long)), lambda: trees(obs),
+                     lambda: model.predict(row), lambda: model.predict(row, deterministic=False)):
+            with pytest.raises(SmoseError, match="finite"):
+                call()
+
+
+REJECTS = textwrap.dedent('''
+    import importlib.util, json, math, sys
+    spec = importlib.util.spec_from_file_location("exported", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rejected = []
+    for row in json.load(open(sys.argv[2])):
+        row = [float(x) for x in row]  # JSON has no NaN or inf: they travel as strings
+        calls = [module.act] + [getattr(module, name) for name in ("route", "act_and_route") if hasattr(module, name)]
+        errors = 0
+        for call in calls:
+            try:
+                call(row)
+            except ValueError as exc:
+                errors += "finite" in str(exc)
+        rejected.append(errors == len(calls))
+    json.dump(rejected, sys.stdout)
+''')
+
+
+def python_rejects(path: Path, obs: np.ndarray, tmp_path: Path) -> list[bool]:
+    (tmp_path / "rejects.py").write_text(REJECTS)
+    (tmp_path / "bad.json").write_text(json.dumps([[repr(float(x)) for x in row] for row in obs]))
+    proc = subprocess.run([sys.executable, "-I", str(tmp_path / "rejects.py"), str(path), str(tmp_path / "bad.json")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("router,kind", VARIANTS)
+def test_every_format_rejects_invalid_observations(smose_run, tmp_path, router, kind):
+    """NaN, ±inf, beyond ±2^60: Python raises ValueError, C returns -1 and NaN actions, ONNX gives NaN and -1."""
+    bad = invalid_observations(11)
+    options = {"router": router, "tree_kind": kind, "mode": "gated"}
+    assert all(python_rejects(export_policy(smose_run, "python", tmp_path / "p.py", **options), bad, tmp_path))
+    action, expert = run_onnx(export_policy(smose_run, "onnx", tmp_path / "p.onnx", **options), to_float32(bad))
+    assert np.isnan(action).all() and (expert == -1).all()
+    doc = json.loads(export_policy(smose_run, "json", tmp_path / "p.json").read_text())
+    for row in bad:
+        with pytest.raises(ValueError):
+            json_act(doc, row[None], router, kind, "gated")
+    if shutil.which("gcc"):
+        action, expert = run_c_export(export_policy(smose_run, "c", tmp_path / "p.h", **options), bad, 3,
+                                      tmp_path / "build")
+        assert np.isnan(action).all() and (expert == -1).all()
+
+
+@pytest.mark.parametrize("router,kind", VARIANTS)
+def test_every_format_acts_alike_at_the_observation_limit(smose_run, tmp_path, router, kind):
+    """±2^60 (and a float64 value that rounds to 2^60) is valid everywhere: no overflow, the same decisions."""
+    obs = limit_observations(11)
+    want = reference(smose_run, obs.astype(np.float32), router, kind, "gated")
+    assert np.isfinite(want[0]).all()
+    options = {"router": router, "tree_kind": kind, "mode": "gated"}
+    py = export_policy(smose_run, "python", tmp_path / "p.py", **options)
+    got = run_python_exports([py], obs, tmp_path)[str(py)]
+    assert_matches(got["action"], got["expert"], *want)
+    assert_matches(*run_onnx(export_policy(smose_run, "onnx", tmp_path / "p.onnx", **options),
+                             obs.astype(np.float32)), *want)
+    if shutil.which("gcc"):
+        header = export_policy(smose_run, "c", tmp_path / "p.h", **options)
+        assert_matches(*run_c_export(header, obs, 3, tmp_path / "build"), *want)
+
+
+def test_dense_exports_reject_invalid_observations(tmp_path):
+    torch.manual_seed(1)
+    run = tmp_path / "dense"
+    save_model(make_actor("sac-s", 11, 3, -np.ones(3), np.ones(3), n_experts=8), run, "Hopper-v5")
+    bad = invalid_observations(11)
+    with pytest.raises(SmoseError, match="finite"):
+        load_model(run)[0].act(torch.from_numpy(to_float32(bad[:1])))
+    assert all(python_rejects(export_policy(run, "python", tmp_path / "p.py"), bad, tmp_path))
+    assert np.isnan(run_onnx(export_policy(run, "onnx", tmp_path / "p.onnx"), to_float32(bad))[0]).all()
+    if shutil.which("gcc"):
+        _, status = run_c_export(export_policy(run, "c", tmp_path / "p.h"), bad, 3, tmp_path / "build")
+        assert (status == -1).all()
 
 
 # ----------------------------------------------------------------------------------------------- dense baselines
@@ -419,6 +678,15 @@ def test_export_errors_are_one_line(smose_run, tmp_path, capsys):
                                                                "tree", "--out", str(tmp_path / "d.py"))
     assert "no such run directory" in export_error(capsys, str(tmp_path / "missing"), "--format", "json", "--out",
                                                    str(tmp_path / "x.json"))
+
+
+def test_export_refuses_weights_that_could_overflow_float32(tmp_path, capsys):
+    actor = make_actor("smose", 11, 3, -np.ones(3), np.ones(3), n_experts=4)
+    with torch.no_grad():
+        actor.router.weight[2, 5] = 1e21  # times 2^60 beyond float32's 3.4e38
+    save_model(actor, tmp_path / "huge", "Hopper-v5")
+    assert "could overflow" in export_error(capsys, str(tmp_path / "huge"), "--format", "c", "--out",
+                                            str(tmp_path / "p.h"))
 
 
 def test_cli_writes_default_file_name_into_a_directory(smose_run, tmp_path, capsys):

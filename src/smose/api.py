@@ -13,7 +13,7 @@ from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.envs import env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.policy import Actor, DeterministicMode, SMOSEActor
+from smose.policy import Actor, DeterministicMode, SMOSEActor, check_observations
 from smose.serialization import check_env_compatible, load_model, save_model, write_json
 from smose.train import CONFIG_FILE, Trainer
 
@@ -60,12 +60,16 @@ class SMOSE:
     # ---- acting ---------------------------------------------------------------------------------------------------
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3."""
-        obs = np.asarray(observation, dtype=np.float32)
+        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3.
+
+        The observation is rounded to float32; NaN, inf or a component beyond ±2^60 raises SmoseError."""
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, which check_observations reports
+            obs = np.asarray(observation, dtype=np.float32)
         single = obs.ndim == 1
         if obs.shape[-1] != self.actor.n_obs or obs.ndim not in (1, 2):
             raise SmoseError(f"observation of shape {obs.shape} does not fit a policy with {self.actor.n_obs} inputs")
         obs_t = torch.from_numpy(obs.reshape(-1, self.actor.n_obs))
+        check_observations(obs_t)  # finite and within ±OBS_LIMIT, for the stochastic action too
         with torch.no_grad():
             if deterministic:
                 action, _ = self.actor.act(obs_t, self.mode)

@@ -25,7 +25,7 @@ import torch
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.features import observation_names
-from smose.policy import DeterministicMode, SMOSEActor
+from smose.policy import DeterministicMode, SMOSEActor, check_observations
 from smose.serialization import read_json, write_json
 
 TREES_DIR = "trees"
@@ -438,8 +438,10 @@ class TreeRouter:
             self._trees.append((feature, threshold, left, right, probability))
 
     def _inputs(self, obs: np.ndarray) -> Iterable[np.ndarray]:
-        """The feature matrix each tree reads: u_m = Θ_m ⊙ s for per-expert trees, the raw state otherwise."""
+        """The feature matrix each tree reads: u_m = Θ_m ⊙ s for per-expert trees, the raw state otherwise; the
+        observations are rounded to float32 first and must pass ``check_observations``."""
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.n_obs)
+        check_observations(obs)
         if self.theta is None:
             return [obs]
         return router_features(self.theta, obs)

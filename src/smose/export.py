@@ -3,16 +3,19 @@
 Every format computes the deterministic action of ``smose eval`` (``actor.act`` in "gated" or "linear" mode), routed
 by the neural router or by the trees of ``smose distill`` (``--router tree``):
 
-- ``python``: one module using only the standard library (``math.exp``, ``math.tanh``), computing in float64 with the
+- ``python``: one module using only the standard library (``math``, ``struct``), computing in float64 with the
   float32 weights written exactly (``repr``); ``act(obs) -> list[float]``.
-- ``c``: one header-only C99 file, float32, no allocation, only ``expf``/``tanhf`` from libm;
+- ``c``: one header-only C99 file, float32, no allocation, only ``fabsf``/``expf``/``tanhf`` from libm;
   ``smose_act(obs, action)`` and ``smose_route(obs)``.
 - ``json``: every tensor (router, the experts' mean and log-std heads, action bounds) and every distilled tree with
   names and shapes (schema in docs/export.md).
 - ``onnx``: a graph built by ``torch.onnx`` (trees unrolled into ``where`` ops), checked with ``onnx.checker`` and
   run once with onnxruntime against the library's policy before it is written.
 
-Dense baselines (sac-l/m/s) export to every format (gated mode, neural "router" only).
+Every format makes exactly the library's routing decision, also where rounding decides it (float64 observations,
+states on split thresholds, router-logit ties), and rejects observations that ``smose.policy.check_observations``
+rejects (docs/export.md, "Decisions and rounding"). Dense baselines (sac-l/m/s) export to every format (gated mode,
+neural "router" only).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from smose import __version__
+from smose.boundary import invalid_observations, logit_tie_states, threshold_states, to_float32
 from smose.errors import SmoseError
 from smose.features import action_names, observation_names
-from smose.policy import Actor, MLPActor, SMOSEActor
+from smose.policy import OBS_LIMIT, OBS_LIMIT_LOG2, Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
 
 EXPORT_FORMAT = "smose-policy"
@@ -46,10 +50,14 @@ ROUTERS = ("neural", "tree")
 MODES = ("gated", "linear")
 TREE_KINDS = ("per-expert", "multiclass")
 DEFAULT_FILE_NAMES = {"python": "policy.py", "c": "smose_policy.h", "json": "policy.json", "onnx": "policy.onnx"}
-# The ONNX graph is checked against the library's policy on this many random states before it is written.
-ONNX_SELF_CHECK_STATES = 256
-ONNX_SELF_CHECK_TOLERANCE = 1e-5
+# The Python file and the ONNX graph are checked against the library's policy before they are written, on this many
+# random states and, around the first few of them, states on every split threshold and router-logit tie: the same
+# experts, actions within the tolerance.
+SELF_CHECK_RANDOM_STATES = 256
+SELF_CHECK_BOUNDARY_BASES = 2
+SELF_CHECK_TOLERANCE = 1e-5
 ONNX_OPSET = 17
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -187,6 +195,10 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
             tensors[f"{head}_head.bias"] = (_numpy(module.bias), ["action"])
     else:  # a new actor class must get an exporter before it can be exported
         raise SmoseError(f"{run_dir}: export does not support actors of type {type(actor).__name__}")
+    largest = _float32_reach(tensors, hidden)
+    if not largest <= FLOAT32_MAX / 2:
+        raise SmoseError(f"{run_dir}: weights so large that float32 arithmetic could overflow (to {largest:.3g}) on "
+                         f"observations within ±2^{OBS_LIMIT_LOG2}; such a model cannot be exported")
     policy = ExportedPolicy(
         env_id=env_id,
         algo=algo,
@@ -215,6 +227,26 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
         all_trees=trees if all_trees else {},
     )
     return actor, policy
+
+
+def _float32_reach(tensors: dict[str, tuple[np.ndarray, list[str]]], hidden: list[int]) -> float:
+    """A bound on every number the policy's float32 sums reach for observations within ±OBS_LIMIT.
+
+    A row's sum of |weight| times the inputs' bound, plus |bias|, bounds each partial sum in any order (ReLU does not
+    grow it); float32 rounding adds a relative n·6e-8 at most, which the factor 2 left to FLOAT32_MAX covers. Below
+    that, the logits, their differences in the softmax, the gated means and the tree inputs are all finite.
+    """
+    def reach(prefix: str, inputs: float) -> float:
+        weight, bias = tensors[f"{prefix}.weight"][0], tensors[f"{prefix}.bias"][0]
+        rows = np.abs(weight.astype(np.float64)).reshape(-1, weight.shape[-1]).sum(axis=1)
+        return float(np.max(rows * inputs + np.abs(bias.astype(np.float64)).reshape(-1)))
+
+    if "router.weight" in tensors:
+        return max(reach("router", OBS_LIMIT), reach("experts.mean", OBS_LIMIT))
+    bound = OBS_LIMIT
+    for i in range(len(hidden)):
+        bound = reach(f"hidden.{i}", bound)
+    return reach("mean_head", bound)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -378,10 +410,17 @@ def _tree_lines(p: ExportedPolicy, tree: dict, expert: int | None, syntax: _Tree
 
 
 _PY_TREE = _TreeSyntax(
-    weight=_py, threshold=_py, test="{weight} * obs[{feature}] <= {threshold}",
+    # the library's test: the float32 product of weight and (float32) observation, compared with the threshold
+    weight=_py, threshold=_py, test="_f32({weight} * obs[{feature}]) <= {threshold}",
     class_test="obs[{feature}] <= {threshold}", leaf="return {value}  # {note}", if_open="if {test}:  # {note}",
     else_line="else:", close=None, unused_obs=None,
 )
+
+
+def _checked_python(actor: Actor, p: ExportedPolicy) -> str:
+    source = python_source(p)
+    _check_python_against_actor(source, actor, p)
+    return source
 
 
 def python_source(p: ExportedPolicy) -> str:
@@ -390,16 +429,20 @@ def python_source(p: ExportedPolicy) -> str:
              if p.is_smose else f"Dense SAC controller ({p.algo}) for {p.env_id}.")
     doc = [title, "", *_description(p, "python"), "",
            "Only the Python standard library is used. act(obs) takes any sequence of the numbers above and returns",
-           "a list of floats; arithmetic is float64 on the float32 weights written exactly below."]
+           "a list of floats. The observation is rounded to float32 (as the library does) and must be finite and",
+           f"within +-2^{OBS_LIMIT_LOG2}, else ValueError; arithmetic is float64 on the float32 weights written "
+           "exactly below."]
     if p.is_smose:
-        doc.append("act_and_route(obs) also returns the index of the expert that acted.")
+        doc += ["The expert that acts is exactly the library's choice (router logits in float64; tree tests round",
+                "their product to float32 as the library does). act_and_route(obs) also returns that expert."]
     # Paths in the command may hold backslashes or quotes: escape them so the docstring reads back verbatim.
     text = "\n".join(doc).rstrip().replace("\\", "\\\\").replace('"""', '\\"""')
-    lines = ['"""' + text + '\n"""', "", "import math", "",
+    lines = ['"""' + text + '\n"""', "", "import math", "import struct", "",
              f"ENV_ID = {p.env_id!r}", f"MODE = {p.mode!r}", f"N_OBS = {p.n_obs}", f"N_ACT = {p.n_act}"]
     if p.is_smose:
         lines.append(f"N_EXPERTS = {p.n_experts}")
-    lines += ["OBSERVATION_NAMES = " + repr(p.obs_names), "ACTION_NAMES = " + repr(p.act_names), ""]
+    lines += ["OBSERVATION_NAMES = " + repr(p.obs_names), "ACTION_NAMES = " + repr(p.act_names),
+              f"OBS_LIMIT = 2.0 ** {OBS_LIMIT_LOG2}  # observations must be finite and within +-OBS_LIMIT", ""]
     act_labels = [f"{j} {_clean(name)}" for j, name in enumerate(p.act_names)]
     obs_labels = [f"{i} {_clean(name)}" for i, name in enumerate(p.obs_names)]
     if p.mode == "gated":
@@ -409,11 +452,34 @@ def python_source(p: ExportedPolicy) -> str:
         lines += _py_vector("ACTION_LOW", p.action_low, act_labels, "lower action bounds")
         lines += _py_vector("ACTION_HIGH", p.action_high, act_labels, "upper action bounds")
     lines.append("")
+    lines += _PY_OBSERVATION
     if p.is_smose:
         lines += _python_smose(p, obs_labels)
     else:
         lines += _python_dense(p, obs_labels)
     return "\n".join(lines).rstrip() + "\n"
+
+
+# How the Python file reads an observation: rounded to float32 and checked, exactly as the library does.
+_PY_OBSERVATION = [
+    "_FLOAT32 = struct.Struct('f')", "", "",
+    "def _f32(x):",
+    '    """x rounded to the nearest float32 (ties to even), as numpy and torch round float64 to float32."""',
+    "    try:",
+    "        return _FLOAT32.unpack(_FLOAT32.pack(x))[0]",
+    "    except OverflowError:  # beyond the largest float32: rounds to infinity",
+    "        return math.copysign(math.inf, x)", "", "",
+    "def _check(obs):",
+    '    """obs as a list of float32 values; ValueError unless N_OBS finite numbers within +-OBS_LIMIT."""',
+    "    obs = [_f32(float(x)) for x in obs]",
+    "    if len(obs) != N_OBS:",
+    '        raise ValueError(f"expected {N_OBS} observation values, got {len(obs)}")',
+    "    for i, x in enumerate(obs):",
+    "        if not abs(x) <= OBS_LIMIT:  # also False for NaN",
+    '            raise ValueError(f"observation component {i} is {x!r}: observations must be finite numbers within "',
+    f'                             "+-2^{OBS_LIMIT_LOG2} (NaN or inf usually means a broken sensor or simulation)")',
+    "    return obs", "", "",
+]
 
 
 def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
@@ -451,14 +517,10 @@ def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
               "    for i in range(1, len(values)):",
               "        if values[i] > values[best]:",
               "            best = i",
-              "    return best", "", "",
-              "def _check(obs):",
-              "    obs = [float(x) for x in obs]",
-              "    if len(obs) != N_OBS:",
-              '        raise ValueError(f"expected {N_OBS} observation values, got {len(obs)}")',
-              "    return obs", "", ""]
+              "    return best", "", ""]
     if p.needs_router_weights:
         lines += ["def router_logits(obs):",
+                  '    """Logits in float64, summed in index order: each product of float32 numbers is exact."""',
                   "    return [_dot(ROUTER_WEIGHT[m], obs) + ROUTER_BIAS[m] for m in range(N_EXPERTS)]", "", ""]
     trees = p.routing_trees
     if trees is None:
@@ -542,9 +604,7 @@ def _python_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
               "    return total", "", "",
               "def act(obs):",
               '    """The deterministic action for one observation, a list of N_ACT floats."""',
-              "    h = [float(x) for x in obs]",
-              "    if len(h) != N_OBS:",
-              '        raise ValueError(f"expected {N_OBS} observation values, got {len(h)}")',
+              "    h = _check(obs)",
               "    for weight, bias in zip(HIDDEN_WEIGHT, HIDDEN_BIAS):",
               "        h = [max(_dot(row, h) + b, 0.0) for row, b in zip(weight, bias)]",
               "    return [math.tanh(_dot(MEAN_WEIGHT[j], h) + MEAN_BIAS[j]) * ACTION_SCALE[j] + ACTION_CENTER[j]",
@@ -570,9 +630,11 @@ def _c_double(value: float) -> str:
 
 
 _C_TREE = _TreeSyntax(
-    # the library's test: the float32 input (times the float32 weight) compared in double with the threshold
+    # the library's test: the float32 input (times the float32 weight) compared in double with the threshold; the
+    # (float) cast rounds the product to float even where a compiler keeps extra precision (FLT_EVAL_METHOD != 0)
     weight=_c, threshold=_c_double,
-    test="(double)({weight} * obs[{feature}]) <= {threshold}", class_test="(double)obs[{feature}] <= {threshold}",
+    test="(double)(float)({weight} * obs[{feature}]) <= {threshold}",
+    class_test="(double)obs[{feature}] <= {threshold}",
     leaf="return {value}; /* {note} */", if_open="if ({test}) {{ /* {note} */", else_line="} else {", close="}",
     unused_obs="(void)obs;",  # a tree without a test (one class only in training) does not read obs
 )
@@ -602,11 +664,18 @@ def c_source(p: ExportedPolicy) -> str:
              if p.is_smose else f"smose_policy.h: dense SAC controller ({p.algo}) for {p.env_id}.")
     usage = ["Usage: #include \"smose_policy.h\" in one or more C99 files and link with -lm.",
              "    float action[SMOSE_N_ACT];",
-             "    smose_act(obs, action);                      obs: SMOSE_N_OBS floats in the order below"]
+             "    int status = smose_act(obs, action);         obs: SMOSE_N_OBS floats in the order below"]
     if p.is_smose:
         usage.append("    int expert = smose_route(obs);               the expert that acts on obs")
         usage.append("    int expert = smose_act_route(obs, action);   both at once")
-    usage.append("No allocation, no globals that change, only expf/tanhf from libm; arithmetic is float32.")
+    usage += ["Each returns SMOSE_INVALID_OBSERVATION (-1), and writes NaN actions, unless every obs[i] is finite and",
+              f"within +-SMOSE_OBS_LIMIT (2^{OBS_LIMIT_LOG2}); smose_act returns 0 otherwise. A double observation "
+              "converted to",
+              "float by C rounds as the library does.",
+              "No allocation, no globals that change, only expf/tanhf/fabsf from libm; arithmetic is float32"]
+    usage.append("(the router's logits are summed in double so the expert is exactly the library's choice); do not"
+                 if p.is_smose else "(do not")
+    usage.append("compile with -ffast-math, which drops the NaN checks.")
     doc = [title, "", *usage, "", *_description(p, "c")]
     lines = ["/*"] + [(" * " + line.replace("*/", "* /")).rstrip() for line in doc] + [" */",
              "#ifndef SMOSE_POLICY_H", "#define SMOSE_POLICY_H", "", "#include <math.h>", "",
@@ -623,9 +692,32 @@ def c_source(p: ExportedPolicy) -> str:
         lines += _c_array("SMOSE_ACTION_LOW", ["SMOSE_N_ACT"], p.action_low, [act_labels], "lower action bounds")
         lines += _c_array("SMOSE_ACTION_HIGH", ["SMOSE_N_ACT"], p.action_high, [act_labels], "upper action bounds")
     lines.append("")
+    lines += _C_OBSERVATION
     lines += _c_smose(p, obs_labels, act_labels) if p.is_smose else _c_dense(p, obs_labels)
     lines += ["", "#endif /* SMOSE_POLICY_H */"]
     return "\n".join(lines) + "\n"
+
+
+# The library's rule for observations (smose.policy.check_observations), shared by SMOSE and dense headers.
+_C_OBSERVATION = [
+    f"#define SMOSE_OBS_LIMIT 0x1p{OBS_LIMIT_LOG2}f /* 2^{OBS_LIMIT_LOG2}: observations must be finite and within "
+    "+-SMOSE_OBS_LIMIT */",
+    "#define SMOSE_INVALID_OBSERVATION (-1)", "",
+    "/* 1 if every obs[i] is finite and within +-SMOSE_OBS_LIMIT, else 0 (NaN fails the comparison). */",
+    "static inline int smose_valid_observation(const float obs[SMOSE_N_OBS])",
+    "{",
+    "    for (int i = 0; i < SMOSE_N_OBS; ++i)",
+    "        if (!(fabsf(obs[i]) <= SMOSE_OBS_LIMIT))",
+    "            return 0;",
+    "    return 1;",
+    "}", "",
+    "static inline int smose_reject_(float action[SMOSE_N_ACT])",
+    "{",
+    "    for (int j = 0; j < SMOSE_N_ACT; ++j)",
+    "        action[j] = NAN;",
+    "    return SMOSE_INVALID_OBSERVATION;",
+    "}", "",
+]
 
 
 def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) -> list[str]:
@@ -643,17 +735,20 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                       [experts, act_labels], "expert mean biases")
     lines.append("")
     if p.needs_router_weights:
-        lines += ["static inline void smose_router_logits(const float obs[SMOSE_N_OBS], float logits[SMOSE_N_EXPERTS])",
+        lines += ["/* Router logits in double, summed in index order: every product of two floats is exact in double,",
+                  " * so the choice does not depend on rounding (or on contraction into fused multiply-adds). */",
+                  ("static inline void smose_router_logits(const float obs[SMOSE_N_OBS], "
+                   "double logits[SMOSE_N_EXPERTS])"),
                   "{",
                   "    for (int m = 0; m < SMOSE_N_EXPERTS; ++m) {",
-                  "        float z = 0.0f;",
+                  "        double z = 0.0;",
                   "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
-                  "            z += SMOSE_ROUTER_WEIGHT[m][i] * obs[i];",
-                  "        logits[m] = z + SMOSE_ROUTER_BIAS[m];",
+                  "            z += (double)SMOSE_ROUTER_WEIGHT[m][i] * (double)obs[i];",
+                  "        logits[m] = z + (double)SMOSE_ROUTER_BIAS[m];",
                   "    }",
                   "}", "",
                   "/* Index of the largest logit; ties go to the lowest index. */",
-                  "static inline int smose_argmax_(const float logits[SMOSE_N_EXPERTS])",
+                  "static inline int smose_argmax_(const double logits[SMOSE_N_EXPERTS])",
                   "{",
                   "    int best = 0;",
                   "    for (int m = 1; m < SMOSE_N_EXPERTS; ++m)",
@@ -663,10 +758,10 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                   "}", ""]
     trees = p.routing_trees
     if trees is None:
-        lines += ["/* The expert that acts on obs: the largest router logit, ties to the lowest index. */",
-                  "static inline int smose_route(const float obs[SMOSE_N_OBS])",
+        lines += ["/* The expert that acts on a valid obs: the largest router logit, ties to the lowest index. */",
+                  "static inline int smose_choose_(const float obs[SMOSE_N_OBS])",
                   "{",
-                  "    float logits[SMOSE_N_EXPERTS];",
+                  "    double logits[SMOSE_N_EXPERTS];",
                   "    smose_router_logits(obs, logits);",
                   "    return smose_argmax_(logits);",
                   "}"]
@@ -676,9 +771,9 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
             lines += [f"/* How sure the distilled tree is that the router picks expert {m}. */",
                       f"static inline double smose_yes_expert_{m}(const float obs[SMOSE_N_OBS])", "{"]
             lines += _tree_lines(p, tree, m, _C_TREE) + ["}", ""]
-        lines += [("/* The expert that acts on obs: the most confident YES of the per-expert trees, ties to the lowest"
-                  " index. */"),
-                  "static inline int smose_route(const float obs[SMOSE_N_OBS])",
+        lines += [("/* The expert that acts on a valid obs: the most confident YES of the per-expert trees, ties to the"
+                  " lowest index. */"),
+                  "static inline int smose_choose_(const float obs[SMOSE_N_OBS])",
                   "{",
                   "    double yes[SMOSE_N_EXPERTS];"]
         lines += [f"    yes[{m}] = smose_yes_expert_{m}(obs);" for m in range(p.n_experts)]
@@ -689,26 +784,34 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                   "    return best;",
                   "}"]
     else:
-        lines += ["/* The expert that acts on obs, by one distilled decision tree on the raw observation. */",
-                  "static inline int smose_route(const float obs[SMOSE_N_OBS])", "{"]
+        lines += ["/* The expert that acts on a valid obs, by one distilled decision tree on the raw observation. */",
+                  "static inline int smose_choose_(const float obs[SMOSE_N_OBS])", "{"]
         lines += _tree_lines(p, trees["trees"][0], None, _C_TREE) + ["}"]
     lines += ["",
-              "/* Writes the deterministic action for obs and returns the expert that acted. */",
+              "/* The expert that acts on obs, or SMOSE_INVALID_OBSERVATION. */",
+              "static inline int smose_route(const float obs[SMOSE_N_OBS])",
+              "{",
+              "    return smose_valid_observation(obs) ? smose_choose_(obs) : SMOSE_INVALID_OBSERVATION;",
+              "}", "",
+              ("/* Writes the deterministic action for obs and returns the expert that acted (or writes NaN and returns"
+               " SMOSE_INVALID_OBSERVATION). */"),
               "static inline int smose_act_route(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
-              "{"]
+              "{",
+              "    if (!smose_valid_observation(obs))",
+              "        return smose_reject_(action);"]
     if p.mode == "gated":
-        choice = "smose_route(obs)" if trees is not None else "smose_argmax_(logits)"
-        lines += ["    float logits[SMOSE_N_EXPERTS];",
+        choice = "smose_choose_(obs)" if trees is not None else "smose_argmax_(logits)"
+        lines += ["    double logits[SMOSE_N_EXPERTS];",
                   "    smose_router_logits(obs, logits);",
                   f"    const int k = {choice};"]
-        lines += ["    float top = logits[0];",
+        lines += ["    double top = logits[0];",
                   "    for (int m = 1; m < SMOSE_N_EXPERTS; ++m)",
                   "        if (logits[m] > top)",
                   "            top = logits[m];",
                   "    float total = 0.0f;",
                   "    for (int m = 0; m < SMOSE_N_EXPERTS; ++m)",
-                  "        total += expf(logits[m] - top);",
-                  "    const float gate = expf(logits[k] - top) / total;",
+                  "        total += expf((float)(logits[m] - top));",
+                  "    const float gate = expf((float)(logits[k] - top)) / total;",
                   "    for (int j = 0; j < SMOSE_N_ACT; ++j) {",
                   "        float mean = 0.0f;",
                   "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
@@ -717,7 +820,7 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                   "        action[j] = tanhf(mean) * SMOSE_ACTION_SCALE[j] + SMOSE_ACTION_CENTER[j];",
                   "    }"]
     else:
-        lines += ["    const int k = smose_route(obs);",
+        lines += ["    const int k = smose_choose_(obs);",
                   "    for (int j = 0; j < SMOSE_N_ACT; ++j) {",
                   "        float value = 0.0f;",
                   "        for (int i = 0; i < SMOSE_N_OBS; ++i)",
@@ -731,10 +834,11 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                   "    }"]
     lines += ["    return k;",
               "}", "",
-              "/* Writes the deterministic action for obs. */",
-              "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
+              "/* Writes the deterministic action for obs and returns 0 (or writes NaN and returns",
+              " * SMOSE_INVALID_OBSERVATION). */",
+              "static inline int smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
               "{",
-              "    (void)smose_act_route(obs, action);",
+              "    return smose_act_route(obs, action) < 0 ? SMOSE_INVALID_OBSERVATION : 0;",
               "}"]
     return lines
 
@@ -769,9 +873,12 @@ def _c_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
     lines += ["};", "static const float SMOSE_MEAN_BIAS[SMOSE_N_ACT] = {"]
     lines += _wrap_values([_c(v) for v in p.array("mean_head.bias")], "    ")
     lines += ["};", "",
-              "/* Writes the deterministic action for obs. */",
-              "static inline void smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
-              "{"]
+              "/* Writes the deterministic action for obs and returns 0 (or writes NaN and returns",
+              " * SMOSE_INVALID_OBSERVATION). */",
+              "static inline int smose_act(const float obs[SMOSE_N_OBS], float action[SMOSE_N_ACT])",
+              "{",
+              "    if (!smose_valid_observation(obs))",
+              "        return smose_reject_(action);"]
     previous, fan_in = "obs", "SMOSE_N_OBS"
     for i in range(len(p.hidden)):
         lines += [f"    float h{i}[SMOSE_HIDDEN_{i}];",
@@ -790,6 +897,7 @@ def _c_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
               "        z += SMOSE_MEAN_BIAS[j];",
               "        action[j] = tanhf(z) * SMOSE_ACTION_SCALE[j] + SMOSE_ACTION_CENTER[j];",
               "    }",
+              "    return 0;",
               "}"]
     return lines
 
@@ -855,11 +963,23 @@ def _class_leaf(node: dict) -> torch.Tensor:
     return torch.tensor(int(np.argmax(node["probability"])), dtype=torch.int64)
 
 
+def _valid_rows(obs: torch.Tensor) -> torch.Tensor:
+    """[B] bool: every component finite and within ±OBS_LIMIT (the library's check_observations)."""
+    return (obs.abs() <= OBS_LIMIT).all(dim=1)
+
+
+def _reject_invalid(valid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """NaN actions for invalid observations: a graph cannot raise, and NaN cannot pass unnoticed downstream."""
+    return torch.where(valid.unsqueeze(1), action, torch.full_like(action, float("nan")))
+
+
 class _OnnxSMOSE(nn.Module):
     """The deterministic SMOSE policy written with ops the ONNX exporter maps one to one (batch axis dynamic).
 
-    With ``trees`` the expert comes from the distilled trees, unrolled into nested ``where`` ops; as in the library's
-    TreeRouter, each test compares a float32 input in float64 with the threshold.
+    The neural choice is the argmax of float64 logits, as in the library (``SMOSEActor.decision_logits``); the gate
+    uses float32 logits, as the library's action does. With ``trees`` the expert comes from the distilled trees,
+    unrolled into nested ``where`` ops; as in the library's TreeRouter, each test compares a float32 input in float64
+    with the threshold. Invalid observations give NaN actions and expert -1.
     """
 
     def __init__(self, actor: SMOSEActor, mode: str, trees: dict | None = None):
@@ -868,6 +988,8 @@ class _OnnxSMOSE(nn.Module):
         self.mode, self.n_experts, self.n_act, self.trees = mode, actor.n_experts, n_act, trees
         self.register_buffer("router_weight", actor.router.weight.detach().clone())
         self.register_buffer("router_bias", actor.router.bias.detach().clone())
+        self.register_buffer("router_weight64", actor.router.weight.detach().to(torch.float64).clone())
+        self.register_buffer("router_bias64", actor.router.bias.detach().to(torch.float64).clone())
         self.register_buffer("mean_weight", actor.expert_weight.detach()[:, :n_act].reshape(-1, n_obs).clone())
         self.register_buffer("mean_bias", actor.expert_bias.detach()[:, :n_act].reshape(-1).clone())
         for name in ("action_scale", "action_bias", "action_low", "action_high"):
@@ -893,7 +1015,10 @@ class _OnnxSMOSE(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = F.linear(obs, self.router_weight, self.router_bias)
-        expert = torch.argmax(logits, dim=-1) if self.trees is None else self._tree_route(obs)
+        if self.trees is None:
+            expert = torch.argmax(F.linear(obs.to(torch.float64), self.router_weight64, self.router_bias64), dim=-1)
+        else:
+            expert = self._tree_route(obs)
         means = F.linear(obs, self.mean_weight, self.mean_bias).reshape(-1, self.n_experts, self.n_act)
         index = expert.reshape(-1, 1, 1).expand(-1, 1, self.n_act)
         chosen = torch.gather(means, 1, index).squeeze(1)
@@ -902,7 +1027,8 @@ class _OnnxSMOSE(nn.Module):
             action = torch.tanh(gate * chosen) * self.action_scale + self.action_bias
         else:
             action = torch.maximum(torch.minimum(chosen, self.action_high), self.action_low)
-        return action, expert
+        valid = _valid_rows(obs)
+        return _reject_invalid(valid, action), torch.where(valid, expert, torch.full_like(expert, -1))
 
 
 class _OnnxDense(nn.Module):
@@ -913,7 +1039,8 @@ class _OnnxDense(nn.Module):
         self.register_buffer("action_bias", actor.action_bias.detach().clone())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.mean_head(self.trunk(obs))) * self.action_scale + self.action_bias
+        action = torch.tanh(self.mean_head(self.trunk(obs))) * self.action_scale + self.action_bias
+        return _reject_invalid(_valid_rows(obs), action)
 
 
 def onnx_bytes(actor: Actor, p: ExportedPolicy) -> bytes:
@@ -952,18 +1079,74 @@ def onnx_bytes(actor: Actor, p: ExportedPolicy) -> bytes:
 
 
 def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: ExportedPolicy) -> None:
-    obs = torch.randn(ONNX_SELF_CHECK_STATES, p.n_obs, generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    states = np.concatenate(self_check_states(actor, p))
+    outputs = session.run(None, {"obs": to_float32(states)})
+    _compare_with_library(actor, p, states, outputs[0], outputs[1] if p.is_smose else None, "ONNX graph")
+    outputs = session.run(None, {"obs": to_float32(invalid_observations(p.n_obs))})
+    if not (np.isnan(outputs[0]).all() and (not p.is_smose or (outputs[1] == -1).all())):
+        raise SmoseError("the ONNX graph does not mark invalid observations (NaN actions, expert -1); not written")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Self-checks: each generated Python file and ONNX graph is run against the library's policy before it is written
+
+
+def self_check_states(actor: Actor, p: ExportedPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """(random, boundary), float64 [N, n_obs] each: random N(0, 1) states, and around a few of them states on every
+    split threshold of the routing trees and on every tie between two router logits (smose.boundary), where
+    rounding decides the expert (none for dense baselines)."""
+    random = np.random.default_rng(0).standard_normal((SELF_CHECK_RANDOM_STATES, p.n_obs))
+    base = random[:SELF_CHECK_BOUNDARY_BASES]
+    boundary = [np.empty((0, p.n_obs))]
+    if p.routing_trees is not None:
+        boundary.append(threshold_states(p.routing_trees, base))
+    if isinstance(actor, SMOSEActor):
+        boundary.append(logit_tie_states(p.array("router.weight"), p.array("router.bias"), base))
+    return random, np.concatenate(boundary)
+
+
+def _compare_with_library(actor: Actor, p: ExportedPolicy, states: np.ndarray, action: Any, expert: Any,
+                          what: str) -> None:
+    """SmoseError unless ``action`` and ``expert`` (each skipped when None) on ``states`` are the library's, which
+    rounds the states to float32."""
+    obs = torch.from_numpy(to_float32(states))
     if p.routing_trees is None:
-        expected, _ = actor.act(obs, p.mode)  # type: ignore[arg-type]
+        want_action, want_expert = actor.act(obs, p.mode)  # type: ignore[arg-type]
     else:
         from smose.distill import TreeRouter
 
-        expected = actor.act_with_experts(obs, TreeRouter(p.routing_trees)(obs), p.mode)  # type: ignore[attr-defined]
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run(["action"], {"obs": obs.numpy()})[0]
-    diff = float(np.max(np.abs(got - expected.numpy())))
-    if not diff <= ONNX_SELF_CHECK_TOLERANCE:
-        raise SmoseError(f"the ONNX graph differs from the policy by {diff:.3g} on random states; not written")
+        want_expert = TreeRouter(p.routing_trees)(obs)
+        want_action = actor.act_with_experts(obs, want_expert, p.mode)  # type: ignore[attr-defined]
+    if expert is not None:
+        differ = int(np.sum(np.asarray(expert) != want_expert.numpy()))
+        if differ:
+            raise SmoseError(f"the {what} chooses another expert than the library on {differ} of {len(obs)} check "
+                             "states; not written")
+    if action is not None:
+        diff = float(np.max(np.abs(np.asarray(action, dtype=np.float64) - want_action.numpy())))
+        if not diff <= SELF_CHECK_TOLERANCE:
+            raise SmoseError(f"the {what} differs from the policy by {diff:.3g} on the check states; not written")
+
+
+def _check_python_against_actor(source: str, actor: Actor, p: ExportedPolicy) -> None:
+    """Runs the generated module (our own text) on the check states and on invalid observations. On the boundary
+    states only ``route`` runs: they test decisions, and the action given the expert is checked on random states."""
+    module: dict[str, Any] = {"__name__": "smose_exported_policy"}
+    exec(compile(source, "<exported policy>", "exec"), module)  # noqa: S102 - the text was generated just above
+    random, boundary = self_check_states(actor, p)
+    if p.is_smose:
+        pairs = [module["act_and_route"](list(s)) for s in random]
+        _compare_with_library(actor, p, random, [a for a, _ in pairs], [k for _, k in pairs], "Python file")
+        _compare_with_library(actor, p, boundary, None, [module["route"](list(s)) for s in boundary], "Python file")
+    else:
+        _compare_with_library(actor, p, random, [module["act"](list(s)) for s in random], None, "Python file")
+    for row in invalid_observations(p.n_obs):
+        try:
+            module["act"](list(row))
+        except ValueError:
+            continue
+        raise SmoseError(f"the Python file accepts the invalid observation {row.tolist()}; not written")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -987,7 +1170,7 @@ def export_policy(run_dir: Path | str, fmt: str, out: Path | str, router: str = 
     command = export_command(run_dir, fmt, out, router, mode, tree_kind)
     actor, policy = collect(run_dir, router, mode, tree_kind, command, all_trees=fmt == "json")
     writers: dict[str, Callable[[], bytes]] = {
-        "python": lambda: python_source(policy).encode(),
+        "python": lambda: _checked_python(actor, policy).encode(),
         "c": lambda: c_source(policy).encode(),
         "json": lambda: (json_dumps(json_document(policy)) + "\n").encode(),
         "onnx": lambda: onnx_bytes(actor, policy),

@@ -11,14 +11,33 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smose.errors import SmoseError
+
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
+# Observations the deterministic policy acts on: every component finite and within ±OBS_LIMIT (2^60 ≈ 1.2e18, exact in
+# float32). NaN or inf means a broken sensor or simulation; the bound lies far beyond any physical state and keeps the
+# float32 arithmetic of the library and of exported controllers from overflowing (smose export checks the weights).
+OBS_LIMIT_LOG2 = 60
+OBS_LIMIT = 2.0**OBS_LIMIT_LOG2
 ALGOS = ("smose", "sac-l", "sac-m", "sac-s")
 DeterministicMode = Literal["gated", "linear"]
+
+
+def check_observations(obs: torch.Tensor | np.ndarray) -> None:
+    """Raise SmoseError unless every component of the (float32) observations is finite and within ±OBS_LIMIT."""
+    values = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
+    valid = np.abs(values) <= OBS_LIMIT  # False for NaN too
+    if not valid.all():
+        where = np.argwhere(~valid)[0]
+        raise SmoseError(f"observation component {int(where[-1])} is {float(values[tuple(where)])!r}: observations must "
+                         f"be finite numbers within ±2^{OBS_LIMIT_LOG2} (NaN or inf usually means a broken sensor or "
+                         "simulation)")
 
 
 @dataclass
@@ -76,7 +95,9 @@ class Actor(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, mode: DeterministicMode = "gated") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Deterministic action in env units and the chosen expert (None for dense actors)."""
+        """Deterministic action in env units and the chosen expert (None for dense actors); observations must pass
+        ``check_observations``."""
+        check_observations(obs)
         out = self(obs)
         return torch.tanh(out.mean) * self.action_scale + self.action_bias, out.expert
 
@@ -124,20 +145,39 @@ class SMOSEActor(Actor):
         return ActorOutput(mean, squash_log_std(raw_log_std), logits, expert, gate.squeeze(-1))
 
     @torch.no_grad()
+    def decision_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """Clean router logits in float64, from which the deterministic choice is taken.
+
+        A float32 matrix product rounds each logit differently depending on how the matrix library orders the sum
+        (a batch and a single state differ), which flips the argmax wherever two logits are within float32 rounding
+        (~1e-7 relative) of each other. In float64 every product of a float32 weight and a float32 observation is
+        exact and the sum rounds ~1e-16 relative, so exported controllers, which sum in float64 in index order,
+        make the same choice except where two logits agree to ~1e-15 (docs/export.md). The gate and the action
+        stay in float32.
+        """
+        return F.linear(obs.to(torch.float64), self.router.weight.to(torch.float64),
+                        self.router.bias.to(torch.float64))
+
+    @torch.no_grad()
     def choose(self, obs: torch.Tensor) -> torch.Tensor:
-        """The clean router's choice k(s) = argmax_m z_m(s) for each state: LongTensor [B]."""
-        return self.router(obs).argmax(dim=-1)
+        """The clean router's choice k(s) = argmax_m z_m(s) for each state (ties: lowest m): LongTensor [B]."""
+        check_observations(obs)
+        return self.decision_logits(obs).argmax(dim=-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, mode: DeterministicMode = "gated") -> tuple[torch.Tensor, torch.Tensor | None]:
         expert = self.choose(obs)
-        return self.act_with_experts(obs, expert, mode), expert
+        return self._act_with(obs, expert, mode), expert
 
     @torch.no_grad()
     def act_with_experts(
         self, obs: torch.Tensor, expert: torch.Tensor, mode: DeterministicMode = "gated"
     ) -> torch.Tensor:
         """Deterministic action when ``expert`` (e.g. chosen by distilled trees) replaces the router's argmax."""
+        check_observations(obs)
+        return self._act_with(obs, expert, mode)
+
+    def _act_with(self, obs: torch.Tensor, expert: torch.Tensor, mode: DeterministicMode) -> torch.Tensor:
         if mode == "gated":
             mean = self.mixture(obs, self.router(obs), expert).mean
             return torch.tanh(mean) * self.action_scale + self.action_bias
