@@ -68,7 +68,8 @@ SWEEP_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
 LOGS_DIR = "logs"
 # What a finished run contributes to the committed results: no replay buffers, checkpoints or TensorBoard files.
-EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", LINEAR_EVAL_FILE, "model.json", "model.safetensors")
+EXPORT_FILES = ("config.json", "metrics.csv", "eval.json", "model.json", "model.safetensors")
+OPTIONAL_EXPORT_FILES = (LINEAR_EVAL_FILE,)  # copied with the others when a run has them
 # Where unfinished runs are recorded in the export directory, and what of them.
 PARTIAL_DIR = "partial"
 PARTIAL_FILES = ("config.json", "metrics.csv")
@@ -405,7 +406,8 @@ def index_finished(directory: Path) -> dict[str, Path]:
     return index
 
 
-def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT_FILES, trees: bool = True) -> None:
+def copy_small_files(source: Path, target: Path, files: tuple[str, ...] = EXPORT_FILES + OPTIONAL_EXPORT_FILES,
+                     trees: bool = True) -> None:
     """Copy ``files`` (and the distilled ``trees/``, if any and ``trees``) from one run directory to another, through
     a hidden temporary sibling and a rename, so a half-copied run never looks finished."""
     tmp = target.with_name(f".{target.name}.tmp")
