@@ -1,4 +1,8 @@
-"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table."""
+"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table.
+
+Each command imports the modules it needs when it runs, and this module imports nothing heavy, so ``smose --help``
+and ``smose COMMAND --help`` answer without loading torch (tests/test_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from smose import __version__
+from smose._version import __version__
 from smose.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
 

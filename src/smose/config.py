@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS
 from smose.errors import SmoseError
-from smose.losses import DEFAULT_LB_WEIGHT, LB_LOSSES
-from smose.policy import ALGOS
-from smose.serialization import check_format, read_json
 
 # Upper bounds that keep a typo (or a tampered config.json) from requesting absurd amounts of memory or threads.
 MAX_EXPERTS = 1024
@@ -49,7 +47,7 @@ class TrainConfig:
     lb_loss: str = _opt("cv2", "router load-balancing loss", choices=LB_LOSSES)
     lb_weight: float | None = _opt(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
     lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state",
-                         choices=("batch", "state"))
+                         choices=NOISE_KINDS)
     seed: int = _opt(0, "seed for the env, the networks and the replay sampling")
     learning_starts: int = _opt(10_000, "uniform random actions before the first update")
     batch_size: int = _opt(256, "minibatch size")
@@ -99,7 +97,7 @@ class TrainConfig:
             raise SmoseError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
         if self.lb_loss not in LB_LOSSES:
             raise SmoseError(f"unknown --lb-loss {self.lb_loss!r}; expected one of {', '.join(LB_LOSSES)}")
-        if self.lb_noise not in ("batch", "state"):
+        if self.lb_noise not in NOISE_KINDS:
             raise SmoseError(f"unknown --lb-noise {self.lb_noise!r}; expected 'batch' or 'state'")
         if self.batch_size > self.buffer_size:
             raise SmoseError(f"--batch-size {self.batch_size} exceeds --buffer-size {self.buffer_size}")
@@ -131,6 +129,8 @@ def run_config_json(config: TrainConfig, versions: dict[str, str]) -> dict[str, 
 
 def read_run_config(path: Path) -> TrainConfig:
     """A run's config.json, checked (files written before the format field existed are read as version 1)."""
+    from smose.serialization import check_format, read_json  # imports torch, which the command line's parser must not
+
     path = Path(path)
     data = check_format(read_json(path, "run configuration"), path, RUN_CONFIG_FORMAT, RUN_CONFIG_FORMAT_VERSION,
                         "smose run configuration", required=False)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-LBLoss = Literal["cv2", "z", "none"]
-NoiseKind = Literal["batch", "state"]
-LB_LOSSES = ("cv2", "z", "none")
-DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0}
+from smose.choices import LB_LOSSES, LBLoss, NoiseKind
 
 
 def router_noise(batch: int, n_experts: int, kind: NoiseKind) -> torch.Tensor:

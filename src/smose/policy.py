@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smose.choices import ALGOS
+
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
-ALGOS = ("smose", "sac-l", "sac-m", "sac-s")
 DeterministicMode = Literal["gated", "linear"]
 
 
