@@ -12,11 +12,14 @@ from typing import Any
 
 from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS
 from smose.errors import SmoseError
+from smose.limits import (MAX_BATCH_SIZE, MAX_EPISODES, MAX_EXPERTS, MAX_SEED, MAX_STEPS, MAX_THREADS,
+                          MAX_UPDATE_INTERVAL)
 
-# Upper bounds that keep a typo (or a tampered config.json) from requesting absurd amounts of memory or threads.
-MAX_EXPERTS = 1024
-MAX_THREADS = 1024
-MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit
+# The upper bound of each count field; --buffer-size has none: its memory is checked when it is allocated.
+UPPER_BOUNDS = {"steps": MAX_STEPS, "experts": MAX_EXPERTS, "seed": MAX_SEED, "learning_starts": MAX_STEPS,
+                "batch_size": MAX_BATCH_SIZE, "policy_frequency": MAX_UPDATE_INTERVAL,
+                "target_frequency": MAX_UPDATE_INTERVAL, "eval_every": MAX_STEPS, "eval_episodes": MAX_EPISODES,
+                "checkpoint_every": MAX_STEPS, "threads": MAX_THREADS}
 RUN_CONFIG_FORMAT = "smose-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
 # Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back).
@@ -86,9 +89,9 @@ class TrainConfig:
         for name in ("learning_starts", "eval_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise SmoseError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name, limit in (("experts", MAX_EXPERTS), ("threads", MAX_THREADS), ("seed", MAX_SEED)):
+        for name, limit in UPPER_BOUNDS.items():
             if getattr(self, name) > limit:
-                raise SmoseError(f"--{name} must be at most {limit}, got {getattr(self, name)}")
+                raise SmoseError(f"--{name.replace('_', '-')} must be at most {limit}, got {getattr(self, name)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):

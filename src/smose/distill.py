@@ -25,6 +25,7 @@ import torch
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.features import observation_names
+from smose.limits import MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
 from smose.policy import DeterministicMode, SMOSEActor
 from smose.serialization import read_json, write_json
 from smose.tree_router import TreeRouter, router_features
@@ -501,6 +502,10 @@ def distill(
             raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
     if not isinstance(dagger, int) or isinstance(dagger, bool) or dagger < 0:
         raise SmoseError(f"dagger must be an integer >= 0, got {dagger!r}")
+    for name, value, limit in (("depth", depth, MAX_TREE_DEPTH), ("episodes", episodes, MAX_EPISODES),
+                               ("eval_episodes", eval_episodes, MAX_EPISODES), ("dagger", dagger, MAX_DAGGER_ROUNDS)):
+        if value > limit:
+            raise SmoseError(f"{name} must be at most {limit:,}, got {value}")
     if kind not in (*KINDS, "both"):
         raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
     run_dir = Path(run_dir)

@@ -71,13 +71,19 @@ def hyperparams(config: TrainConfig) -> SACHyperParams:
     )
 
 
-def prepare_run_dir(path: Path, force: bool) -> Path:
-    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``."""
+def check_run_dir(path: Path, force: bool) -> Path:
+    """Refuse to mix a new run into a non-empty directory unless ``force``; creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SmoseError(f"{path}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise SmoseError(f"{path}: run directory is not empty; choose another --out or pass --force to overwrite")
+    return path
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create the run directory (and its parents) and check that it is writable."""
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -86,6 +92,11 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
     except OSError as exc:
         raise SmoseError(f"{path}: cannot write the run directory ({exc.strerror})") from None
     return path
+
+
+def prepare_run_dir(path: Path, force: bool) -> Path:
+    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``."""
+    return create_run_dir(check_run_dir(path, force))
 
 
 class RunLogger:
@@ -452,10 +463,19 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
 
 
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
-    """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
-    make_env(config.env).close()  # an unusable env id is refused before any directory is created
-    run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
-    _run_locked(run_dir, lambda: Trainer(config, run_dir), progress)
+    """Train from scratch into a run directory, save the model and a final evaluation; returns the directory.
+
+    Whatever can refuse the run (a non-empty directory, the env id, the replay buffer's memory) does so before the
+    directory is created: a refused run leaves nothing behind, and the corrected command needs no --force.
+    """
+    run_dir = check_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
+    trainer = Trainer(config, run_dir)
+    try:
+        create_run_dir(run_dir)
+    except BaseException:
+        trainer.close()
+        raise
+    _run_locked(run_dir, lambda: trainer, progress)
     return run_dir
 
 
