@@ -1,4 +1,4 @@
-"""Distil a SMOSE router into shallow decision trees, route with them, and measure their fidelity (spec §5).
+"""Distil a SMOSE router into shallow decision trees, route with them, and measure their fidelity (docs/method.md §5).
 
 States come from deterministic rollouts of the trained policy and are labelled with the clean router's argmax
 ``k(s)``. Two tree kinds are offered:

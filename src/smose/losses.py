@@ -1,4 +1,4 @@
-"""Load-balancing losses for the router (spec §2). Pure functions of logits; no module state."""
+"""Load-balancing losses for the router (docs/method.md §2). Pure functions of logits; no module state."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ class Actor(nn.Module):
 
 
 class SMOSEActor(Actor):
-    """Linear router with bias, top-1 gating, M linear experts with mean and log-std heads (spec §1)."""
+    """Linear router with bias, top-1 gating, M linear experts with mean and log-std heads (docs/method.md §1)."""
 
     algo = "smose"
 
@@ -198,7 +198,7 @@ class MLPActor(Actor):
 
 
 def dense_hidden_size(algo: str, n_obs: int, n_act: int, n_experts: int) -> tuple[int, ...]:
-    """Hidden layer sizes of the dense baselines (spec §4)."""
+    """Hidden layer sizes of the dense baselines (docs/method.md §4)."""
     if algo == "sac-l":
         return (256, 256)
     if algo == "sac-m":  # as many parameters as SMOSE in total

@@ -39,7 +39,7 @@ from smose.serialization import read_eval, read_json
 from smose.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
                          last_step, result_key)
 
-# SMOSE_SPEC.md §6 (the authors' poster): final returns after 1M steps on the -v4 tasks, no ± published.
+# docs/method.md §6 (the authors' poster): final returns after 1M steps on the -v4 tasks, no ± published.
 # Keyed by task name without version, then algorithm. SMOSE used M = 8 and λ = 0.1; SAC-M/SAC-S are sized for M = 8.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
     "Walker2d": {"sac-l": 4358.06, "sac-m": 4020.51, "sac-s": 2967.14, "smose": 4224.29},
@@ -444,8 +444,8 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
     lines += _by_task_section(rows)
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
-              f"The paper's numbers (SMOSE_SPEC.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 tasks "
-              f"(M = {PAPER_EXPERTS}, λ = {PAPER_LB_WEIGHT}); only groups with those settings are compared. "
+              f"The paper's numbers (docs/method.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 "
+              f"tasks (M = {PAPER_EXPERTS}, λ = {PAPER_LB_WEIGHT}); only groups with those settings are compared. "
               "Ratio = our mean / paper; for negative returns (Reacher) a ratio above 1 is worse.", ""]
     if compared:
         lines += ["| task | algo | steps | seeds | ours (mean) | paper | ours / paper |",
