@@ -72,7 +72,7 @@ def test_squashed_gaussian_log_prob_matches_torch_distributions():
     dist = TransformedDistribution(
         Normal(mean, log_std.exp()), [TanhTransform(cache_size=1), AffineTransform(bias, scale)]
     )
-    # Keep away from the tanh saturation where the 1e-6 regulariser of the spec's formula matters.
+    # Keep away from the tanh saturation where the 1e-6 regulariser of log π (docs/method.md §1) matters.
     inner = ((action - bias) / scale).abs() < 0.99
     reference = dist.log_prob(action.clamp(bias - scale * 0.999999, bias + scale * 0.999999))
     ours = log_prob
@@ -98,7 +98,7 @@ def test_deterministic_modes():
 
 @pytest.mark.parametrize(
     "n_obs,n_act,train,deploy,active",
-    [(17, 6, 1872, 1008, 252), (11, 3, 672, 384, 132)],  # Walker2d-v4 and Hopper, M = 8 (spec §1)
+    [(17, 6, 1872, 1008, 252), (11, 3, 672, 384, 132)],  # Walker2d-v4 and Hopper, M = 8 (docs/method.md §1)
 )
 def test_smose_parameter_counts_match_the_spec(n_obs, n_act, train, deploy, active):
     actor = make_actor("smose", n_obs, n_act, -np.ones(n_act), np.ones(n_act), 8)

@@ -4,7 +4,7 @@ Our actors are small (the SMOSE router and linear experts; the dense baselines' 
 is not arithmetic but the ~100 small operations autograd records and then replays backwards, a few µs each. Here the
 forward is the same maths as ``Actor.sample`` with fewer operations, and the backward of the actor loss
 
-    mean_s(α log π(a|s) − min(Q1, Q2)(s, a)) + λ L_aux        (L_aux: SMOSE's load balancing, spec §2)
+    mean_s(α log π(a|s) − min(Q1, Q2)(s, a)) + λ L_aux        (L_aux: SMOSE's load balancing, docs/method.md §2)
 
 is written out from the values the forward kept: first through the tanh-squashed Gaussian (shared by all actors),
 then through the actor's own layers. ``tests/test_actor_passes.py`` checks samples and every gradient against

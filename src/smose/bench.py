@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from smose.limits import MAX_REPEATS, MAX_STEPS, Count
+
 CONTENDERS = ("smose", "sac-l", "sb3", "sbx")
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -234,17 +236,19 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from smose.cli import OneLineParser
+
+    parser = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--env", default="Hopper-v5")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--learning-starts", type=int, default=1000)
-    parser.add_argument("--warm", type=int, default=500, help="learning steps before timing starts")
-    parser.add_argument("--measure", type=int, default=2000, help="timed learning steps per measurement")
+    parser.add_argument("--repeats", type=Count(1, MAX_REPEATS), default=3)
+    parser.add_argument("--learning-starts", type=Count(0, MAX_STEPS), default=1000)
+    parser.add_argument("--warm", type=Count(0, MAX_STEPS), default=500, help="learning steps before timing starts")
+    parser.add_argument("--measure", type=Count(1, MAX_STEPS), default=2000,
+                        help="timed learning steps per measurement")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--memory-env", default="Ant-v5")
-    parser.add_argument("--memory-capacity", type=int, default=1_000_000)
+    parser.add_argument("--memory-capacity", type=Count(1, MAX_STEPS), default=1_000_000)
     parser.add_argument("--out", default="benchmarks/results/throughput")
     args = parser.parse_args(argv)
 

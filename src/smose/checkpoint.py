@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from smose import __version__
+from smose._version import __version__
 from smose.errors import SmoseError
 from smose.serialization import (WriteError, check_format, check_seal, check_tensor_specs, fsync_dir, json_bytes,
                                  open_safetensors, read_json, replace_file, seal, tensor_spec, write_safetensors)

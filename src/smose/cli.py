@@ -1,4 +1,8 @@
-"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table."""
+"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table.
+
+Each command imports the modules it needs when it runs, and this module imports nothing heavy, so ``smose --help``
+and ``smose COMMAND --help`` answer without loading torch (tests/test_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -7,31 +11,25 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from smose import __version__
+from smose._version import __version__
 from smose.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
+from smose.limits import (MAX_BATCH_SIZE, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS, MAX_TREE_DEPTH,
+                          MAX_WORKERS, Count)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``smose: error: ...``, with exit status 2, like every other
+    refusal of the command line (argparse's own print the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"smose: error: {message} (see `{self.prog} --help`)\n")
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type for seeds and counts that may be zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+EPISODES = Count(1, MAX_EPISODES)
+SEED = Count(0, MAX_SEED)
 
 
 # Options `smose train --resume` accepts: the rest of the configuration comes from the run's config.json.
@@ -256,7 +254,7 @@ def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "whi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="smose", description="Sparse Mixture of Shallow Experts: interpretable SAC controllers.")
     parser.add_argument("--version", action="version", version=f"smose {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -273,14 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained policy deterministically; writes eval.json")
     p.add_argument("run_dir", nargs="+", help="one or more run directories")
-    p.add_argument("--episodes", type=_positive_int, default=None, help="number of episodes (default: 10)")
+    p.add_argument("--episodes", type=EPISODES, default=None, help="number of episodes (default: 10)")
     p.add_argument("--mode", choices=("gated", "linear"), default=None,
                    help="gated (default; tanh of the gated mean, writes eval.json) or linear (the chosen expert's raw "
                         "output clipped to the action bounds, writes eval-linear.json)")
     p.add_argument("--protocol", choices=("smose", "authors", "both"), default=None,
                    help="smose: gated, 10 episodes (the default); authors: linear, 100 episodes (the authors' "
                         "evaluation scripts); both: one after the other")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--env", default=None,
                    help="evaluate on another version of the training task, e.g. Hopper-v4 (default: the training env)")
     _add_router_arguments(p, "which distilled trees route with --router tree (writes trees/eval-<kind>.json)")
@@ -288,15 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="distil the router into decision trees; report fidelity and tree-routed return")
     p.add_argument("run_dir")
-    p.add_argument("--depth", type=_positive_int, default=3, help="maximum tree depth")
-    p.add_argument("--episodes", type=_positive_int, default=20,
+    p.add_argument("--depth", type=Count(1, MAX_TREE_DEPTH), default=3, help="maximum tree depth")
+    p.add_argument("--episodes", type=EPISODES, default=20,
                    help="deterministic episodes to fit on (and as many held-out episodes to score on)")
     p.add_argument("--kind", choices=("per-expert", "multiclass", "both"), default="both")
-    p.add_argument("--seed", type=int, default=0, help="reset seed of the first fitting episode")
-    p.add_argument("--eval-episodes", type=_positive_int, default=10,
+    p.add_argument("--seed", type=SEED, default=0, help="reset seed of the first fitting episode")
+    p.add_argument("--eval-episodes", type=EPISODES, default=10,
                    help="episodes for the neural vs tree-routed return comparison")
     p.add_argument("--mode", choices=("gated", "linear"), default="gated")
-    p.add_argument("--dagger", type=non_negative_int, default=0, metavar="ROUNDS",
+    p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")
     p.set_defaults(func=cmd_distill)
@@ -308,9 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="write the run's visual report: RUN_DIR/report/index.html and report.md")
     p.add_argument("run_dir")
-    p.add_argument("--episodes", type=_positive_int, default=5,
+    p.add_argument("--episodes", type=EPISODES, default=5,
                    help="deterministic episodes behind the usage, timeline and per-expert statistics")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed of those episodes (as in `smose eval`)")
+    p.add_argument("--seed", type=SEED, default=0, help="evaluation seed of those episodes (as in `smose eval`)")
     p.add_argument("--no-distill", action="store_true",
                    help="do not run `smose distill` when the run has no trees (the report then says how to get them)")
     p.set_defaults(func=cmd_explain)
@@ -319,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="output file, .mp4 or .gif")
     _add_router_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed: the first episode of `smose eval --seed`")
-    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many steps")
+    p.add_argument("--seed", type=SEED, default=0, help="evaluation seed: the first episode of `smose eval --seed`")
+    p.add_argument("--max-steps", type=Count(1, MAX_STEPS), default=None, help="stop after this many steps")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("export", help="write the deterministic policy as a standalone Python, C, JSON or ONNX file")
@@ -337,27 +335,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envs", required=True, help="comma-separated env ids, e.g. Hopper-v5,Walker2d-v5")
     p.add_argument("--algos", default="smose", help="comma-separated: smose,sac-l,sac-m,sac-s (default: smose)")
     p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,1,2 (default: 0)")
-    p.add_argument("--steps", type=_positive_int, required=True, help="environment steps per run")
+    p.add_argument("--steps", type=Count(1, MAX_STEPS), required=True, help="environment steps per run")
     p.add_argument("--experts", default=None, help="comma-separated numbers of experts M (default: 8)")
     p.add_argument("--lb-weight", default=None, help="comma-separated load-balancing weights (default: 0.1)")
-    p.add_argument("--learning-starts", type=int, default=None, help="as in `smose train`")
-    p.add_argument("--eval-every", type=int, default=None, help="as in `smose train`")
-    p.add_argument("--eval-episodes", type=_positive_int, default=None, help="as in `smose train`")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="as in `smose train`")
+    p.add_argument("--learning-starts", type=Count(0, MAX_STEPS), default=None, help="as in `smose train`")
+    p.add_argument("--eval-every", type=Count(0, MAX_STEPS), default=None, help="as in `smose train`")
+    p.add_argument("--eval-episodes", type=EPISODES, default=None, help="as in `smose train`")
+    p.add_argument("--batch-size", type=Count(1, MAX_BATCH_SIZE), default=None, help="as in `smose train`")
     p.add_argument("--out", required=True, help="sweep directory, e.g. sweeps/NAME")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: training processes on this machine; ray: Ray tasks (pip install 'smose[ray]')")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=Count(1, MAX_WORKERS), default=None,
                    help="runs at a time (local default: one per core; ray default: as many as the cluster takes)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="copy each finished run's small files to DIR/<run name>/ and take runs already in DIR from "
                         "there; runs that stop short leave config and metrics in DIR/partial/ (DIR is meant to be "
                         "committed, e.g. benchmarks/results/runs)")
-    p.add_argument("--distill", type=_positive_int, default=None, metavar="DEPTH",
+    p.add_argument("--distill", type=Count(1, MAX_TREE_DEPTH), default=None, metavar="DEPTH",
                    help="also distil every SMOSE run into trees of this depth (`smose distill`, both kinds); "
                         "finished runs without them are distilled first; `smose table` then reports their fidelity")
-    p.add_argument("--dagger", type=non_negative_int, default=None, metavar="ROUNDS",
+    p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=None, metavar="ROUNDS",
                    help="with --distill: DAgger rounds of `smose distill` (default 0)")
     p.set_defaults(func=cmd_sweep)
 

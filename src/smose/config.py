@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS
 from smose.errors import SmoseError
-from smose.losses import DEFAULT_LB_WEIGHT, LB_LOSSES
-from smose.policy import ALGOS
-from smose.serialization import check_format, read_json
+from smose.limits import (MAX_BATCH_SIZE, MAX_EPISODES, MAX_EXPERTS, MAX_SEED, MAX_STEPS, MAX_THREADS,
+                          MAX_UPDATE_INTERVAL)
 
-# Upper bounds that keep a typo (or a tampered config.json) from requesting absurd amounts of memory or threads.
-MAX_EXPERTS = 1024
-MAX_THREADS = 1024
-MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit
+# The upper bound of each count field; --buffer-size has none: its memory is checked when it is allocated.
+UPPER_BOUNDS = {"steps": MAX_STEPS, "experts": MAX_EXPERTS, "seed": MAX_SEED, "learning_starts": MAX_STEPS,
+                "batch_size": MAX_BATCH_SIZE, "policy_frequency": MAX_UPDATE_INTERVAL,
+                "target_frequency": MAX_UPDATE_INTERVAL, "eval_every": MAX_STEPS, "eval_episodes": MAX_EPISODES,
+                "checkpoint_every": MAX_STEPS, "threads": MAX_THREADS}
 RUN_CONFIG_FORMAT = "smose-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
 # Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back).
@@ -49,7 +50,7 @@ class TrainConfig:
     lb_loss: str = _opt("cv2", "router load-balancing loss", choices=LB_LOSSES)
     lb_weight: float | None = _opt(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
     lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state",
-                         choices=("batch", "state"))
+                         choices=NOISE_KINDS)
     seed: int = _opt(0, "seed for the env, the networks and the replay sampling")
     learning_starts: int = _opt(10_000, "uniform random actions before the first update")
     batch_size: int = _opt(256, "minibatch size")
@@ -88,9 +89,9 @@ class TrainConfig:
         for name in ("learning_starts", "eval_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise SmoseError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name, limit in (("experts", MAX_EXPERTS), ("threads", MAX_THREADS), ("seed", MAX_SEED)):
+        for name, limit in UPPER_BOUNDS.items():
             if getattr(self, name) > limit:
-                raise SmoseError(f"--{name} must be at most {limit}, got {getattr(self, name)}")
+                raise SmoseError(f"--{name.replace('_', '-')} must be at most {limit}, got {getattr(self, name)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -99,7 +100,7 @@ class TrainConfig:
             raise SmoseError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
         if self.lb_loss not in LB_LOSSES:
             raise SmoseError(f"unknown --lb-loss {self.lb_loss!r}; expected one of {', '.join(LB_LOSSES)}")
-        if self.lb_noise not in ("batch", "state"):
+        if self.lb_noise not in NOISE_KINDS:
             raise SmoseError(f"unknown --lb-noise {self.lb_noise!r}; expected 'batch' or 'state'")
         if self.batch_size > self.buffer_size:
             raise SmoseError(f"--batch-size {self.batch_size} exceeds --buffer-size {self.buffer_size}")
@@ -131,6 +132,8 @@ def run_config_json(config: TrainConfig, versions: dict[str, str]) -> dict[str, 
 
 def read_run_config(path: Path) -> TrainConfig:
     """A run's config.json, checked (files written before the format field existed are read as version 1)."""
+    from smose.serialization import check_format, read_json  # imports torch, which the command line's parser must not
+
     path = Path(path)
     data = check_format(read_json(path, "run configuration"), path, RUN_CONFIG_FORMAT, RUN_CONFIG_FORMAT_VERSION,
                         "smose run configuration", required=False)

@@ -1,4 +1,4 @@
-"""Distil a SMOSE router into shallow decision trees, route with them, and measure their fidelity (spec §5).
+"""Distil a SMOSE router into shallow decision trees, route with them, and measure their fidelity (docs/method.md §5).
 
 States come from deterministic rollouts of the trained policy and are labelled with the clean router's argmax
 ``k(s)``. Two tree kinds are offered:
@@ -8,7 +8,7 @@ States come from deterministic rollouts of the trained policy and are labelled w
   YES probability (ties to the lowest index);
 - multiclass: one CART tree on the raw state with target ``k(s)``.
 
-Trees are stored as JSON (format in docs/trees.md) and used through :class:`TreeRouter`, which needs only numpy;
+Trees are stored as JSON (format in docs/trees.md) and used through :class:`smose.tree_router.TreeRouter` (numpy only);
 scikit-learn is only used to fit them.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +25,10 @@ import torch
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.features import observation_names
-from smose.policy import DeterministicMode, SMOSEActor, check_observations
+from smose.limits import MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
+from smose.policy import DeterministicMode, SMOSEActor
 from smose.serialization import read_json, write_json
+from smose.tree_router import TreeRouter, router_features
 
 TREES_DIR = "trees"
 TREE_FORMAT = "smose-trees"
@@ -112,11 +114,6 @@ def distill_settings(fidelity: dict) -> dict[str, Any]:
     return {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
             "kind": "both" if len(kinds) == len(KINDS) else kinds[0], "episodes": fidelity["episodes"],
             "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
-
-
-def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """u_m(s) = Θ_m ⊙ s for every expert: [M, B, n_obs], in float32 as scikit-learn fits on float32."""
-    return theta.astype(np.float32)[:, None, :] * obs.astype(np.float32)[None, :, :]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -415,67 +412,6 @@ def load_trees(path: Path | str, actor: SMOSEActor | None = None, env_id: str | 
 # Routing with trees
 
 
-class TreeRouter:
-    """Routes states to experts with distilled trees; needs only numpy (no scikit-learn objects).
-
-    Usable as the ``router`` argument of :func:`smose.evaluate.evaluate`: ``router(obs[B, n_obs]) -> LongTensor[B]``.
-    """
-
-    def __init__(self, trees: dict):
-        self.kind: str = trees["kind"]
-        self.n_obs: int = trees["n_obs"]
-        self.n_experts: int = trees["n_experts"]
-        self.feature_names: list[str] = list(trees["feature_names"])
-        self.theta = (np.asarray(trees["router_weight"], dtype=np.float32) if self.kind == "per-expert" else None)
-        self._trees = []
-        for tree in trees["trees"]:
-            nodes = tree["nodes"]
-            feature = np.array([-1 if n["leaf"] else n["feature"] for n in nodes], dtype=np.int64)
-            threshold = np.array([0.0 if n["leaf"] else n["threshold"] for n in nodes], dtype=np.float64)
-            left = np.array([-1 if n["leaf"] else n["left"] for n in nodes], dtype=np.int64)
-            right = np.array([-1 if n["leaf"] else n["right"] for n in nodes], dtype=np.int64)
-            probability = np.array([n["probability"] for n in nodes], dtype=np.float64)
-            self._trees.append((feature, threshold, left, right, probability))
-
-    def _inputs(self, obs: np.ndarray) -> Iterable[np.ndarray]:
-        """The feature matrix each tree reads: u_m = Θ_m ⊙ s for per-expert trees, the raw state otherwise; the
-        observations are rounded to float32 first and must pass ``check_observations``."""
-        obs = np.asarray(obs, dtype=np.float32).reshape(-1, self.n_obs)
-        check_observations(obs)
-        if self.theta is None:
-            return [obs]
-        return router_features(self.theta, obs)
-
-    def leaf_ids(self, obs: np.ndarray) -> np.ndarray:
-        """[B, n_trees] id of the leaf each state reaches in each tree (go left iff x[f] <= threshold)."""
-        columns = []
-        for x, (feature, threshold, left, right, _) in zip(self._inputs(obs), self._trees):
-            rows = np.arange(x.shape[0])
-            node = np.zeros(x.shape[0], dtype=np.int64)
-            active = feature[node] >= 0
-            while active.any():
-                current = node[active]
-                value = x[rows[active], feature[current]].astype(np.float64)
-                node[active] = np.where(value <= threshold[current], left[current], right[current])
-                active = feature[node] >= 0
-            columns.append(node)
-        return np.stack(columns, axis=1)
-
-    def yes_probability(self, obs: np.ndarray) -> np.ndarray:
-        """[B, M]: per-expert trees' YES probabilities, or the multiclass tree's leaf class probabilities."""
-        leaves = self.leaf_ids(obs)
-        if self.kind == "per-expert":
-            return np.stack([tree[4][leaves[:, m], 1] for m, tree in enumerate(self._trees)], axis=1)
-        return self._trees[0][4][leaves[:, 0]]
-
-    def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Chosen expert per state; np.argmax takes the first maximum, i.e. ties go to the lowest index."""
-        return self.yes_probability(obs).argmax(axis=1).astype(np.int64)
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.predict(obs.detach().cpu().numpy()), dtype=torch.long)
-
-
 def require_smose(actor, meta: dict, run_dir: Path) -> SMOSEActor:
     if not isinstance(actor, SMOSEActor):
         raise SmoseError(f"{run_dir} holds a dense {meta['architecture']['algo']} baseline; "
@@ -620,6 +556,10 @@ def distill(
             raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
     if not isinstance(dagger, int) or isinstance(dagger, bool) or dagger < 0:
         raise SmoseError(f"dagger must be an integer >= 0, got {dagger!r}")
+    for name, value, limit in (("depth", depth, MAX_TREE_DEPTH), ("episodes", episodes, MAX_EPISODES),
+                               ("eval_episodes", eval_episodes, MAX_EPISODES), ("dagger", dagger, MAX_DAGGER_ROUNDS)):
+        if value > limit:
+            raise SmoseError(f"{name} must be at most {limit:,}, got {value}")
     if kind not in (*KINDS, "both"):
         raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
     run_dir = Path(run_dir)

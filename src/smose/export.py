@@ -40,7 +40,8 @@ from smose import __version__
 from smose.boundary import invalid_observations, logit_tie_states, threshold_states, to_float32
 from smose.errors import SmoseError
 from smose.features import action_names, observation_names
-from smose.policy import OBS_LIMIT, OBS_LIMIT_LOG2, Actor, MLPActor, SMOSEActor
+from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
+from smose.policy import Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
 
 EXPORT_FORMAT = "smose-policy"

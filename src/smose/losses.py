@@ -1,19 +1,12 @@
-"""Load-balancing losses for the router (spec §2). Pure functions of logits; no module state."""
+"""Load-balancing losses for the router (docs/method.md §2). Pure functions of logits; no module state."""
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-LBLoss = Literal["cv2", "z", "none", "z-noisy", "none-noisy"]
-NoiseKind = Literal["batch", "state"]
-# "cv2", "z" and "none" are ours (z-loss on the clean logits; "none" also turns the router noise off). The authors'
-# pre-release code computes the z-loss on the noisy logits ("z-noisy") and has no switch for "no balancing": its
-# nearest analogue keeps the noise in the actor update with no loss ("none-noisy"). See docs/method.md.
-LB_LOSSES = ("cv2", "z", "none", "z-noisy", "none-noisy")
-DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0, "z-noisy": 0.001, "none-noisy": 0.0}
+from smose.choices import LB_LOSSES, LBLoss, NoiseKind
 
 
 def uses_router_noise(kind: LBLoss) -> bool:

@@ -16,28 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smose.choices import ALGOS
 from smose.errors import SmoseError
+from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2, check_observations  # noqa: F401 (re-exported)
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
-# Observations the deterministic policy acts on: every component finite and within ±OBS_LIMIT (2^60 ≈ 1.2e18, exact in
-# float32). NaN or inf means a broken sensor or simulation; the bound lies far beyond any physical state and keeps the
-# float32 arithmetic of the library and of exported controllers from overflowing (smose export checks the weights).
-OBS_LIMIT_LOG2 = 60
-OBS_LIMIT = 2.0**OBS_LIMIT_LOG2
-ALGOS = ("smose", "sac-l", "sac-m", "sac-s")
 DeterministicMode = Literal["gated", "linear"]
-
-
-def check_observations(obs: torch.Tensor | np.ndarray) -> None:
-    """Raise SmoseError unless every component of the (float32) observations is finite and within ±OBS_LIMIT."""
-    values = obs.detach().cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
-    valid = np.abs(values) <= OBS_LIMIT  # False for NaN too
-    if not valid.all():
-        where = np.argwhere(~valid)[0]
-        raise SmoseError(f"observation component {int(where[-1])} is {float(values[tuple(where)])!r}: observations must "
-                         f"be finite numbers within ±2^{OBS_LIMIT_LOG2} (NaN or inf usually means a broken sensor or "
-                         "simulation)")
 
 
 @dataclass
@@ -110,7 +95,7 @@ class Actor(nn.Module):
 
 
 class SMOSEActor(Actor):
-    """Linear router with bias, top-1 gating, M linear experts with mean and log-std heads (spec §1)."""
+    """Linear router with bias, top-1 gating, M linear experts with mean and log-std heads (docs/method.md §1)."""
 
     algo = "smose"
 
@@ -237,7 +222,7 @@ class MLPActor(Actor):
 
 
 def dense_hidden_size(algo: str, n_obs: int, n_act: int, n_experts: int) -> tuple[int, ...]:
-    """Hidden layer sizes of the dense baselines (spec §4)."""
+    """Hidden layer sizes of the dense baselines (docs/method.md §4)."""
     if algo == "sac-l":
         return (256, 256)
     if algo == "sac-m":  # as many parameters as SMOSE in total

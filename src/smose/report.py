@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from smose.errors import SmoseError  # noqa: E402
 from smose.evaluate import EVAL_SEED_OFFSET  # noqa: E402
 from smose.features import action_names, observation_names  # noqa: E402
+from smose.limits import MAX_EPISODES  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
 from smose.serialization import atomic_write_bytes, read_json  # noqa: E402
 
@@ -946,6 +947,8 @@ def explain(
 
     if not isinstance(episodes, int) or episodes < 1:
         raise SmoseError(f"episodes must be an integer >= 1, got {episodes!r}")
+    if episodes > MAX_EPISODES:
+        raise SmoseError(f"episodes must be at most {MAX_EPISODES:,}, got {episodes}")
     run_dir = Path(run_dir)
     actor, meta = load_model(run_dir)
     config_path, eval_path = run_dir / "config.json", run_dir / "eval.json"

@@ -33,8 +33,13 @@ def holder(directory: Path) -> str:
 @contextlib.contextmanager
 def hold(directory: Path, what: str = "process") -> Iterator[None]:
     """Hold the lock of ``directory`` (which must exist) for the duration of the block; raise SmoseError at once
-    when another process holds it. ``what`` names the other process in that message ("trainer", "sweep")."""
+    when another process holds it. ``what`` names the other process in that message ("trainer", "sweep").
+
+    A lock file this call created is removed again when the block fails (a refused ``--resume``, say), so that a
+    failed command leaves nothing behind in a directory that had no lock file.
+    """
     path = Path(directory) / LOCK_FILE
+    created = not path.exists()
     try:
         fh = open(path, "a+")
     except OSError as exc:
@@ -45,13 +50,31 @@ def hold(directory: Path, what: str = "process") -> Iterator[None]:
         except BlockingIOError:
             raise SmoseError(f"{directory}: another {what} is working here ({holder(directory)}); wait for it to "
                              "finish or stop it first") from None
+        if not _names_open_file(path, fh):  # removed by a failed holder after our open: lock the file there now
+            fh.close()
+            with hold(directory, what):
+                yield
+            return
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         fh.flush()
-        yield
+        try:
+            yield
+        except BaseException:
+            if created:
+                path.unlink(missing_ok=True)  # still locked: a process that opened it meanwhile finds it removed
+            raise
     finally:
         fh.close()  # releases the lock
+
+
+def _names_open_file(path: Path, fh) -> bool:
+    """True when ``path`` still names the file open as ``fh`` (not removed, not replaced by a new one)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fh.fileno()))
+    except FileNotFoundError:
+        return False
 
 
 def is_held(directory: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Soft Actor-Critic update for any of our actors (spec §3), with the router's load balancing in the actor step (§2).
+"""Soft Actor-Critic update for any of our actors (docs/method.md §3), with the router's load balancing (§2).
 
 ``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
 ``sac_continuous_action.py``. The twin critic's passes (``smose.critic``) and the actors' (``smose.actor_passes``)

@@ -25,7 +25,7 @@ import torch
 from gymnasium.envs.registration import parse_env_id
 from safetensors import SafetensorError, safe_open
 
-from smose import __version__
+from smose._version import __version__
 from smose.errors import SmoseError
 from smose.policy import ALGOS, Actor, actor_from_architecture
 

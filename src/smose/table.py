@@ -446,8 +446,8 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
     lines += _by_task_section(rows)
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
-              f"The paper's numbers (SMOSE_SPEC.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 tasks "
-              f"(M = {PAPER_EXPERTS}, λ = {PAPER_LB_WEIGHT}); only groups with those settings are compared. "
+              f"The paper's numbers (docs/method.md §6) are final returns after {PAPER_STEPS:,} steps on the -v4 "
+              f"tasks (M = {PAPER_EXPERTS}, λ = {PAPER_LB_WEIGHT}); only groups with those settings are compared. "
               "Ratio = our mean / paper; for negative returns (Reacher) a ratio above 1 is worse.", ""]
     if compared:
         lines += ["| task | algo | steps | seeds | ours (mean) | paper | ours / paper |",

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smose import __version__, runlock
+from smose import runlock
+from smose._version import __version__
 from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
@@ -114,9 +115,9 @@ def clear_run_dir(path: Path) -> None:
         raise SmoseError(f"{path}: cannot clear the run directory ({exc.strerror or exc})") from None
 
 
-def prepare_run_dir(path: Path, force: bool) -> Path:
-    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``, and even then refuse
-    a directory that is not a run directory (clear_run_dir empties it once the run's lock is held)."""
+def check_run_dir(path: Path, force: bool) -> Path:
+    """Refuse to mix a new run into a non-empty directory unless ``force``, and even then refuse a directory that is
+    not a run directory (clear_run_dir empties it once the run's lock is held); creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SmoseError(f"{path}: exists and is not a directory")
@@ -125,6 +126,12 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
             raise SmoseError(f"{path}: run directory is not empty; choose another --out or pass --force to start it "
                              "afresh")
         refuse_foreign(path)
+    return path
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create the run directory (and its parents) and check that it is writable."""
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / WRITE_PROBE
@@ -133,6 +140,11 @@ def prepare_run_dir(path: Path, force: bool) -> Path:
     except OSError as exc:
         raise SmoseError(f"{path}: cannot write the run directory ({exc.strerror})") from None
     return path
+
+
+def prepare_run_dir(path: Path, force: bool) -> Path:
+    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``."""
+    return create_run_dir(check_run_dir(path, force))
 
 
 class RunLogger:
@@ -509,13 +521,22 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
 
 
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
-    """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
-    make_env(config.env).close()  # an unusable env id is refused before any directory is created
-    run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
+    """Train from scratch into a run directory, save the model and a final evaluation; returns the directory.
+
+    Whatever can refuse the run (a non-empty directory, the env id, the replay buffer's memory) does so before the
+    directory is created: a refused run leaves nothing behind, and the corrected command needs no --force.
+    """
+    run_dir = check_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
+    trainer = Trainer(config, run_dir)
+    try:
+        create_run_dir(run_dir)
+    except BaseException:
+        trainer.close()
+        raise
 
     def fresh_trainer() -> Trainer:
         clear_run_dir(run_dir)  # under the lock: never the files of a trainer still running here
-        return Trainer(config, run_dir)
+        return trainer
 
     _run_locked(run_dir, fresh_trainer, progress)
     return run_dir

@@ -1,0 +1,18 @@
+"""The named options of a training run (actor kinds, load-balancing losses, router noise) and their defaults.
+
+Kept free of torch so that the configuration, and with it the command line, can list them without importing it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+ALGOS = ("smose", "sac-l", "sac-m", "sac-s")
+# "cv2", "z" and "none" are ours (z-loss on the clean logits; "none" also turns the router noise off). The authors'
+# pre-release code computes the z-loss on the noisy logits ("z-noisy") and has no switch for "no balancing": its
+# nearest analogue keeps the noise in the actor update with no loss ("none-noisy"). See docs/method.md §8.
+LBLoss = Literal["cv2", "z", "none", "z-noisy", "none-noisy"]
+LB_LOSSES: tuple[str, ...] = get_args(LBLoss)
+DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0, "z-noisy": 0.001, "none-noisy": 0.0}
+NoiseKind = Literal["batch", "state"]  # one router-noise vector per batch or one per state
+NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
