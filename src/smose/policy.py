@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from smose.choices import ALGOS
-from smose.errors import SmoseError
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2, check_observations  # noqa: F401 (re-exported)
 
 LOG_STD_MIN = -5.0
