@@ -671,6 +671,12 @@ def test_table_of_a_sweep_and_of_a_results_directory(local_sweep, tmp_path):
     # A plain directory of runs (the committed export) gives the same table rows.
     other = write_tables(export, tmp_path / "t")
     assert other["csv"].read_text() == paths["csv"].read_text()
+    # --steps keeps the runs of one budget, and says so in how the table was made
+    budget = write_tables(export, tmp_path / "b", steps=200)
+    assert budget["csv"].read_text() == paths["csv"].read_text()
+    assert f"`smose table {export} --steps 200 --out {tmp_path / 'b'}`" in budget["markdown"].read_text()
+    with pytest.raises(SmoseError, match="no finished runs found with --steps 1000000"):
+        write_tables(export, tmp_path / "none", steps=1_000_000)
 
 
 @pytest.mark.slow

@@ -241,7 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from smose.table import write_tables
 
-    paths = write_tables(Path(args.directory), Path(args.out) if args.out else None)
+    paths = write_tables(Path(args.directory), Path(args.out) if args.out else None, args.steps)
     print(paths["markdown"].read_text(), end="")
     print(f"tables and plots in {paths['markdown'].parent}", file=sys.stderr)
     return 0
@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "learning-curve plots")
     p.add_argument("directory", help="a sweep directory or a directory of run directories")
     p.add_argument("--out", default=None, help="output directory (default: DIRECTORY/table)")
+    p.add_argument("--steps", type=Count(1, MAX_STEPS), default=None,
+                   help="only the runs with this budget, e.g. 1000000 for the paper's")
     p.set_defaults(func=cmd_table)
     return parser
 

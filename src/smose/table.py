@@ -664,13 +664,19 @@ def plot_curves(curve_data: dict, out: Path) -> list[Path]:
     return paths
 
 
-def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
-    """Aggregate the runs below ``directory`` into ``out`` (default DIRECTORY/table); returns the written files."""
+def write_tables(directory: Path, out: Path | None = None, steps: int | None = None) -> dict[str, Path]:
+    """Aggregate the runs below ``directory`` into ``out`` (default DIRECTORY/table); returns the written files.
+    ``steps``: only the runs with that budget (the others are not listed as left out)."""
     directory = Path(directory)
     out = Path(out) if out is not None else directory / TABLE_DIR
     records, skipped = load_runs(directory, exclude=out)
+    if steps is not None:
+        records = [r for r in records if r.config.steps == steps]
+        # keep errors and the unfinished runs of that budget; drop what concerns other budgets
+        skipped = [line for line in skipped if f" of {steps:,}" in line
+                   or ("unfinished (" not in line and "counted once" not in line)]
     if not records:
-        raise SmoseError(f"{directory}: no finished runs found"
+        raise SmoseError(f"{directory}: no finished runs found" + (f" with --steps {steps}" if steps else "")
                          + (f" ({len(skipped)} run directories left out, e.g. {skipped[0]})" if skipped else ""))
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -678,6 +684,7 @@ def write_tables(directory: Path, out: Path | None = None) -> dict[str, Path]:
         raise SmoseError(f"{out}: cannot create the output directory ({exc.strerror})") from None
     rows = aggregate(records)
     provenance = [f"Made on {time.strftime('%Y-%m-%d')} by `smose table {directory}"
+                  + (f" --steps {steps}" if steps is not None else "")
                   + (f" --out {out}`" if out != directory / TABLE_DIR else "`") + "."]
     sweep_file = directory / SWEEP_FILE
     if sweep_file.is_file():
