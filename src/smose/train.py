@@ -172,7 +172,7 @@ class RunLogger:
         # Training time continues over resumed sessions; a file written before the time column keeps its columns.
         self.time_offset = 0.0
         if not new:
-            with open(path, newline="") as fh:
+            with path.open(newline="") as fh:
                 rows = csv.DictReader(fh)
                 self.columns = list(rows.fieldnames or self.columns)
                 for row in rows:
