@@ -137,7 +137,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from smose.distill import distill, print_summary
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
-                      eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger)
+                      eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger,
+                      cma_iterations=args.cma_iterations)
     print_summary(summary, Path(args.run_dir))
     return 0
 
@@ -204,6 +205,8 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from smose.export import export_policy
 
+    if args.router == "tree" and args.tree_kind == "oblique":
+        raise SmoseError("export of oblique trees is not supported yet; export --tree-kind per-expert or multiclass")
     path = export_policy(args.run_dir, args.format, args.out, router=args.router, mode=args.mode,
                          tree_kind=args.tree_kind)
     print(f"wrote {path}")
@@ -252,10 +255,15 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "which distilled trees route") -> None:
     p.add_argument("--router", choices=("neural", "tree"), default="neural",
                    help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert", help=tree_kind_help)
+    from smose.distill import KINDS
+
+    p.add_argument("--tree-kind", choices=KINDS, default="per-expert", help=tree_kind_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from smose.distill import KIND_GROUPS, KINDS
+    from smose.oblique import CMA_POPULATION, DEFAULT_ITERATIONS
+
     parser = argparse.ArgumentParser(
         prog="smose", description="Sparse Mixture of Shallow Experts: interpretable SAC controllers.")
     parser.add_argument("--version", action="version", version=f"smose {__version__}")
@@ -291,11 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_positive_int, default=3, help="maximum tree depth")
     p.add_argument("--episodes", type=_positive_int, default=20,
                    help="deterministic episodes to fit on (and as many held-out episodes to score on)")
-    p.add_argument("--kind", choices=("per-expert", "multiclass", "both"), default="both")
+    p.add_argument("--kind", choices=(*KINDS, *KIND_GROUPS), default="both",
+                   help="per-expert or multiclass CART trees, the oblique CMA-ES tree (depth <= 3), both CART kinds "
+                        "(default) or all three")
     p.add_argument("--seed", type=int, default=0, help="reset seed of the first fitting episode")
     p.add_argument("--eval-episodes", type=_positive_int, default=10,
                    help="episodes for the neural vs tree-routed return comparison")
     p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.add_argument("--cma-iterations", type=_positive_int, default=DEFAULT_ITERATIONS, metavar="N",
+                   help=f"CMA-ES generations of each oblique fit (population {CMA_POPULATION}; default "
+                        f"{DEFAULT_ITERATIONS})")
     p.add_argument("--dagger", type=non_negative_int, default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")

@@ -6,7 +6,9 @@ States come from deterministic rollouts of the trained policy and are labelled w
 - per-expert (the paper's form): for each expert m a binary CART tree on the router-weighted features
   ``u_m(s) = Θ_m ⊙ s`` with target ``1[k(s) = m]``; the routing decision is the expert whose tree gives the highest
   YES probability (ties to the lowest index);
-- multiclass: one CART tree on the raw state with target ``k(s)``.
+- multiclass: one CART tree on the raw state with target ``k(s)``;
+- oblique (the authors' form, spec §8): one multiclass tree of depth ≤ 3 whose nodes test hyperplanes over the
+  standardised state, fitted with CMA-ES (smose.oblique).
 
 Trees are stored as JSON (format in docs/trees.md) and used through :class:`TreeRouter`, which needs only numpy;
 scikit-learn is only used to fit them.
@@ -22,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from smose import oblique
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.features import observation_names
@@ -33,7 +36,9 @@ TREE_FORMAT = "smose-trees"
 TREE_FORMAT_VERSION = 1
 FIDELITY_FORMAT = "smose-fidelity"
 FIDELITY_FILE = "fidelity.json"
-KINDS = ("per-expert", "multiclass")
+KINDS = ("per-expert", "multiclass", "oblique")
+# What `smose distill --kind` accepts beyond one kind: "both" the two CART kinds (the default), "all" every kind.
+KIND_GROUPS = {"both": ("per-expert", "multiclass"), "all": KINDS}
 # Held-out scoring episodes start from reset seeds this far from the fitting episodes' seeds (and from evaluate's).
 HOLDOUT_SEED_OFFSET = 5_000
 # DAgger round r rolls out the trees from reset seeds seed + DAGGER_SEED_OFFSET + r·episodes + i.
@@ -106,12 +111,16 @@ def stale_trees(run_dir: Path | str, digest: str | None = None) -> str | None:
 def distill_settings(fidelity: dict) -> dict[str, Any]:
     """The arguments of :func:`distill` that made the trees a fidelity.json describes (KeyError or TypeError when
     it lacks them): to make them again the same way."""
-    kinds = [k for k in KINDS if k in fidelity]
+    kinds = tuple(k for k in KINDS if k in fidelity)
     if not kinds:
         raise KeyError("kind")
-    return {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
-            "kind": "both" if len(kinds) == len(KINDS) else kinds[0], "episodes": fidelity["episodes"],
-            "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
+    group = [name for name, members in KIND_GROUPS.items() if members == kinds]
+    settings = {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
+                "kind": group[0] if group else kinds[0], "episodes": fidelity["episodes"],
+                "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
+    if "oblique" in kinds:
+        settings["cma_iterations"] = fidelity["cma_iterations"]
+    return settings
 
 
 def router_features(theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -154,6 +163,7 @@ def collect_states(
 def dagger_fits(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """Trees of ``kind`` fitted on the neural policy's states (round 0), then after each of ``rounds`` DAgger rounds:
     roll out the current trees for ``episodes`` episodes, label the states they reach with the router's choice, add
@@ -163,7 +173,11 @@ def dagger_fits(
     system where it never goes can leave them wrong from then on (a high held-out agreement with a poor tree-routed
     return). The rounds teach them the states their own mistakes lead to.
     """
-    fit = fit_per_expert if kind == "per-expert" else fit_multiclass
+    def fit(actor, states, labels, depth, env_id):
+        if kind == "oblique":
+            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed)
+        return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id)
+
     trees = fit(actor, states, labels, depth, env_id)
     yield trees, states, labels
     for r in range(rounds):
@@ -177,12 +191,13 @@ def dagger_fits(
 def fit_with_dagger(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """The trees after the last of ``rounds`` DAgger rounds (see dagger_fits), the data they were fitted on and the
     number of states each round added."""
     sizes = []
     for trees, states, labels in dagger_fits(actor, env, kind, states, labels, depth, env_id, rounds, episodes, seed,
-                                             mode):
+                                             mode, cma_iterations):
         sizes.append(len(labels))
     return trees, states, labels, [int(b - a) for a, b in zip(sizes, sizes[1:])]
 
@@ -264,7 +279,7 @@ def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[s
         "n_obs": actor.n_obs,
         "n_experts": actor.n_experts,
         "max_depth": depth,
-        "input": "router-weighted" if kind == "per-expert" else "state",
+        "input": {"per-expert": "router-weighted", "oblique": "standardised-state"}.get(kind, "state"),
         "feature_names": names,
         "router_sha256": router_digest(actor),
     }
@@ -293,6 +308,49 @@ def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
     model = _fit_tree(states, labels, depth)
     nodes = _export_nodes(model, states, labels, actor.n_experts, names, None)
     return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}
+
+
+def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0) -> dict:
+    """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
+    target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own float32 walk."""
+    names = observation_names(env_id, actor.n_obs)
+    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
+    nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
+                          fitted["scale"], states, labels, actor.n_experts)
+    header = _header("oblique", actor, env_id, depth, names)
+    return header | {"standardisation": {"mean": fitted["mean"].tolist(), "scale": fitted["scale"].tolist()},
+                     "cma": {"population": oblique.CMA_POPULATION, "sigma0": oblique.CMA_SIGMA0,
+                             "generations": fitted["generations"], "train_misrouted": fitted["train_misrouted"]},
+                     "trees": [_tree_entry(nodes, None)]}
+
+
+def oblique_nodes(left: np.ndarray, right: np.ndarray, weight: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+                  scale: np.ndarray, states: np.ndarray, labels: np.ndarray, n_classes: int) -> list[dict]:
+    """Nodes of an oblique tree as JSON dicts: each internal node's float32 weights and bias on the standardised
+    state and the same hyperplane on the physical state; per-class counts of the states reaching every node.
+
+    A leaf no state reaches takes its parent's class distribution, so it still routes somewhere sensible."""
+    go_left = np.zeros((len(states), len(left)), dtype=bool)
+    inner = left >= 0
+    go_left[:, inner] = oblique.node_activations(states, mean, scale, weight[inner], bias[inner]) <= 0
+    paths = descend(go_left, left, right, path=True)
+    counts = np.stack([np.bincount(labels[paths[:, i]], minlength=n_classes) for i in range(len(left))])
+    probability = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    nodes = []
+    for i in range(len(left)):
+        node: dict[str, Any] = {"id": i, "leaf": not inner[i]}
+        if inner[i]:
+            state_weights, state_threshold = oblique.physical_hyperplane(weight[i], float(bias[i]), mean, scale)
+            node |= {"weights": [float(w) for w in weight[i]], "bias": float(bias[i]),
+                     "state_weights": state_weights.tolist(), "state_threshold": state_threshold,
+                     "left": int(left[i]), "right": int(right[i])}
+            for child in (left[i], right[i]):
+                if counts[child].sum() == 0:
+                    probability[child] = probability[i]
+        node |= {"samples": int(counts[i].sum()), "counts": counts[i].tolist(), "probability": probability[i].tolist()}
+        nodes.append(node)
+    return nodes
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -333,6 +391,8 @@ def validate_trees(data: Any, source: Path | str) -> dict:
             raise fail("router_weight is not a numeric matrix") from None
         if theta.shape != (n_experts, n_obs) or not np.isfinite(theta).all():
             raise fail(f"router_weight must be a finite {n_experts}x{n_obs} matrix")
+    if kind == "oblique":
+        _validate_standardisation(data.get("standardisation"), n_obs, fail)
     trees = data.get("trees")
     expected_trees = n_experts if kind == "per-expert" else 1
     if not isinstance(trees, list) or len(trees) != expected_trees:
@@ -344,14 +404,31 @@ def validate_trees(data: Any, source: Path | str) -> dict:
             raise fail(f"{where} has no node list")
         if kind == "per-expert" and tree.get("expert") != t:
             raise fail(f"{where} is labelled expert {tree.get('expert')!r}; per-expert trees must be in expert order")
-        _validate_nodes(tree["nodes"], n_obs, n_classes, lambda msg, w=where: fail(f"{w}: {msg}"))
+        _validate_nodes(tree["nodes"], n_obs, n_classes, lambda msg, w=where: fail(f"{w}: {msg}"),
+                        oblique=kind == "oblique")
         depth, _ = _tree_shape(tree["nodes"])
         if depth > max_depth:
             raise fail(f"{where} has depth {depth}, more than max_depth {max_depth}")
     return data
 
 
-def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str], SmoseError]) -> None:
+def _validate_standardisation(standardisation: Any, n_obs: int, fail: Callable[[str], SmoseError]) -> None:
+    try:
+        mean = np.asarray(standardisation["mean"], dtype=np.float64)
+        scale = np.asarray(standardisation["scale"], dtype=np.float64)
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise fail("standardisation must hold numeric 'mean' and 'scale' lists") from None
+    if (mean.shape != (n_obs,) or scale.shape != (n_obs,) or not np.isfinite(mean).all()
+            or not np.isfinite(scale).all() or (scale <= 0).any()):
+        raise fail(f"standardisation needs {n_obs} finite means and {n_obs} finite positive scales")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str], SmoseError],
+                    oblique: bool = False) -> None:
     reached = [False] * len(nodes)
     reached[0] = True
     for i, node in enumerate(nodes):
@@ -361,12 +438,19 @@ def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str
             raise fail(f"node {i} is not reachable from the root")
         if not isinstance(node.get("leaf"), bool):
             raise fail(f"node {i} has no boolean 'leaf' field")
-        if not node["leaf"]:
+        if not node["leaf"] and oblique:
+            for weights, offset in (("weights", "bias"), ("state_weights", "state_threshold")):
+                values = node.get(weights)
+                if (not isinstance(values, list) or len(values) != n_obs or not all(map(_is_number, values))
+                        or not _is_number(node.get(offset))):
+                    raise fail(f"node {i} needs {n_obs} finite {weights} and a finite {offset}")
+        elif not node["leaf"]:
             feature, threshold = node.get("feature"), node.get("threshold")
             if not isinstance(feature, int) or isinstance(feature, bool) or not 0 <= feature < n_obs:
                 raise fail(f"node {i} uses feature {feature!r}, outside 0..{n_obs - 1}")
-            if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+            if not _is_number(threshold):
                 raise fail(f"node {i} has a non-finite or non-numeric threshold {threshold!r}")
+        if not node["leaf"]:
             for side in ("left", "right"):
                 child = node.get(side)
                 # Children after their parent make every path finite and the node list a tree.
@@ -415,6 +499,22 @@ def load_trees(path: Path | str, actor: SMOSEActor | None = None, env_id: str | 
 # Routing with trees
 
 
+def descend(go_left: np.ndarray, left: np.ndarray, right: np.ndarray, path: bool = False) -> np.ndarray:
+    """The walk of every kind of tree: from the root, each state goes to the left child where ``go_left[b, node]``
+    and to the right one otherwise, until a leaf (left == -1). Returns the [B] leaf ids; with ``path``, the
+    [B, n_nodes] indicator of the nodes each state passes."""
+    rows = np.arange(go_left.shape[0])
+    node = np.zeros(go_left.shape[0], dtype=np.int64)
+    passed = np.zeros(go_left.shape if path else (0, 0), dtype=bool)
+    while True:
+        if path:
+            passed[rows, node] = True
+        inner = left[node] >= 0
+        if not inner.any():
+            return passed if path else node
+        node = np.where(inner, np.where(go_left[rows, node], left[node], right[node]), node)
+
+
 class TreeRouter:
     """Routes states to experts with distilled trees; needs only numpy (no scikit-learn objects).
 
@@ -427,15 +527,25 @@ class TreeRouter:
         self.n_experts: int = trees["n_experts"]
         self.feature_names: list[str] = list(trees["feature_names"])
         self.theta = (np.asarray(trees["router_weight"], dtype=np.float32) if self.kind == "per-expert" else None)
+        if self.kind == "oblique":  # float32 as the decision is defined (smose.oblique.node_activations)
+            self.mean = np.asarray(trees["standardisation"]["mean"], dtype=np.float32)
+            self.scale = np.asarray(trees["standardisation"]["scale"], dtype=np.float32)
         self._trees = []
         for tree in trees["trees"]:
             nodes = tree["nodes"]
-            feature = np.array([-1 if n["leaf"] else n["feature"] for n in nodes], dtype=np.int64)
-            threshold = np.array([0.0 if n["leaf"] else n["threshold"] for n in nodes], dtype=np.float64)
             left = np.array([-1 if n["leaf"] else n["left"] for n in nodes], dtype=np.int64)
             right = np.array([-1 if n["leaf"] else n["right"] for n in nodes], dtype=np.int64)
             probability = np.array([n["probability"] for n in nodes], dtype=np.float64)
-            self._trees.append((feature, threshold, left, right, probability))
+            if self.kind == "oblique":
+                # (weight [n_nodes, n_obs], bias [n_nodes]) of the hyperplanes; zero rows for leaves
+                test = (np.array([np.zeros(self.n_obs) if n["leaf"] else n["weights"] for n in nodes],
+                                 dtype=np.float32).reshape(len(nodes), self.n_obs),
+                        np.array([0.0 if n["leaf"] else n["bias"] for n in nodes], dtype=np.float32))
+            else:
+                # (feature, threshold) of the axis-aligned splits; feature -1 for leaves
+                test = (np.array([-1 if n["leaf"] else n["feature"] for n in nodes], dtype=np.int64),
+                        np.array([0.0 if n["leaf"] else n["threshold"] for n in nodes], dtype=np.float64))
+            self._trees.append((test, left, right, probability))
 
     def _inputs(self, obs: np.ndarray) -> Iterable[np.ndarray]:
         """The feature matrix each tree reads: u_m = Θ_m ⊙ s for per-expert trees, the raw state otherwise."""
@@ -444,27 +554,32 @@ class TreeRouter:
             return [obs]
         return router_features(self.theta, obs)
 
+    def go_left(self, obs: np.ndarray) -> list[np.ndarray]:
+        """Per tree, [B, n_nodes] whether each state would go left at each internal node: x[f] <= threshold (the
+        float32 feature compared in float64) for axis-aligned splits; for oblique ones the float32 activation
+        (smose.oblique.node_activations) <= 0."""
+        tests = []
+        for x, ((a, b), left, _, _) in zip(self._inputs(obs), self._trees):
+            inner = left >= 0
+            test = np.zeros((x.shape[0], len(left)), dtype=bool)
+            if self.kind == "oblique":
+                test[:, inner] = oblique.node_activations(x, self.mean, self.scale, a[inner], b[inner]) <= 0
+            else:
+                test[:, inner] = x[:, a[inner]].astype(np.float64) <= b[inner]
+            tests.append(test)
+        return tests
+
     def leaf_ids(self, obs: np.ndarray) -> np.ndarray:
-        """[B, n_trees] id of the leaf each state reaches in each tree (go left iff x[f] <= threshold)."""
-        columns = []
-        for x, (feature, threshold, left, right, _) in zip(self._inputs(obs), self._trees):
-            rows = np.arange(x.shape[0])
-            node = np.zeros(x.shape[0], dtype=np.int64)
-            active = feature[node] >= 0
-            while active.any():
-                current = node[active]
-                value = x[rows[active], feature[current]].astype(np.float64)
-                node[active] = np.where(value <= threshold[current], left[current], right[current])
-                active = feature[node] >= 0
-            columns.append(node)
-        return np.stack(columns, axis=1)
+        """[B, n_trees] id of the leaf each state reaches in each tree."""
+        return np.stack([descend(test, left, right) for test, (_, left, right, _) in
+                         zip(self.go_left(obs), self._trees)], axis=1)
 
     def yes_probability(self, obs: np.ndarray) -> np.ndarray:
         """[B, M]: per-expert trees' YES probabilities, or the multiclass tree's leaf class probabilities."""
         leaves = self.leaf_ids(obs)
         if self.kind == "per-expert":
-            return np.stack([tree[4][leaves[:, m], 1] for m, tree in enumerate(self._trees)], axis=1)
-        return self._trees[0][4][leaves[:, 0]]
+            return np.stack([tree[3][leaves[:, m], 1] for m, tree in enumerate(self._trees)], axis=1)
+        return self._trees[0][3][leaves[:, 0]]
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Chosen expert per state; np.argmax takes the first maximum, i.e. ties go to the lowest index."""
@@ -495,7 +610,7 @@ def load_tree_router(run_dir: Path | str, kind: str, actor: SMOSEActor, env_id: 
 # Text rules
 
 
-def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None) -> list[str]:
+def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None, names: list[str] | None = None) -> list[str]:
     nodes = tree["nodes"]
     lines: list[str] = []
 
@@ -512,6 +627,14 @@ def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None) -> list[str
         node = nodes[i]
         if node["leaf"]:
             lines.append(indent + leaf_text(node))
+            return
+        if kind == "oblique":
+            test, comment = oblique.describe_hyperplane(np.asarray(node["state_weights"]), node["state_threshold"],
+                                                        np.asarray(node["weights"]), names or [])
+            lines.extend([indent + f"if {test}:", indent + f"    # {comment}"])
+            walk(node["left"], indent + "    ")
+            lines.append(indent + "else:")
+            walk(node["right"], indent + "    ")
             return
         name, op = node["feature_name"], node.get("state_op", "<=")
         state_threshold = node.get("state_threshold", node["threshold"])
@@ -542,6 +665,15 @@ def rules_text(trees: dict, fidelity: dict | None = None) -> str:
                 title += f"; held-out accuracy {_fmt(f['accuracy'])}, precision {_fmt(f['precision'])}, " \
                          f"recall {_fmt(f['recall'])}"
             blocks.append("\n".join([title + ")"] + _rule_lines(tree, kind, theta[m])))
+    elif kind == "oblique":
+        title = "oblique tree: which expert the router picks"
+        if fidelity:
+            title += f" (held-out agreement {_fmt(fidelity['agreement'])})"
+        explanation = ("Each test is a hyperplane on the state; shown are its strongest terms (by weight per standard "
+                       "deviation of the feature)\nin physical units; all weights are in oblique.json (state_weights, "
+                       "state_threshold).")
+        blocks.append("\n".join([title, explanation]
+                                + _rule_lines(trees["trees"][0], kind, None, trees["feature_names"])))
     else:
         title = "multiclass tree: which expert the router picks"
         if fidelity:
@@ -605,35 +737,42 @@ def distill(
     eval_episodes: int = 10,
     mode: DeterministicMode = "gated",
     dagger: int = 0,
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> dict:
     """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary.
 
-    ``dagger``: rounds of DAgger after the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes.
+    ``kind``: one of KINDS, or "both" (the CART kinds) or "all" (see KIND_GROUPS). ``dagger``: rounds of DAgger after
+    the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
+    generations of each oblique fit.
     """
     from smose.envs import make_env
     from smose.serialization import check_env_compatible, load_model
 
-    for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes)):
+    for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes),
+                        ("cma_iterations", cma_iterations)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
     if not isinstance(dagger, int) or isinstance(dagger, bool) or dagger < 0:
         raise SmoseError(f"dagger must be an integer >= 0, got {dagger!r}")
-    if kind not in (*KINDS, "both"):
-        raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
+    if kind not in (*KINDS, *KIND_GROUPS):
+        raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join((*KINDS, *KIND_GROUPS))}")
+    kinds = KIND_GROUPS.get(kind, (kind,))
+    if "oblique" in kinds and depth > oblique.MAX_DEPTH:
+        raise SmoseError(f"oblique trees have depth <= {oblique.MAX_DEPTH} (a complete tree of depth {depth} has "
+                         f"{2 ** depth - 1} hyperplanes to search and read); got --depth {depth}")
     run_dir = Path(run_dir)
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
     env_id = meta["env_id"]
     env = make_env(env_id)
     check_env_compatible(meta, env, run_dir / "model.json")
-    kinds = KINDS if kind == "both" else (kind,)
     try:
         train_states, train_labels = collect_states(actor, env, episodes, seed, mode)
         test_states, test_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET, mode)
         fitted, fit_data, added = {}, {}, {}
         for k in kinds:
             trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
-                                                              dagger, episodes, seed, mode)
+                                                              dagger, episodes, seed, mode, cma_iterations)
             fitted[k], fit_data[k] = trees, (states, labels)
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
@@ -651,6 +790,8 @@ def distill(
             "heldout_states": int(len(test_labels)),
             "router_usage_heldout": (np.bincount(test_labels, minlength=actor.n_experts) / len(test_labels)).tolist(),
         }
+        if "oblique" in kinds:
+            summary["cma_iterations"] = cma_iterations
         neural = evaluate(actor, env, eval_episodes, seed, mode)
         returns: dict[str, Any] = {"neural": neural, "ratio": {}}
         for k, trees in fitted.items():
@@ -710,10 +851,11 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         for t in fid["trees"]:
             print(f"  {t['expert']:>6}  {pct(usage[t['expert']])}  {pct(t['accuracy'])}    {pct(t['precision'])}     "
                   f"{pct(t['recall'])}  {t['n_leaves']:>6}")
-    if "multiclass" in summary:
-        fid = summary["multiclass"]
-        print(f"multiclass tree:  routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}, "
-              f"closed loop {pct(fid.get('closed_loop_agreement'))}), {fid['n_leaves']} leaves")
+    for k in ("multiclass", "oblique"):
+        if k in summary:
+            fid = summary[k]
+            print(f"{k + ' tree:':<17} routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}"
+                  f", closed loop {pct(fid.get('closed_loop_agreement'))}), {fid['n_leaves']} leaves")
     returns = summary["returns"]
     print(f"return over {summary['eval_episodes']} episodes (mode {summary['mode']}, seed {summary['seed']}):")
     neural = returns["neural"]
@@ -722,7 +864,7 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         if k in returns:
             ratio = returns["ratio"][k]
             ratio_text = "n/a (neural return <= 0)" if ratio is None else f"{ratio:.3f}"
-            label = "per-expert trees" if k == "per-expert" else "multiclass tree"
+            label = "per-expert trees" if k == "per-expert" else f"{k} tree"
             print(f"  {label:<17} {returns[k]['mean']:10.2f} ± {returns[k]['std']:.2f}   ratio {ratio_text}")
     written = [f"{k}.json, {k}.txt" for k in KINDS if k in summary] + [FIDELITY_FILE]
     print(f"wrote {Path(run_dir) / TREES_DIR}/ ({', '.join(written)})")
