@@ -10,10 +10,11 @@ from sklearn.tree import DecisionTreeClassifier
 
 from smose import oblique
 from smose.cli import main
-from smose.distill import TreeRouter, distill, fit_oblique, load_trees, rules_text, stale_trees
+from smose.distill import TreeRouter, distill, distill_settings, fit_oblique, load_trees, rules_text, stale_trees
 from smose.errors import SmoseError
 from smose.policy import SMOSEActor
 from smose.serialization import write_json
+from smose.table import Row, TreeRecord, _trees_table
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
 
@@ -199,3 +200,28 @@ def test_oblique_bad_input_is_refused(pendulum_run, capsys):
         assert info.value.code == 2
     assert main(["eval", str(pendulum_run), "--router", "tree", "--tree-kind", "oblique"]) == 2
     assert "no oblique trees distilled yet" in capsys.readouterr().err
+
+
+def test_settings_of_an_oblique_distillation_remake_it():
+    base = {"depth": 3, "dagger_rounds": 2, "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated"}
+    assert distill_settings(base | {"oblique": {}, "cma_iterations": 7}) == {
+        "depth": 3, "dagger": 2, "kind": "oblique", "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated",
+        "cma_iterations": 7}
+    every = base | {"per-expert": {}, "multiclass": {}, "oblique": {}, "cma_iterations": 7}
+    assert distill_settings(every)["kind"] == "all"
+    assert distill_settings(base | {"per-expert": {}, "multiclass": {}})["kind"] == "both"
+    assert "cma_iterations" not in distill_settings(base | {"multiclass": {}})
+
+
+def test_table_has_oblique_columns_only_where_distilled():
+    row = Row("Hopper-v4", "smose", 8, "0.1", 1000, [0], [100.0])
+    cart = TreeRecord(3, 0, {"per-expert": 0.9, "multiclass": 0.8}, {"per-expert": 0.5, "multiclass": 0.4}, 100.0,
+                      {"per-expert": 90.0, "multiclass": 80.0})
+    lines = _trees_table([(row, (3, 0), [cart])])
+    assert "oblique:" not in lines[3] and lines[-1].count("|") == lines[3].count("|") == 13
+    every = TreeRecord(3, 0, cart.agreement | {"oblique": 0.7}, cart.closed_loop | {"oblique": 0.6}, 100.0,
+                       cart.tree_return | {"oblique": 70.0})
+    lines = _trees_table([(row, (3, 0), [every])])
+    assert "oblique: agreement / closed loop" in lines[3] and lines[-1].count("|") == lines[3].count("|") == 15
+    assert lines[-1].endswith("| 90.0% / 50.0% | 80.0% / 40.0% | 70.0% / 60.0% | 100.00 | 90.00 (0.90, 0.90) | "
+                              "80.00 (0.80, 0.80) | 70.00 (0.70, 0.70) |")
