@@ -16,3 +16,12 @@ LB_LOSSES: tuple[str, ...] = get_args(LBLoss)
 DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0, "z-noisy": 0.001, "none-noisy": 0.0}
 NoiseKind = Literal["batch", "state"]  # one router-noise vector per batch or one per state
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
+
+# Distilled trees: per-expert and multiclass CART trees, and the oblique CMA-ES tree (docs/trees.md).
+KINDS = ("per-expert", "multiclass", "oblique")
+# What `smose distill --kind` accepts beyond one kind: "both" the two CART kinds (the default), "all" every kind.
+KIND_GROUPS = {"both": ("per-expert", "multiclass"), "all": KINDS}
+# The oblique tree's CMA-ES: the authors' population (cma_tree.py) and the generations per fit unless told otherwise
+# (`smose distill --cma-iterations`).
+CMA_POPULATION = 64
+CMA_DEFAULT_ITERATIONS = 200

@@ -16,7 +16,8 @@ from typing import NoReturn
 from smose._version import __version__
 from smose.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
-from smose.limits import (MAX_BATCH_SIZE, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS, MAX_TREE_DEPTH,
+from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION, KIND_GROUPS, KINDS
+from smose.limits import (MAX_CMA_ITERATIONS, MAX_BATCH_SIZE, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS, MAX_TREE_DEPTH,
                           MAX_WORKERS, Count)
 
 
@@ -135,7 +136,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from smose.distill import distill, print_summary
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
-                      eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger)
+                      eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger,
+                      cma_iterations=args.cma_iterations)
     print_summary(summary, Path(args.run_dir))
     return 0
 
@@ -202,6 +204,8 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from smose.export import export_policy
 
+    if args.router == "tree" and args.tree_kind == "oblique":
+        raise SmoseError("export of oblique trees is not supported yet; export --tree-kind per-expert or multiclass")
     path = export_policy(args.run_dir, args.format, args.out, router=args.router, mode=args.mode,
                          tree_kind=args.tree_kind)
     print(f"wrote {path}")
@@ -250,7 +254,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "which distilled trees route") -> None:
     p.add_argument("--router", choices=("neural", "tree"), default="neural",
                    help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=("per-expert", "multiclass"), default="per-expert", help=tree_kind_help)
+    p.add_argument("--tree-kind", choices=KINDS, default="per-expert", help=tree_kind_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,11 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=Count(1, MAX_TREE_DEPTH), default=3, help="maximum tree depth")
     p.add_argument("--episodes", type=EPISODES, default=20,
                    help="deterministic episodes to fit on (and as many held-out episodes to score on)")
-    p.add_argument("--kind", choices=("per-expert", "multiclass", "both"), default="both")
+    p.add_argument("--kind", choices=(*KINDS, *KIND_GROUPS), default="both",
+                   help="per-expert or multiclass CART trees, the oblique CMA-ES tree (depth <= 3), both CART kinds "
+                        "(default) or all three")
     p.add_argument("--seed", type=SEED, default=0, help="reset seed of the first fitting episode")
     p.add_argument("--eval-episodes", type=EPISODES, default=10,
                    help="episodes for the neural vs tree-routed return comparison")
     p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.add_argument("--cma-iterations", type=Count(1, MAX_CMA_ITERATIONS), default=CMA_DEFAULT_ITERATIONS, metavar="N",
+                   help=f"CMA-ES generations of each oblique fit (population {CMA_POPULATION}; default "
+                        f"{CMA_DEFAULT_ITERATIONS})")
     p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")

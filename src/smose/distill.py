@@ -6,7 +6,9 @@ States come from deterministic rollouts of the trained policy and are labelled w
 - per-expert (the paper's form): for each expert m a binary CART tree on the router-weighted features
   ``u_m(s) = Θ_m ⊙ s`` with target ``1[k(s) = m]``; the routing decision is the expert whose tree gives the highest
   YES probability (ties to the lowest index);
-- multiclass: one CART tree on the raw state with target ``k(s)``.
+- multiclass: one CART tree on the raw state with target ``k(s)``;
+- oblique (the authors' form, spec §8): one multiclass tree of depth ≤ 3 whose nodes test hyperplanes over the
+  standardised state, fitted with CMA-ES (smose.oblique).
 
 Trees are stored as JSON (format in docs/trees.md) and used through :class:`smose.tree_router.TreeRouter` (numpy only);
 scikit-learn is only used to fit them.
@@ -22,20 +24,21 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from smose import oblique
+from smose.choices import KIND_GROUPS, KINDS
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.features import observation_names
-from smose.limits import MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
+from smose.limits import MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
 from smose.policy import DeterministicMode, SMOSEActor
 from smose.serialization import read_json, write_json
-from smose.tree_router import TreeRouter, router_features
+from smose.tree_router import TreeRouter, descend, router_features  # noqa: F401 (re-exported)
 
 TREES_DIR = "trees"
 TREE_FORMAT = "smose-trees"
 TREE_FORMAT_VERSION = 1
 FIDELITY_FORMAT = "smose-fidelity"
 FIDELITY_FILE = "fidelity.json"
-KINDS = ("per-expert", "multiclass")
 # Held-out scoring episodes start from reset seeds this far from the fitting episodes' seeds (and from evaluate's).
 HOLDOUT_SEED_OFFSET = 5_000
 # DAgger round r rolls out the trees from reset seeds seed + DAGGER_SEED_OFFSET + r·episodes + i.
@@ -108,12 +111,16 @@ def stale_trees(run_dir: Path | str, digest: str | None = None) -> str | None:
 def distill_settings(fidelity: dict) -> dict[str, Any]:
     """The arguments of :func:`distill` that made the trees a fidelity.json describes (KeyError or TypeError when
     it lacks them): to make them again the same way."""
-    kinds = [k for k in KINDS if k in fidelity]
+    kinds = tuple(k for k in KINDS if k in fidelity)
     if not kinds:
         raise KeyError("kind")
-    return {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
-            "kind": "both" if len(kinds) == len(KINDS) else kinds[0], "episodes": fidelity["episodes"],
-            "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
+    group = [name for name, members in KIND_GROUPS.items() if members == kinds]
+    settings = {"depth": fidelity["depth"], "dagger": fidelity.get("dagger_rounds", 0),
+                "kind": group[0] if group else kinds[0], "episodes": fidelity["episodes"],
+                "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
+    if "oblique" in kinds:
+        settings["cma_iterations"] = fidelity["cma_iterations"]
+    return settings
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -151,6 +158,7 @@ def collect_states(
 def dagger_fits(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """Trees of ``kind`` fitted on the neural policy's states (round 0), then after each of ``rounds`` DAgger rounds:
     roll out the current trees for ``episodes`` episodes, label the states they reach with the router's choice, add
@@ -160,7 +168,11 @@ def dagger_fits(
     system where it never goes can leave them wrong from then on (a high held-out agreement with a poor tree-routed
     return). The rounds teach them the states their own mistakes lead to.
     """
-    fit = fit_per_expert if kind == "per-expert" else fit_multiclass
+    def fit(actor, states, labels, depth, env_id):
+        if kind == "oblique":
+            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed)
+        return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id)
+
     trees = fit(actor, states, labels, depth, env_id)
     yield trees, states, labels
     for r in range(rounds):
@@ -174,12 +186,13 @@ def dagger_fits(
 def fit_with_dagger(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """The trees after the last of ``rounds`` DAgger rounds (see dagger_fits), the data they were fitted on and the
     number of states each round added."""
     sizes = []
     for trees, states, labels in dagger_fits(actor, env, kind, states, labels, depth, env_id, rounds, episodes, seed,
-                                             mode):
+                                             mode, cma_iterations):
         sizes.append(len(labels))
     return trees, states, labels, [int(b - a) for a, b in zip(sizes, sizes[1:])]
 
@@ -261,7 +274,7 @@ def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[s
         "n_obs": actor.n_obs,
         "n_experts": actor.n_experts,
         "max_depth": depth,
-        "input": "router-weighted" if kind == "per-expert" else "state",
+        "input": {"per-expert": "router-weighted", "oblique": "standardised-state"}.get(kind, "state"),
         "feature_names": names,
         "router_sha256": router_digest(actor),
     }
@@ -290,6 +303,49 @@ def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
     model = _fit_tree(states, labels, depth)
     nodes = _export_nodes(model, states, labels, actor.n_experts, names, None)
     return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}
+
+
+def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0) -> dict:
+    """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
+    target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own float32 walk."""
+    names = observation_names(env_id, actor.n_obs)
+    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
+    nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
+                          fitted["scale"], states, labels, actor.n_experts)
+    header = _header("oblique", actor, env_id, depth, names)
+    return header | {"standardisation": {"mean": fitted["mean"].tolist(), "scale": fitted["scale"].tolist()},
+                     "cma": {"population": oblique.CMA_POPULATION, "sigma0": oblique.CMA_SIGMA0,
+                             "generations": fitted["generations"], "train_misrouted": fitted["train_misrouted"]},
+                     "trees": [_tree_entry(nodes, None)]}
+
+
+def oblique_nodes(left: np.ndarray, right: np.ndarray, weight: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+                  scale: np.ndarray, states: np.ndarray, labels: np.ndarray, n_classes: int) -> list[dict]:
+    """Nodes of an oblique tree as JSON dicts: each internal node's float32 weights and bias on the standardised
+    state and the same hyperplane on the physical state; per-class counts of the states reaching every node.
+
+    A leaf no state reaches takes its parent's class distribution, so it still routes somewhere sensible."""
+    go_left = np.zeros((len(states), len(left)), dtype=bool)
+    inner = left >= 0
+    go_left[:, inner] = oblique.node_activations(states, mean, scale, weight[inner], bias[inner]) <= 0
+    paths = descend(go_left, left, right, path=True)
+    counts = np.stack([np.bincount(labels[paths[:, i]], minlength=n_classes) for i in range(len(left))])
+    probability = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    nodes = []
+    for i in range(len(left)):
+        node: dict[str, Any] = {"id": i, "leaf": not inner[i]}
+        if inner[i]:
+            state_weights, state_threshold = oblique.physical_hyperplane(weight[i], float(bias[i]), mean, scale)
+            node |= {"weights": [float(w) for w in weight[i]], "bias": float(bias[i]),
+                     "state_weights": state_weights.tolist(), "state_threshold": state_threshold,
+                     "left": int(left[i]), "right": int(right[i])}
+            for child in (left[i], right[i]):
+                if counts[child].sum() == 0:
+                    probability[child] = probability[i]
+        node |= {"samples": int(counts[i].sum()), "counts": counts[i].tolist(), "probability": probability[i].tolist()}
+        nodes.append(node)
+    return nodes
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -330,6 +386,8 @@ def validate_trees(data: Any, source: Path | str) -> dict:
             raise fail("router_weight is not a numeric matrix") from None
         if theta.shape != (n_experts, n_obs) or not np.isfinite(theta).all():
             raise fail(f"router_weight must be a finite {n_experts}x{n_obs} matrix")
+    if kind == "oblique":
+        _validate_standardisation(data.get("standardisation"), n_obs, fail)
     trees = data.get("trees")
     expected_trees = n_experts if kind == "per-expert" else 1
     if not isinstance(trees, list) or len(trees) != expected_trees:
@@ -341,14 +399,31 @@ def validate_trees(data: Any, source: Path | str) -> dict:
             raise fail(f"{where} has no node list")
         if kind == "per-expert" and tree.get("expert") != t:
             raise fail(f"{where} is labelled expert {tree.get('expert')!r}; per-expert trees must be in expert order")
-        _validate_nodes(tree["nodes"], n_obs, n_classes, lambda msg, w=where: fail(f"{w}: {msg}"))
+        _validate_nodes(tree["nodes"], n_obs, n_classes, lambda msg, w=where: fail(f"{w}: {msg}"),
+                        oblique=kind == "oblique")
         depth, _ = _tree_shape(tree["nodes"])
         if depth > max_depth:
             raise fail(f"{where} has depth {depth}, more than max_depth {max_depth}")
     return data
 
 
-def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str], SmoseError]) -> None:
+def _validate_standardisation(standardisation: Any, n_obs: int, fail: Callable[[str], SmoseError]) -> None:
+    try:
+        mean = np.asarray(standardisation["mean"], dtype=np.float64)
+        scale = np.asarray(standardisation["scale"], dtype=np.float64)
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise fail("standardisation must hold numeric 'mean' and 'scale' lists") from None
+    if (mean.shape != (n_obs,) or scale.shape != (n_obs,) or not np.isfinite(mean).all()
+            or not np.isfinite(scale).all() or (scale <= 0).any()):
+        raise fail(f"standardisation needs {n_obs} finite means and {n_obs} finite positive scales")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str], SmoseError],
+                    oblique: bool = False) -> None:
     reached = [False] * len(nodes)
     reached[0] = True
     for i, node in enumerate(nodes):
@@ -358,12 +433,19 @@ def _validate_nodes(nodes: list, n_obs: int, n_classes: int, fail: Callable[[str
             raise fail(f"node {i} is not reachable from the root")
         if not isinstance(node.get("leaf"), bool):
             raise fail(f"node {i} has no boolean 'leaf' field")
-        if not node["leaf"]:
+        if not node["leaf"] and oblique:
+            for weights, offset in (("weights", "bias"), ("state_weights", "state_threshold")):
+                values = node.get(weights)
+                if (not isinstance(values, list) or len(values) != n_obs or not all(map(_is_number, values))
+                        or not _is_number(node.get(offset))):
+                    raise fail(f"node {i} needs {n_obs} finite {weights} and a finite {offset}")
+        elif not node["leaf"]:
             feature, threshold = node.get("feature"), node.get("threshold")
             if not isinstance(feature, int) or isinstance(feature, bool) or not 0 <= feature < n_obs:
                 raise fail(f"node {i} uses feature {feature!r}, outside 0..{n_obs - 1}")
-            if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+            if not _is_number(threshold):
                 raise fail(f"node {i} has a non-finite or non-numeric threshold {threshold!r}")
+        if not node["leaf"]:
             for side in ("left", "right"):
                 child = node.get(side)
                 # Children after their parent make every path finite and the node list a tree.
@@ -433,7 +515,7 @@ def load_tree_router(run_dir: Path | str, kind: str, actor: SMOSEActor, env_id: 
 # Text rules
 
 
-def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None) -> list[str]:
+def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None, names: list[str] | None = None) -> list[str]:
     nodes = tree["nodes"]
     lines: list[str] = []
 
@@ -450,6 +532,14 @@ def _rule_lines(tree: dict, kind: str, theta_row: np.ndarray | None) -> list[str
         node = nodes[i]
         if node["leaf"]:
             lines.append(indent + leaf_text(node))
+            return
+        if kind == "oblique":
+            test, comment = oblique.describe_hyperplane(np.asarray(node["state_weights"]), node["state_threshold"],
+                                                        np.asarray(node["weights"]), names or [])
+            lines.extend([indent + f"if {test}:", indent + f"    # {comment}"])
+            walk(node["left"], indent + "    ")
+            lines.append(indent + "else:")
+            walk(node["right"], indent + "    ")
             return
         name, op = node["feature_name"], node.get("state_op", "<=")
         state_threshold = node.get("state_threshold", node["threshold"])
@@ -480,6 +570,15 @@ def rules_text(trees: dict, fidelity: dict | None = None) -> str:
                 title += f"; held-out accuracy {_fmt(f['accuracy'])}, precision {_fmt(f['precision'])}, " \
                          f"recall {_fmt(f['recall'])}"
             blocks.append("\n".join([title + ")"] + _rule_lines(tree, kind, theta[m])))
+    elif kind == "oblique":
+        title = "oblique tree: which expert the router picks"
+        if fidelity:
+            title += f" (held-out agreement {_fmt(fidelity['agreement'])})"
+        explanation = ("Each test is a hyperplane on the state; shown are its strongest terms (by weight per standard "
+                       "deviation of the feature)\nin physical units; all weights are in oblique.json (state_weights, "
+                       "state_threshold).")
+        blocks.append("\n".join([title, explanation]
+                                + _rule_lines(trees["trees"][0], kind, None, trees["feature_names"])))
     else:
         title = "multiclass tree: which expert the router picks"
         if fidelity:
@@ -543,39 +642,47 @@ def distill(
     eval_episodes: int = 10,
     mode: DeterministicMode = "gated",
     dagger: int = 0,
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
 ) -> dict:
     """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary.
 
-    ``dagger``: rounds of DAgger after the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes.
+    ``kind``: one of KINDS, or "both" (the CART kinds) or "all" (see KIND_GROUPS). ``dagger``: rounds of DAgger after
+    the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
+    generations of each oblique fit.
     """
     from smose.envs import make_env
     from smose.serialization import check_env_compatible, load_model
 
-    for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes)):
+    for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes),
+                        ("cma_iterations", cma_iterations)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SmoseError(f"{name} must be an integer >= 1, got {value!r}")
     if not isinstance(dagger, int) or isinstance(dagger, bool) or dagger < 0:
         raise SmoseError(f"dagger must be an integer >= 0, got {dagger!r}")
     for name, value, limit in (("depth", depth, MAX_TREE_DEPTH), ("episodes", episodes, MAX_EPISODES),
-                               ("eval_episodes", eval_episodes, MAX_EPISODES), ("dagger", dagger, MAX_DAGGER_ROUNDS)):
+                               ("eval_episodes", eval_episodes, MAX_EPISODES), ("dagger", dagger, MAX_DAGGER_ROUNDS),
+                               ("cma_iterations", cma_iterations, MAX_CMA_ITERATIONS)):
         if value > limit:
             raise SmoseError(f"{name} must be at most {limit:,}, got {value}")
-    if kind not in (*KINDS, "both"):
-        raise SmoseError(f"unknown tree kind {kind!r}; expected per-expert, multiclass or both")
+    if kind not in (*KINDS, *KIND_GROUPS):
+        raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join((*KINDS, *KIND_GROUPS))}")
+    kinds = KIND_GROUPS.get(kind, (kind,))
+    if "oblique" in kinds and depth > oblique.MAX_DEPTH:
+        raise SmoseError(f"oblique trees have depth <= {oblique.MAX_DEPTH} (a complete tree of depth {depth} has "
+                         f"{2 ** depth - 1} hyperplanes to search and read); got --depth {depth}")
     run_dir = Path(run_dir)
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
     env_id = meta["env_id"]
     env = make_env(env_id)
     check_env_compatible(meta, env, run_dir / "model.json")
-    kinds = KINDS if kind == "both" else (kind,)
     try:
         train_states, train_labels = collect_states(actor, env, episodes, seed, mode)
         test_states, test_labels = collect_states(actor, env, episodes, seed + HOLDOUT_SEED_OFFSET, mode)
         fitted, fit_data, added = {}, {}, {}
         for k in kinds:
             trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
-                                                              dagger, episodes, seed, mode)
+                                                              dagger, episodes, seed, mode, cma_iterations)
             fitted[k], fit_data[k] = trees, (states, labels)
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
@@ -593,6 +700,8 @@ def distill(
             "heldout_states": int(len(test_labels)),
             "router_usage_heldout": (np.bincount(test_labels, minlength=actor.n_experts) / len(test_labels)).tolist(),
         }
+        if "oblique" in kinds:
+            summary["cma_iterations"] = cma_iterations
         neural = evaluate(actor, env, eval_episodes, seed, mode)
         returns: dict[str, Any] = {"neural": neural, "ratio": {}}
         for k, trees in fitted.items():
@@ -652,10 +761,11 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         for t in fid["trees"]:
             print(f"  {t['expert']:>6}  {pct(usage[t['expert']])}  {pct(t['accuracy'])}    {pct(t['precision'])}     "
                   f"{pct(t['recall'])}  {t['n_leaves']:>6}")
-    if "multiclass" in summary:
-        fid = summary["multiclass"]
-        print(f"multiclass tree:  routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}, "
-              f"closed loop {pct(fid.get('closed_loop_agreement'))}), {fid['n_leaves']} leaves")
+    for k in ("multiclass", "oblique"):
+        if k in summary:
+            fid = summary[k]
+            print(f"{k + ' tree:':<17} routing agreement {pct(fid['agreement'])} (train {pct(fid['train_agreement'])}"
+                  f", closed loop {pct(fid.get('closed_loop_agreement'))}), {fid['n_leaves']} leaves")
     returns = summary["returns"]
     print(f"return over {summary['eval_episodes']} episodes (mode {summary['mode']}, seed {summary['seed']}):")
     neural = returns["neural"]
@@ -664,7 +774,7 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         if k in returns:
             ratio = returns["ratio"][k]
             ratio_text = "n/a (neural return <= 0)" if ratio is None else f"{ratio:.3f}"
-            label = "per-expert trees" if k == "per-expert" else "multiclass tree"
+            label = "per-expert trees" if k == "per-expert" else f"{k} tree"
             print(f"  {label:<17} {returns[k]['mean']:10.2f} ± {returns[k]['std']:.2f}   ratio {ratio_text}")
     written = [f"{k}.json, {k}.txt" for k in KINDS if k in summary] + [FIDELITY_FILE]
     print(f"wrote {Path(run_dir) / TREES_DIR}/ ({', '.join(written)})")

@@ -19,6 +19,7 @@ MAX_WORKERS = 1024  # runs of a sweep at a time
 MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's limit
 MAX_TREE_DEPTH = 64  # far beyond a readable tree (the paper reads depth 3)
 MAX_DAGGER_ROUNDS = 100
+MAX_CMA_ITERATIONS = 100_000  # CMA-ES generations of one oblique fit
 MAX_REPEATS = 100  # repeats of a benchmark measurement
 
 

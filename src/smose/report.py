@@ -440,7 +440,7 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
     width = actor.n_obs + 1  # weights and bias per row
     items.append(f"Each decision reads {actor.parameter_counts()['active']:,} numbers: the router's "
                  f"{actor.n_experts}×{width} score weights and one expert's {actor.n_act}×{width} gains.")
-    for kind in ("per-expert", "multiclass"):
+    for kind in ("per-expert", "multiclass", "oblique"):
         if fidelity and kind in fidelity:
             returns = fidelity.get("returns", {})
             line = (f"Depth-{fidelity.get('depth')} {kind} trees pick the router's expert on "
@@ -888,6 +888,15 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
                    "routed there by the neural router."),
             Code(rules_text(data, fid)),
         ]
+    if "oblique" in trees:
+        fid = fidelity.get("oblique", {})
+        section.blocks += [
+            Text(f"Oblique tree (the authors' form: one tree whose tests are hyperplanes on the standardised state, "
+                 f"fitted with CMA-ES; leaves name the expert most of their states were routed to): held-out routing "
+                 f"agreement {fmt_pct(fid.get('agreement'))} (training states {fmt_pct(fid.get('train_agreement'))}). "
+                 f"Each test is restated on the raw state; its strongest terms are shown."),
+            Code(rules_text(trees["oblique"], fid)),
+        ]
     return section
 
 
@@ -901,7 +910,7 @@ def section_returns(view: RunView, fidelity: dict | None, warning: Note | None =
         section.blocks.append(warning or Note(f"No tree-routed returns yet; run `smose distill {view.run_dir}`."))
         return section
     ratio = returns.get("ratio", {})
-    names = [k for k in ("neural", "per-expert", "multiclass") if k in returns]
+    names = [k for k in ("neural", "per-expert", "multiclass", "oblique") if k in returns]
     rows = []
     for name in names:
         r = returns[name]
@@ -918,7 +927,7 @@ def section_returns(view: RunView, fidelity: dict | None, warning: Note | None =
     fig, ax = plt.subplots(figsize=(6, 3))
     means = [returns[n]["mean"] for n in names]
     stds = [returns[n].get("std", 0.0) for n in names]
-    ax.barh(names, means, xerr=stds, color=["#1d2733", "#5b8db8", "#9fb8cf"][: len(names)], capsize=4)
+    ax.barh(names, means, xerr=stds, color=["#1d2733", "#5b8db8", "#9fb8cf", "#c9d6e3"][: len(names)], capsize=4)
     ax.invert_yaxis()
     ax.axvline(0, color="#444", lw=0.8)
     ax.set_xlabel("mean episode return ± std")

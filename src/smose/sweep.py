@@ -56,7 +56,8 @@ import gymnasium as gym
 from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, TREES_DIR, distill_settings, model_digest, stale_trees
+from smose.distill import FIDELITY_FILE, KIND_GROUPS, TREES_DIR, distill_settings, model_digest, stale_trees
+from smose.oblique import DEFAULT_ITERATIONS
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import LINEAR_EVAL_FILE, read_json, write_json
@@ -349,6 +350,7 @@ class Distillation:
     eval_episodes: int = 10
     seed: int = 0
     mode: str = "gated"
+    cma_iterations: int = DEFAULT_ITERATIONS  # only used by oblique trees, which sweeps do not make
 
     def __post_init__(self) -> None:
         for name, value, low in (("--distill", self.depth, 1), ("--dagger", self.dagger, 0)):
@@ -363,10 +365,15 @@ class Distillation:
         """The `smose distill` command, every setting spelled out (independent of that command's defaults)."""
         return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(self.depth),
                 "--dagger", str(self.dagger), "--kind", self.kind, "--episodes", str(self.episodes),
-                "--eval-episodes", str(self.eval_episodes), "--seed", str(self.seed), "--mode", self.mode]
+                "--eval-episodes", str(self.eval_episodes), "--seed", str(self.seed), "--mode", self.mode,
+                *(["--cma-iterations", str(self.cma_iterations)] if self._oblique() else [])]
+
+    def _oblique(self) -> bool:
+        return "oblique" in KIND_GROUPS.get(self.kind, (self.kind,))
 
     def describe(self) -> str:
-        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+        return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                        if f.name != "cma_iterations" or self._oblique())
 
 
 def tree_settings(run_dir: Path) -> Distillation | None:

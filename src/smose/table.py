@@ -576,26 +576,29 @@ def _trees_section(rows: list[Row]) -> list[str]:
 
 
 def _trees_table(groups: list[tuple[Row, tuple[int, int], list[TreeRecord]]]) -> list[str]:
+    # The kinds some run was distilled into (oblique trees only when asked for): a column pair each.
+    kinds = [k for k in KINDS if any(k in t.agreement for _, _, trees in groups for t in trees)]
     lines = ["",
              "Runs whose router was distilled into decision trees (`smose distill`, or `smose sweep --distill`), "
-             "per-expert trees (the paper's form) and one multiclass tree. *Agreement*: the share of held-out states "
+             "per-expert trees (the paper's form), one multiclass tree, and one oblique tree (the authors' CMA-ES "
+             "form) where distilled. *Agreement*: the share of held-out states "
              "of the neural policy on which the trees pick the router's expert / *closed loop*: the same share over "
              "the steps the tree-routed policy takes itself. *Return*: with the trees routing instead of the router, "
              "over the same evaluation episodes as the neural router's. Means over the distilled seeds; *ratio* = "
              "tree-routed mean / neural mean (only for a positive neural mean); *worst* = the lowest ratio of a "
              "single seed. *DAgger*: rounds of `smose distill --dagger`.", "",
-             "| task | M | λ | steps | depth | DAgger | seeds | per-expert: agreement / closed loop | "
-             "multiclass: agreement / closed loop | neural return | per-expert trees: return (ratio, worst) | "
-             "multiclass tree: return (ratio, worst) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | M | λ | steps | depth | DAgger | seeds | "
+             + "".join(f"{k}: agreement / closed loop | " for k in kinds) + "neural return | "
+             + "".join(f"{k}: return (ratio, worst) | " for k in kinds).rstrip(),
+             "|---|---|---|---|---|---|---|" + "---|" * (2 * len(kinds) + 1)]
     for row, (depth, dagger), trees in groups:
-        cells: list[str] = []
-        for kind in KINDS:
+        cells: list[str] = []  # agreement per kind, then return per kind
+        for kind in kinds:
             have = [t for t in trees if kind in t.agreement]
             cells.append(f"{_pct(np.mean([t.agreement[kind] for t in have]))} / "
                          f"{_pct(np.mean([t.closed_loop[kind] for t in have]))}" if have else "–")
         neural = float(np.mean([t.neural_return for t in trees]))
-        for kind in KINDS:
+        for kind in kinds:
             have = [t for t in trees if kind in t.tree_return]
             if not have:
                 cells.append("–")
@@ -608,7 +611,7 @@ def _trees_table(groups: list[tuple[Row, tuple[int, int], list[TreeRecord]]]) ->
             else:
                 cells.append(_num(mean))
         lines.append(f"| {_task(row)} | {row.experts} | {row.lb} | {row.steps:,} | {depth} | {dagger} | {len(trees)} | "
-                     f"{cells[0]} | {cells[1]} | {_num(neural)} | {cells[2]} | {cells[3]} |")
+                     + " | ".join(cells[:len(kinds)] + [_num(neural)] + cells[len(kinds):]) + " |")
     return lines
 
 

@@ -1,0 +1,153 @@
+"""Oblique decision trees fitted with CMA-ES: the form of tree in the authors' pre-release code (spec §8).
+
+One multiclass tree of depth ≤ 3, complete: every internal node tests a hyperplane over the standardised state,
+``w · x + b <= 0`` with ``x = (s - mean) / scale`` (true: left), and every leaf names the expert most of the states
+reaching it were routed to by the neural router (majority vote, ties to the lowest index). CMA-ES (the ``cma``
+package; population 64, σ0 = 1, all weights and biases starting at zero, as the authors) minimises the misrouted
+fraction of the training states.
+
+The decision of a node is defined in float32, computed in one fixed order (:func:`node_activations`), so that a
+reimplementation in another language can reproduce it bit for bit; the hyperplane restated on the physical state
+(:func:`physical_hyperplane`) is for reading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION  # noqa: F401 (CMA_POPULATION: used and re-exported)
+
+# The authors' settings (cma_tree.py): population (in smose.choices), initial step size; the search starts from zeros.
+CMA_SIGMA0 = 1.0
+DEFAULT_ITERATIONS = CMA_DEFAULT_ITERATIONS
+# Deeper complete trees have too many hyperplanes to search and to read.
+MAX_DEPTH = 3
+
+
+def complete_tree(depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) child ids of a complete binary tree of ``depth`` in pre-order (children after their parent, as
+    the other trees); leaves have -1. Internal nodes are those with left >= 0."""
+    left, right = [], []
+
+    def build(level: int) -> int:
+        i = len(left)
+        left.append(-1)
+        right.append(-1)
+        if level < depth:
+            left[i] = build(level + 1)
+            right[i] = build(level + 1)
+        return i
+
+    build(0)
+    return np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64)
+
+
+def standardisation(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (mean, scale) of the states; a constant feature gets scale 1 so it stays finite (and irrelevant)."""
+    states = np.asarray(states, dtype=np.float64)
+    mean, std = states.mean(axis=0), states.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def node_activations(obs: np.ndarray, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray,
+                     bias: np.ndarray) -> np.ndarray:
+    """[B, n_nodes] ``b + Σ_f w_f·x_f`` with ``x_f = (s_f - mean_f) / scale_f``, all in float32, summed feature by
+    feature from f = 0 (the library's decision; a state goes left where this is <= 0)."""
+    obs = np.asarray(obs, dtype=np.float32)
+    x = (obs - mean.astype(np.float32)) / scale.astype(np.float32)
+    weight = weight.astype(np.float32)
+    total = np.broadcast_to(bias.astype(np.float32), (x.shape[0], weight.shape[0])).copy()
+    for f in range(x.shape[1]):
+        total += x[:, f, None] * weight[None, :, f]
+    return total
+
+
+def physical_hyperplane(weight: np.ndarray, bias: float, mean: np.ndarray,
+                        scale: np.ndarray) -> tuple[np.ndarray, float]:
+    """The node's test ``w · (s - mean) / scale + b <= 0`` restated on the state itself: (weights, threshold) with
+    ``Σ_f weights_f·s_f <= threshold`` (float64)."""
+    w = np.asarray(weight, dtype=np.float64) / np.asarray(scale, dtype=np.float64)
+    return w, float(np.dot(w, np.asarray(mean, dtype=np.float64)) - float(bias))
+
+
+def leaf_classes(leaves: np.ndarray, labels: np.ndarray, n_nodes: int, n_classes: int) -> np.ndarray:
+    """[n_nodes, n_classes] counts of each label among the states reaching each node id in ``leaves``."""
+    return np.bincount(leaves * n_classes + labels, minlength=n_nodes * n_classes).reshape(n_nodes, n_classes)
+
+
+def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iterations: int = DEFAULT_ITERATIONS,
+        seed: int = 0) -> dict:
+    """Fit a complete oblique tree of ``depth`` to the labels with CMA-ES; returns the standardisation, the node
+    structure and each internal node's (weight, bias) in float32 (rows of non-internal nodes are zero).
+
+    The loss is the misrouted fraction with majority-vote leaves, evaluated with a float32 matrix product (fast, and
+    away from exact ties the same decisions as node_activations). The best candidate ever seen is kept.
+    """
+    import cma  # only needed to fit, not to use the trees
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    from smose.tree_router import descend
+
+    states = np.asarray(states, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    n_obs = states.shape[1]
+    left, right = complete_tree(depth)
+    internal = np.flatnonzero(left >= 0)
+    mean, scale = standardisation(states)
+    x = np.concatenate([(states - mean) / scale, np.ones((len(states), 1), dtype=np.float32)], axis=1)
+
+    def unpack(vector: np.ndarray) -> np.ndarray:  # [n_internal, n_obs + 1]: weights then bias
+        return np.asarray(vector, dtype=np.float64).reshape(len(internal), n_obs + 1)
+
+    def misrouted(vector: np.ndarray) -> float:
+        go_left = np.zeros((len(states), len(left)), dtype=bool)
+        go_left[:, internal] = x @ unpack(vector).T.astype(np.float32) <= 0
+        counts = leaf_classes(descend(go_left, left, right), labels, len(left), n_classes)
+        return 1.0 - counts.max(axis=1).sum() / len(labels)
+
+    dimension = len(internal) * (n_obs + 1)
+    es = cma.CMAEvolutionStrategy(np.zeros(dimension), CMA_SIGMA0, {
+        "popsize": CMA_POPULATION, "seed": int(seed) % (2**31 - 2) + 1,  # cma reads seed 0 as "from the clock"
+        "maxiter": iterations, "verbose": -9, "tolfun": 0, "tolflatfitness": iterations, "tolx": 0,
+        "tolfunhist": 0, "tolstagnation": iterations + 1,
+    })
+    best, best_loss = np.zeros(dimension), misrouted(np.zeros(dimension))
+    with threadpool_limits(limits=1, user_api="blas"):  # the products are small: threads cost more than they give
+        while not es.stop():
+            candidates = es.ask()
+            losses = [misrouted(c) for c in candidates]
+            es.tell(candidates, losses)
+            i = int(np.argmin(losses))
+            if losses[i] < best_loss:
+                best, best_loss = np.asarray(candidates[i]), losses[i]
+            if best_loss == 0.0:
+                break
+    params = unpack(best).astype(np.float32)
+    weight = np.zeros((len(left), n_obs), dtype=np.float32)
+    bias = np.zeros(len(left), dtype=np.float32)
+    weight[internal], bias[internal] = params[:, :n_obs], params[:, n_obs]
+    return {"mean": mean, "scale": scale, "left": left, "right": right, "weight": weight, "bias": bias,
+            "generations": int(es.countiter), "train_misrouted": float(best_loss)}
+
+
+def describe_hyperplane(weights: np.ndarray, threshold: float, std_weights: np.ndarray, names: list[str],
+                        strongest: int = 3) -> tuple[str, str]:
+    """(test, comment) for a rule file: the test ``a·name + b·name + … <= t`` on the physical state with the
+    ``strongest`` terms (by weight per standard deviation of the feature, which is what makes terms comparable),
+    and a comment saying in words how much of the node's weight they carry."""
+    magnitude = np.abs(np.asarray(std_weights, dtype=np.float64))
+    total = magnitude.sum()
+    order = [int(f) for f in np.argsort(-magnitude, kind="stable")[:strongest] if magnitude[f] > 0]
+    test = ""
+    for f in order:
+        coefficient = float(weights[f])
+        sign = "-" if coefficient < 0 else "+"
+        test += (f"{sign} " if test else ("-" if coefficient < 0 else "")) + f"{abs(coefficient):.3g}·{names[f]} "
+    test = test.strip() or "0"
+    rest = int(np.count_nonzero(magnitude)) - len(order)
+    if rest:
+        test += f" + … ({rest} weaker term{'s' if rest != 1 else ''})"
+    if total == 0:
+        return f"{test} <= {threshold:.4g}", "no feature has weight: every state goes this way"
+    shares = ", ".join(f"{names[f]} {100 * magnitude[f] / total:.0f}%" for f in order)
+    return f"{test} <= {threshold:.4g}", f"weight per standard deviation: {shares}"

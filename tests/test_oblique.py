@@ -1,0 +1,227 @@
+"""Oblique trees fitted with CMA-ES (`smose distill --kind oblique`): fitting, file format, routing, CLI."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sklearn.tree import DecisionTreeClassifier
+
+from smose import oblique
+from smose.cli import main
+from smose.distill import TreeRouter, distill, distill_settings, fit_oblique, load_trees, rules_text, stale_trees
+from smose.errors import SmoseError
+from smose.policy import SMOSEActor
+from smose.serialization import write_json
+from smose.table import Row, TreeRecord, _trees_table
+
+ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
+
+
+def actor_for(n_obs: int, n_experts: int, seed: int = 0) -> SMOSEActor:
+    torch.manual_seed(seed)
+    return SMOSEActor(n_obs, 2, [-1, -1], [1, 1], n_experts=n_experts)
+
+
+def diagonal_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expert 1 iff s0 + s1 > 0 (s0 in other units: scale 10), a third feature is noise."""
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(n, 3)).astype(np.float32) * np.float32([10.0, 1.0, 1.0]) + np.float32([0, 0, 5])
+    labels = (states[:, 0] / 10 + states[:, 1] > 0).astype(np.int64)
+    return states, labels
+
+
+def test_cma_es_finds_an_oblique_boundary_no_axis_aligned_split_can():
+    states, labels = diagonal_data(600, seed=0)
+    test_states, test_labels = diagonal_data(2000, seed=1)
+    cart = DecisionTreeClassifier(max_depth=1, random_state=0).fit(states, labels)
+    assert np.mean(cart.predict(test_states) == test_labels) < 0.85  # one axis-aligned split cannot do it
+
+    actor = actor_for(3, 2)
+    trees = fit_oblique(actor, states, labels, depth=1, env_id=ENV_ID, iterations=40, seed=0)
+    assert np.mean(TreeRouter(trees).predict(test_states) == test_labels) > 0.97
+    root = trees["trees"][0]["nodes"][0]
+    weights, threshold = np.asarray(root["state_weights"]), root["state_threshold"]
+    # The hyperplane found is s0/10 + s1 = 0 (up to scale and sign), with little weight on the noise.
+    direction = weights / np.abs(weights[1])
+    assert direction[0] == pytest.approx(np.sign(direction[1]) * 0.1, abs=0.02)
+    assert abs(direction[2]) < 0.1 and abs(threshold / weights[1]) < 0.1
+    leaves = [n for n in trees["trees"][0]["nodes"] if n["leaf"]]
+    assert sorted(int(np.argmax(n["probability"])) for n in leaves) == [0, 1]  # majority vote names both experts
+
+
+def fitted_tree(depth: int = 2, iterations: int = 8) -> tuple[SMOSEActor, dict, np.ndarray]:
+    actor = actor_for(5, 4, seed=3)
+    rng = np.random.default_rng(0)
+    states = (rng.normal(size=(1500, 5)) * [1, 2, 0.1, 5, 1] + [0, 1, 0, -3, 2]).astype(np.float32)
+    labels = actor.route(torch.from_numpy(states)).argmax(dim=-1).numpy()
+    return actor, fit_oblique(actor, states, labels, depth, ENV_ID, iterations), states
+
+
+def test_oblique_json_round_trips_and_reads_as_rules(tmp_path):
+    actor, trees, states = fitted_tree()
+    path = tmp_path / "oblique.json"
+    write_json(path, trees)
+    loaded = load_trees(path, actor, ENV_ID)
+    assert loaded == trees
+    assert loaded["input"] == "standardised-state" and loaded["trees"][0]["depth"] == 2
+    np.testing.assert_array_equal(TreeRouter(loaded).leaf_ids(states), TreeRouter(trees).leaf_ids(states))
+    text = rules_text(loaded)
+    inner = [n for n in loaded["trees"][0]["nodes"] if not n["leaf"]]
+    assert text.count("if ") == len(inner) == 3 and text.count("# weight per standard deviation:") == 3
+    assert "obs[" in text and "expert " in text and "<=" in text
+    # A node's strongest term (by weight per standard deviation) is the first named in its test.
+    root = inner[0]
+    strongest = int(np.argmax(np.abs(root["weights"])))
+    first_test = next(line for line in text.splitlines() if line.startswith("if "))
+    assert first_test.split("·", 1)[1].startswith(f"obs[{strongest}]")
+
+
+def test_leaf_counts_are_those_of_the_library_walk():
+    actor, trees, states = fitted_tree()
+    labels = actor.route(torch.from_numpy(states)).argmax(dim=-1).numpy()
+    leaves = TreeRouter(trees).leaf_ids(states)[:, 0]
+    for node in trees["trees"][0]["nodes"]:
+        if node["leaf"]:
+            assert node["counts"] == np.bincount(labels[leaves == node["id"]], minlength=4).tolist()
+
+
+def test_physical_units_rule_decides_as_the_standardised_one():
+    actor, trees, _ = fitted_tree()
+    rng = np.random.default_rng(7)
+    probe = (rng.normal(size=(20000, 5)) * [3, 6, 0.3, 15, 3]).astype(np.float32)  # wider than the training data
+    router = TreeRouter(trees)
+    library = router.go_left(probe)[0]
+    mean = np.asarray(trees["standardisation"]["mean"])
+    scale = np.asarray(trees["standardisation"]["scale"])
+    checked = 0
+    for node in trees["trees"][0]["nodes"]:
+        if node["leaf"]:
+            continue
+        physical = probe.astype(np.float64) @ np.asarray(node["state_weights"])
+        standardised = ((probe - mean) / scale) @ np.asarray(node["weights"], dtype=np.float64) + node["bias"]
+        clear = np.abs(standardised) > 1e-4  # a float32 decision this close to the plane may round either way
+        assert clear.mean() > 0.999
+        np.testing.assert_array_equal((physical <= node["state_threshold"])[clear], library[clear, node["id"]])
+        checked += 1
+    assert checked == 3
+
+
+def test_node_activations_are_float32_summed_feature_by_feature():
+    rng = np.random.default_rng(1)
+    obs, mean = rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=7).astype(np.float32)
+    scale = rng.uniform(0.1, 3, size=7).astype(np.float32)
+    weight, bias = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    got = oblique.node_activations(obs, mean, scale, weight, bias)
+    assert got.dtype == np.float32
+    for b in range(50):
+        for n in range(3):
+            total = bias[n]
+            for f in range(7):
+                total = np.float32(total + weight[n, f] * np.float32((obs[b, f] - mean[f]) / scale[f]))
+            assert got[b, n] == total
+
+
+def _corrupt(trees: dict, change) -> dict:
+    copy = json.loads(json.dumps(trees))
+    change(copy)
+    return copy
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t["trees"][0]["nodes"][0]["weights"].pop(), "needs 5 finite weights and"),
+    (lambda t: t["trees"][0]["nodes"][0].update(bias="x"), "finite bias"),
+    (lambda t: t["trees"][0]["nodes"][0].pop("state_threshold"), "finite state_threshold"),
+    (lambda t: t["standardisation"]["scale"].__setitem__(0, 0.0), "finite positive scales"),
+    (lambda t: t.pop("standardisation"), "standardisation must hold"),
+])
+def test_loader_refuses_corrupt_oblique_files(tmp_path, change, message):
+    actor, trees, _ = fitted_tree(depth=1, iterations=2)
+    path = tmp_path / "oblique.json"
+    write_json(path, _corrupt(trees, change))
+    with pytest.raises(SmoseError, match=message):
+        load_trees(path, actor, ENV_ID)
+
+
+def test_cli_oblique_distill_eval_explain_and_export(pendulum_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(pendulum_run, run_dir)  # the session fixture is shared: never write into it
+    args = ["--kind", "oblique", "--depth", "2", "--episodes", "2", "--eval-episodes", "1", "--dagger", "1",
+            "--cma-iterations", "3", "--seed", "1"]
+    assert main(["distill", str(run_dir), *args]) == 0
+    out = capsys.readouterr().out
+    assert "oblique tree:" in out and "routing agreement" in out
+    trees_dir = run_dir / "trees"
+    fidelity = json.loads((trees_dir / "fidelity.json").read_text())
+    assert fidelity["cma_iterations"] == 3 and fidelity["dagger_rounds"] == 1
+    assert fidelity["oblique"]["dagger_states"] == [400]  # one round of two 200-step episodes
+    trees = load_trees(trees_dir / "oblique.json")
+    assert trees["feature_names"] == ["cos θ", "sin θ", "θ velocity"] and trees["cma"]["population"] == 64
+    assert stale_trees(run_dir) is None
+    rules = (trees_dir / "oblique.txt").read_text()
+    assert "oblique tree" in rules and "θ" in rules and "weight per standard deviation" in rules
+
+    eval_args = ["--router", "tree", "--tree-kind", "oblique", "--episodes", "1", "--seed", "1"]
+    assert main(["eval", str(run_dir), *eval_args]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["tree_kind"] == "oblique"
+    assert result["returns"] == fidelity["returns"]["oblique"]["returns"]  # the same episodes as distill's
+    assert result["router_agreement"] == fidelity["oblique"]["closed_loop_agreement"]
+
+    assert main(["explain", str(run_dir), "--episodes", "1", "--no-distill"]) == 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "Oblique tree" in report and rules.splitlines()[2] in report
+
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--format", "python", "--router", "tree", "--tree-kind", "oblique",
+                 "--out", str(tmp_path / "policy.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: export of oblique trees is not supported") and err.count("\n") == 1
+    assert not (tmp_path / "policy.py").exists()
+
+
+def test_oblique_bad_input_is_refused(pendulum_run, capsys):
+    assert main(["distill", str(pendulum_run), "--kind", "oblique", "--depth", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: oblique trees have depth <= 3") and err.count("\n") == 1
+    assert main(["distill", str(pendulum_run), "--kind", "all", "--depth", "5"]) == 2
+    assert "oblique trees have depth <= 3" in capsys.readouterr().err
+    assert not (pendulum_run / "trees").exists()
+    with pytest.raises(SmoseError, match="unknown tree kind 'forest'"):
+        distill(pendulum_run, kind="forest")
+    with pytest.raises(SmoseError, match="cma_iterations must be an integer >= 1"):
+        distill(pendulum_run, kind="oblique", cma_iterations=0)
+    for argv in (["distill", str(pendulum_run), "--kind", "forest"],
+                 ["distill", str(pendulum_run), "--cma-iterations", "0"],
+                 ["eval", str(pendulum_run), "--router", "tree", "--tree-kind", "forest"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    assert main(["eval", str(pendulum_run), "--router", "tree", "--tree-kind", "oblique"]) == 2
+    assert "no oblique trees distilled yet" in capsys.readouterr().err
+
+
+def test_settings_of_an_oblique_distillation_remake_it():
+    base = {"depth": 3, "dagger_rounds": 2, "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated"}
+    assert distill_settings(base | {"oblique": {}, "cma_iterations": 7}) == {
+        "depth": 3, "dagger": 2, "kind": "oblique", "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated",
+        "cma_iterations": 7}
+    every = base | {"per-expert": {}, "multiclass": {}, "oblique": {}, "cma_iterations": 7}
+    assert distill_settings(every)["kind"] == "all"
+    assert distill_settings(base | {"per-expert": {}, "multiclass": {}})["kind"] == "both"
+    assert "cma_iterations" not in distill_settings(base | {"multiclass": {}})
+
+
+def test_table_has_oblique_columns_only_where_distilled():
+    row = Row("Hopper-v4", "smose", 8, "0.1", 1000, [0], [100.0])
+    cart = TreeRecord(3, 0, {"per-expert": 0.9, "multiclass": 0.8}, {"per-expert": 0.5, "multiclass": 0.4}, 100.0,
+                      {"per-expert": 90.0, "multiclass": 80.0})
+    lines = _trees_table([(row, (3, 0), [cart])])
+    assert "oblique:" not in lines[3] and lines[-1].count("|") == lines[3].count("|") == 13
+    every = TreeRecord(3, 0, cart.agreement | {"oblique": 0.7}, cart.closed_loop | {"oblique": 0.6}, 100.0,
+                       cart.tree_return | {"oblique": 70.0})
+    lines = _trees_table([(row, (3, 0), [every])])
+    assert "oblique: agreement / closed loop" in lines[3] and lines[-1].count("|") == lines[3].count("|") == 15
+    assert lines[-1].endswith("| 90.0% / 50.0% | 80.0% / 40.0% | 70.0% / 60.0% | 100.00 | 90.00 (0.90, 0.90) | "
+                              "80.00 (0.80, 0.80) | 70.00 (0.70, 0.70) |")
