@@ -40,6 +40,7 @@ from smose import __version__
 from smose.boundary import invalid_observations, logit_tie_states, threshold_states, to_float32
 from smose.errors import SmoseError
 from smose.features import action_names, observation_names
+from smose.choices import KIND_GROUPS
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
 from smose.policy import Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
@@ -49,7 +50,7 @@ EXPORT_FORMAT_VERSION = 1
 FORMATS = ("python", "c", "json", "onnx")
 ROUTERS = ("neural", "tree")
 MODES = ("gated", "linear")
-TREE_KINDS = ("per-expert", "multiclass")
+TREE_KINDS = KIND_GROUPS["both"]  # the CART kinds; oblique trees are not exported yet (`smose export` says so)
 DEFAULT_FILE_NAMES = {"python": "policy.py", "c": "smose_policy.h", "json": "policy.json", "onnx": "policy.onnx"}
 # The Python file and the ONNX graph are checked against the library's policy before they are written, on this many
 # random states and, around the first few of them, states on every split threshold and router-logit tie: the same
