@@ -158,3 +158,20 @@ def test_force_never_clears_a_directory_that_is_not_a_run_directory(tmp_path, ca
                    "starts run directories afresh: choose another --out or move those files away")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "thesis.tex"]  # untouched, nothing added
     assert (folder / "config.json").read_text() == "{\"mine\": true}"
+
+
+def test_eval_on_another_env_keeps_the_reference_evaluation(tmp_path, capsys):
+    """An evaluation on another version of the task goes to a file of its own; eval.json stays the training task's,
+    and the run directory can still be started afresh with --force."""
+    run_dir = tmp_path / "run"
+    hopper = ["--env", "Hopper-v5", "--steps", "60", "--learning-starts", "50", "--batch-size", "32",
+              "--eval-every", "0", "--eval-episodes", "1", "--experts", "2", "--quiet", "--out", str(run_dir)]
+    assert main(["train", *hopper]) == 0
+    reference = json.loads((run_dir / "eval.json").read_text())
+    assert main(["eval", str(run_dir), "--env", "Hopper-v4", "--episodes", "1"]) == 0
+    assert main(["eval", str(run_dir), "--env", "Hopper-v4", "--episodes", "1", "--mode", "linear"]) == 0
+    assert json.loads((run_dir / "eval-Hopper-v4.json").read_text())["env_id"] == "Hopper-v4"
+    assert json.loads((run_dir / "eval-linear-Hopper-v4.json").read_text())["mode"] == "linear"
+    assert json.loads((run_dir / "eval.json").read_text()) == reference
+    assert main(["train", *hopper, "--force"]) == 0
+    assert not (run_dir / "eval-Hopper-v4.json").exists()

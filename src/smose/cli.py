@@ -105,7 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             env.close()
             result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
             if router is None:  # eval.json (gated) stays the run's reference; a linear evaluation goes beside it
-                write_eval(run_dir / eval_file(mode), result | {"source": "eval"})
+                other_env = env.spec.id if env.spec.id != meta["env_id"] else None
+                write_eval(run_dir / eval_file(mode, other_env), result | {"source": "eval"})
             else:  # the neural evaluation in eval.json stays the run's reference
                 from smose.distill import tree_eval_file
 

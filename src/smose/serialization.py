@@ -365,9 +365,13 @@ EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by tra
 LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
 
 
-def eval_file(mode: str) -> str:
-    """The run-directory file of a neural-router evaluation in ``mode``."""
-    return LINEAR_EVAL_FILE if mode == "linear" else EVAL_FILE
+def eval_file(mode: str, other_env: str | None = None) -> str:
+    """The run-directory file of a neural-router evaluation in ``mode``; on ``other_env`` than the training env's, a
+    file of its own (eval-Hopper-v5.json, eval-linear-Hopper-v5.json), so the run's reference stays its own task's."""
+    name = LINEAR_EVAL_FILE if mode == "linear" else EVAL_FILE
+    if other_env is None:
+        return name
+    return name.removesuffix(".json") + "-" + other_env.replace("/", "_") + ".json"
 
 
 def write_eval(path: Path, result: dict) -> None:

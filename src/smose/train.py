@@ -11,6 +11,7 @@ import contextlib
 import csv
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -74,6 +75,10 @@ def hyperparams(config: TrainConfig) -> SACHyperParams:
     )
 
 
+# `smose eval --env OTHER` writes eval-OTHER.json / eval-linear-OTHER.json (serialization.eval_file)
+OTHER_EVAL_FILE = re.compile(r"\.?eval-[A-Za-z0-9_.:-]+\.json(\.tmp)?")
+
+
 def run_dir_entries() -> frozenset[str]:
     """Every name smose writes directly into a run directory: what training writes, the trees of `smose distill`,
     the report of `smose explain`, the lock, and the hidden temporaries of their atomic writes."""
@@ -87,7 +92,8 @@ def run_dir_entries() -> frozenset[str]:
 def refuse_foreign(path: Path) -> None:
     """A directory holding anything a run directory does not is not one: never cleared, whatever --force says."""
     known = run_dir_entries()
-    foreign = sorted(entry.name for entry in Path(path).iterdir() if entry.name not in known)
+    foreign = sorted(entry.name for entry in Path(path).iterdir()
+                     if entry.name not in known and not OTHER_EVAL_FILE.fullmatch(entry.name))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise SmoseError(f"{path}: does not look like a run directory (it holds {shown}); --force only starts run "
