@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smose.config import TrainConfig, read_run_config, run_config_json
-from smose.envs import env_versions, make_env
+from smose.envs import ENV_RECORD_KEYS, env_record, env_versions, make_run_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import Actor, DeterministicMode, SMOSEActor
@@ -75,7 +75,7 @@ class SMOSE:
         return (action_np[0] if single else action_np), None
 
     def evaluate(self, episodes: int = 10, seed: int = 0) -> dict:
-        env = make_env(self.env_id)
+        env = make_run_env({"env_id": self.env_id, **self._env_record()})
         try:
             return evaluate(self.actor, env, episodes, seed, self.mode)
         finally:
@@ -101,11 +101,17 @@ class SMOSE:
         return {"mean_weight": w[:, :n].copy(), "mean_bias": b[:, :n].copy(),
                 "log_std_weight": w[:, n:].copy(), "log_std_bias": b[:, n:].copy()}
 
+    def _env_record(self) -> dict:
+        """The env's record in model.json: from the training configuration, or as loaded."""
+        if self._trainer is not None:
+            return env_record(self.config.env_kwargs)
+        return {key: self.meta[key] for key in ENV_RECORD_KEYS if key in self.meta}
+
     # ---- persistence ----------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write model.safetensors, model.json and config.json into the directory ``path``."""
         path = Path(path)
-        save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps})
+        save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps, **self._env_record()})
         write_json(path / CONFIG_FILE, run_config_json(self.config, env_versions()))
 
     @classmethod

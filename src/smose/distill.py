@@ -610,7 +610,7 @@ def distill(
 
     ``dagger``: rounds of DAgger after the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes.
     """
-    from smose.envs import make_env
+    from smose.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes)):
@@ -624,7 +624,7 @@ def distill(
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
     env_id = meta["env_id"]
-    env = make_env(env_id)
+    env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / "model.json")
     kinds = KINDS if kind == "both" else (kind,)
     try:

@@ -941,7 +941,7 @@ def explain(
     with stale trees (distilled from another model than the run's), with the settings they were made with;
     otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
-    from smose.envs import make_env
+    from smose.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     if not isinstance(episodes, int) or episodes < 1:
@@ -952,7 +952,7 @@ def explain(
     config = read_json(config_path, "training configuration") if config_path.is_file() else None
     evaluation = read_json(eval_path, "evaluation") if eval_path.is_file() else None
     arch = meta["architecture"]
-    env = make_env(meta["env_id"])
+    env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / "model.json")
     try:
         rollouts = collect_rollouts(actor, env, episodes, seed)

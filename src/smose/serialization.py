@@ -293,6 +293,8 @@ def _check_model_meta(meta: dict, path: Path) -> None:
         hidden = arch.get("hidden")
         if not (isinstance(hidden, list) and 1 <= len(hidden) <= MAX_HIDDEN_LAYERS and all(map(_is_int, hidden))):
             raise fail(f"architecture.hidden must be a list of 1 to {MAX_HIDDEN_LAYERS} layer sizes")
+    if not isinstance(meta.get("env_kwargs", {}), dict):
+        raise fail("env_kwargs must be an object")
     bounds = []
     for key in ("action_low", "action_high"):
         value = meta.get(key)

@@ -28,7 +28,7 @@ from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.distill import TREES_DIR
-from smose.envs import env_versions, make_env
+from smose.envs import env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
@@ -218,8 +218,8 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.env = make_env(config.env, seed=config.seed)
-        self.eval_env = make_env(config.env)
+        self.env = make_env(config.env, seed=config.seed, env_kwargs=config.env_kwargs)
+        self.eval_env = make_env(config.env, env_kwargs=config.env_kwargs)
         n_obs, n_act = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
@@ -295,7 +295,7 @@ class Trainer:
         target = Path(directory) if directory is not None else self.run_dir
         if target is None:
             raise SmoseError("no run directory to save to")
-        save_model(self.actor, target, self.config.env, {"trained_steps": self.global_step})
+        save_model(self.actor, target, self.config.env, {"trained_steps": self.global_step, **env_record(self.config.env_kwargs)})
 
     def metrics_position(self) -> int | None:
         return self.logger.sync() if self.logger is not None else None
@@ -510,7 +510,7 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
 
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
-    make_env(config.env).close()  # an unusable env id is refused before any directory is created
+    make_env(config.env, env_kwargs=config.env_kwargs).close()  # an unusable env is refused before any directory
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
 
     def fresh_trainer() -> Trainer:
