@@ -164,13 +164,14 @@ def dagger_fits(
     return). The rounds teach them the states their own mistakes lead to.
     """
     fit = fit_per_expert if kind == "per-expert" else fit_multiclass
-    trees = fit(actor, states, labels, depth, env_id)
+    names = observation_names(env_id, actor.n_obs, env)
+    trees = fit(actor, states, labels, depth, env_id, names)
     yield trees, states, labels
     for r in range(rounds):
         new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes, mode,
                                                 router=TreeRouter(trees))
         states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
-        trees = fit(actor, states, labels, depth, env_id)
+        trees = fit(actor, states, labels, depth, env_id, names)
         yield trees, states, labels
 
 
@@ -274,9 +275,11 @@ def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[s
     return header
 
 
-def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
-    """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict."""
-    names = observation_names(env_id, actor.n_obs)
+def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                   names: list[str] | None = None) -> dict:
+    """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict.
+    ``names``: the state variables' names (default: smose.features' table for ``env_id``)."""
+    names = names or observation_names(env_id, actor.n_obs)
     theta = actor.router.weight.detach().to(torch.float32).numpy()
     features = router_features(theta, states)
     trees = []
@@ -287,9 +290,10 @@ def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
     return _header("per-expert", actor, env_id, depth, names) | {"trees": trees}
 
 
-def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
-    """One tree on the raw state with target k(s); returns the tree-file dict."""
-    names = observation_names(env_id, actor.n_obs)
+def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                   names: list[str] | None = None) -> dict:
+    """One tree on the raw state with target k(s); returns the tree-file dict (``names`` as in fit_per_expert)."""
+    names = names or observation_names(env_id, actor.n_obs)
     model = _fit_tree(states, labels, depth)
     nodes = _export_nodes(model, states, labels, actor.n_experts, names, None)
     return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from smose.errors import SmoseError
+from smose.features import action_names, observation_names, table_names
 
 # model.json keys that say how the env was built (see env_record).
 ENV_RECORD_KEYS = ("env_kwargs",)
@@ -76,6 +77,26 @@ def make_run_env(meta: dict, env_id: str | None = None, render_mode: str | None 
     """The env a saved model was trained on (model.json's env id and constructor arguments); ``env_id`` picks
     another version of the task, built with the same arguments."""
     return make_env(env_id or meta["env_id"], render_mode=render_mode, env_kwargs=meta.get("env_kwargs"))
+
+
+def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], list[str]]:
+    """Names of the observation and action components of a saved model's env (see smose.features). The env (``env``
+    or, when the hand-written table does not name everything, one built here) supplies the names of other tasks."""
+    arch, env_id = meta["architecture"], meta["env_id"]
+    obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
+    if obs is not None and act is not None:
+        return obs, act
+    built = None
+    if env is None:
+        try:
+            env = built = make_run_env(meta)
+        except SmoseError:  # names are a courtesy: a model whose env is not installed here still exports
+            env = None
+    try:
+        return observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
+    finally:
+        if built is not None:
+            built.close()
 
 
 def env_record(env_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from torch import nn
 
 from smose import __version__
 from smose.errors import SmoseError
-from smose.features import action_names, observation_names
+from smose.envs import feature_names
 from smose.policy import Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
 
@@ -187,13 +187,14 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
             tensors[f"{head}_head.bias"] = (_numpy(module.bias), ["action"])
     else:  # a new actor class must get an exporter before it can be exported
         raise SmoseError(f"{run_dir}: export does not support actors of type {type(actor).__name__}")
+    obs_names, act_names = feature_names(meta)
     policy = ExportedPolicy(
         env_id=env_id,
         algo=algo,
         n_obs=actor.n_obs,
         n_act=actor.n_act,
-        obs_names=observation_names(env_id, actor.n_obs),
-        act_names=action_names(env_id, actor.n_act),
+        obs_names=obs_names,
+        act_names=act_names,
         mode=mode,
         router=router,
         tree_kind=tree_kind if router == "tree" else None,

@@ -38,7 +38,6 @@ import torch  # noqa: E402
 
 from smose.errors import SmoseError  # noqa: E402
 from smose.evaluate import EVAL_SEED_OFFSET  # noqa: E402
-from smose.features import action_names, observation_names  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
 from smose.serialization import atomic_write_bytes, read_json  # noqa: E402
 
@@ -941,7 +940,7 @@ def explain(
     with stale trees (distilled from another model than the run's), with the settings they were made with;
     otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
-    from smose.envs import make_run_env
+    from smose.envs import feature_names, make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     if not isinstance(episodes, int) or episodes < 1:
@@ -956,10 +955,11 @@ def explain(
     check_env_compatible(meta, env, run_dir / "model.json")
     try:
         rollouts = collect_rollouts(actor, env, episodes, seed)
+        obs_names, act_names = feature_names(meta, env)
     finally:
         env.close()
-    view = RunView(run_dir, actor, meta, config, evaluation, observation_names(meta["env_id"], arch["n_obs"]),
-                   action_names(meta["env_id"], arch["n_act"]), rollouts, rollouts.states.std(axis=0), seed)
+    view = RunView(run_dir, actor, meta, config, evaluation, obs_names, act_names, rollouts,
+                   rollouts.states.std(axis=0), seed)
     if view.smose is not None:
         trees, fidelity, notes, warning = _load_tree_files(view, progress, distill_missing)
     else:
