@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smose.config import TrainConfig, read_run_config, run_config_json
-from smose.envs import ENV_RECORD_KEYS, env_record, env_versions, make_run_env
+from smose.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import Actor, DeterministicMode, SMOSEActor
@@ -60,7 +60,10 @@ class SMOSE:
     # ---- acting ---------------------------------------------------------------------------------------------------
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3."""
+        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3. A model
+        trained on Dict observations also takes the env's dict (flattened in the recorded key order)."""
+        if isinstance(observation, dict):
+            observation = flatten_observation(observation, self._env_record().get("observation_keys"))
         obs = np.asarray(observation, dtype=np.float32)
         single = obs.ndim == 1
         if obs.shape[-1] != self.actor.n_obs or obs.ndim not in (1, 2):
@@ -104,7 +107,7 @@ class SMOSE:
     def _env_record(self) -> dict:
         """The env's record in model.json: from the training configuration, or as loaded."""
         if self._trainer is not None:
-            return env_record(self.config.env_kwargs)
+            return env_record(self.config.env_kwargs, self._trainer.env)
         return {key: self.meta[key] for key in ENV_RECORD_KEYS if key in self.meta}
 
     # ---- persistence ----------------------------------------------------------------------------------------------
@@ -128,4 +131,5 @@ class SMOSE:
 
     def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""
-        check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id}, env, Path(source))
+        check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id, **self._env_record()},
+                             env, Path(source))

@@ -11,10 +11,10 @@ import gymnasium as gym
 import numpy as np
 
 from smose.errors import SmoseError
-from smose.features import action_names, observation_names, table_names
+from smose.features import action_names, dict_observation_names, observation_names, table_names
 
 # model.json keys that say how the env was built (see env_record).
-ENV_RECORD_KEYS = ("env_kwargs",)
+ENV_RECORD_KEYS = ("env_kwargs", "observation_keys")
 
 
 def _suggest(env_id: str) -> str:
@@ -57,7 +57,9 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the paper's -v4 tasks are deprecated but supported
         try:
-            env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
+            # render_mode only when asked for: an env whose constructor lacks it is still usable without rendering
+            rendering = {"render_mode": render_mode} if render_mode is not None else {}
+            env = gym.make(env_id, **rendering, **env_kwargs)
         except gym.error.DependencyNotInstalled as exc:
             raise SmoseError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
         except (TypeError, ValueError, AssertionError, gym.error.Error) as exc:
@@ -66,6 +68,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise SmoseError(f"environment {env_id!r} refused --env-kwargs "
                              f"{' '.join(format_env_kwargs(env_kwargs))}: {detail}") from None
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = FlattenDictObservation(env, env_id)
     check_spaces(env_id, env.observation_space, env.action_space)
     if seed is not None:
         env.reset(seed=seed)
@@ -84,6 +88,7 @@ def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], li
     or, when the hand-written table does not name everything, one built here) supplies the names of other tasks."""
     arch, env_id = meta["architecture"], meta["env_id"]
     obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
+    obs = obs or dict_observation_names(meta.get("observation_keys"), arch["n_obs"])
     if obs is not None and act is not None:
         return obs, act
     built = None
@@ -93,15 +98,82 @@ def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], li
         except SmoseError:  # names are a courtesy: a model whose env is not installed here still exports
             env = None
     try:
-        return observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
+        return obs or observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
     finally:
         if built is not None:
             built.close()
 
 
-def env_record(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What model.json records about the env besides its id, so that every command rebuilds it as trained."""
-    return {"env_kwargs": dict(env_kwargs)} if env_kwargs else {}
+def env_record(env_kwargs: dict[str, Any], env: gym.Env) -> dict[str, Any]:
+    """What model.json records about the env besides its id, so that every command rebuilds it as trained: the
+    constructor arguments, and the order in which a Dict observation was flattened."""
+    record: dict[str, Any] = {"env_kwargs": dict(env_kwargs)} if env_kwargs else {}
+    keys = observation_keys(env)
+    return record | ({"observation_keys": keys} if keys else {})
+
+
+def observation_keys(env: gym.Env) -> list[list] | None:
+    """``[[key, size], ...]`` of an env whose Dict observation make_env flattened; None for a Box observation."""
+    try:
+        return env.get_wrapper_attr("observation_keys")
+    except AttributeError:
+        return None
+
+
+class FlattenDictObservation(gym.ObservationWrapper):
+    """A Dict observation as one flat Box: the entries in sorted key order (nested Dicts as ``outer.inner``), each
+    flattened row-major. The order is fixed by the keys alone, whatever order the env lists them in, and is recorded
+    in model.json (``observation_keys``) so that every command and every exported policy reads the same layout."""
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        leaves = _dict_leaves(env.observation_space, "", env_id)
+        self.observation_keys = [[key, int(np.prod(box.shape, dtype=np.int64))] for key, box in leaves]
+        low = np.concatenate([box.low.ravel() for _, box in leaves]).astype(np.float32)
+        high = np.concatenate([box.high.ravel() for _, box in leaves]).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        return flatten_observation(observation, self.observation_keys)
+
+
+def flatten_observation(observation: dict, keys: list[list] | None) -> np.ndarray:
+    """A Dict observation (or a batch of them: arrays with a leading batch axis) as the flat vector(s) a model
+    trained on it reads, its entries in the recorded ``[[key, size], ...]`` order."""
+    if not keys:
+        raise SmoseError("this model was trained on Box observations; pass an array, not a dict")
+    parts = []
+    for key, size in keys:
+        value = observation
+        try:
+            for part in key.split("."):
+                value = value[part]
+        except (KeyError, TypeError):
+            raise SmoseError(f"the observation has no entry {key!r}") from None
+        value = np.asarray(value, dtype=np.float32)
+        if value.size % size:
+            raise SmoseError(f"observation entry {key!r} has {value.size} numbers; the model reads {size}")
+        parts.append(value.reshape(-1, size) if value.size > size else value.reshape(size))
+    return np.concatenate(parts, axis=-1)
+
+
+def _dict_leaves(space: gym.spaces.Dict, prefix: str, env_id: str) -> list[tuple[str, gym.spaces.Box]]:
+    leaves = []
+    for key in sorted(space.spaces):
+        sub, name = space.spaces[key], f"{prefix}{key}"
+        if not isinstance(key, str) or "." in key:
+            raise SmoseError(f"environment {env_id!r} has a Dict observation key {key!r}; keys must be strings "
+                             "without '.'")
+        if isinstance(sub, gym.spaces.Dict):
+            leaves += _dict_leaves(sub, name + ".", env_id)
+        elif isinstance(sub, gym.spaces.Box):
+            leaves.append((name, sub))
+        else:
+            raise SmoseError(f"environment {env_id!r} has a {type(sub).__name__} entry {name!r} in its Dict "
+                             "observation; SMOSE needs Box entries")
+    if not leaves:
+        raise SmoseError(f"environment {env_id!r} has an empty Dict observation")
+    return leaves
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
