@@ -79,6 +79,15 @@ def test_train_records_env_kwargs_and_eval_distill_and_resume_use_them(tmp_path,
     assert fidelity["returns"]["neural"]["mean"] == pytest.approx(
         evaluate(actor, make_env("Pendulum-v1", env_kwargs={"g": 2.0}), 1, 0)["mean"])
 
+    from smose.report import explain
+
+    report = explain(run_dir, episodes=1, distill_missing=False).with_name("report.md").read_text()
+    assert "Pendulum-v1 (3 observations, 1 actions), g=2.0" in report
+
+    capsys.readouterr()
+    assert main(["info", str(run_dir)]) == 0
+    assert "env kwargs g=2.0" in capsys.readouterr().out
+
     assert main(["train", "--resume", str(run_dir), "--steps", "200", "--quiet"]) == 0
     assert load_model(run_dir)[1]["env_kwargs"] == {"g": 2.0}
     assert read_run_config(run_dir / "config.json").env_kwargs == {"g": 2.0}
@@ -117,3 +126,19 @@ def test_sweep_passes_and_records_env_kwargs(tmp_path):
     with pytest.raises(SmoseError, match="--env-kwargs g=2.0 before, g=3.0 now"):
         check_compatible(grid, Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=100,
                                     env_kwargs=(("g", 3.0),)), tmp_path)
+
+
+def test_checkpoints_and_configs_written_before_env_kwargs_still_resume(tmp_path):
+    from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+    from smose.serialization import seal
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "120", "--checkpoint-every", "100", "--out", str(run_dir)]) == 0
+    for path in (run_dir / CHECKPOINT_DIR / CHECKPOINT_JSON, run_dir / "config.json"):
+        data = json.loads(path.read_text())
+        config = data["config"] if "config" in data else data
+        del config["env_kwargs"]
+        data.pop("content_sha256", None)
+        path.write_text(json.dumps(seal(data) if path.name == CHECKPOINT_JSON else data))
+    assert main(["train", "--resume", str(run_dir), "--steps", "150", "--quiet"]) == 0
+    assert load_model(run_dir)[1]["trained_steps"] == 150

@@ -150,6 +150,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = {
         "run_dir": str(run_dir),
         "env_id": meta["env_id"],
+        "env_kwargs": meta.get("env_kwargs", {}),
         "architecture": meta["architecture"],
         "parameter_counts": actor.parameter_counts(),
         "trained_steps": meta.get("trained_steps"),
@@ -168,6 +169,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     arch, counts = meta["architecture"], info["parameter_counts"]
     print(f"run        {run_dir}")
     print(f"env        {meta['env_id']}  ({arch['n_obs']} observations, {arch['n_act']} actions)")
+    if info["env_kwargs"]:
+        from smose.envs import format_env_kwargs
+
+        print(f"env kwargs {' '.join(format_env_kwargs(info['env_kwargs']))}")
     if arch["algo"] == "smose":
         shape = f"{arch['n_experts']} linear experts, linear top-1 router"
     else:

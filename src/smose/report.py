@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from smose.envs import format_env_kwargs  # noqa: E402
 from smose.errors import SmoseError  # noqa: E402
 from smose.evaluate import EVAL_SEED_OFFSET  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
@@ -463,7 +464,8 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     else:
         shape = f"dense SAC baseline {view.algo}: MLP with hidden layers {arch['hidden']}"
     rows = [
-        ["environment", f"{view.meta['env_id']} ({arch['n_obs']} observations, {arch['n_act']} actions)"],
+        ["environment", f"{view.meta['env_id']} ({arch['n_obs']} observations, {arch['n_act']} actions)"
+                        + "".join(f", {word}" for word in format_env_kwargs(view.meta.get("env_kwargs", {})))],
         ["algorithm", shape],
         ["trained steps", f"{steps:,}" if isinstance(steps, int) else "unknown"],
         ["parameters: train", f"{counts['train']:,} (everything the optimiser updates)"],
