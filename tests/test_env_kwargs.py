@@ -51,6 +51,10 @@ def test_a_key_the_env_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert err.startswith("smose: error: environment 'Pendulum-v1' refused --env-kwargs gravity=2: ")
     assert "gravity" in err and len(err.strip().splitlines()) == 1
     assert not run_dir.exists()
+    assert main(["train", *TINY, "--env-kwargs", "g=abc", "--out", str(run_dir)]) == 2  # fails only when stepping
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: environment 'Pendulum-v1' refused --env-kwargs g=\"abc\": ")
+    assert len(err.strip().splitlines()) == 1 and not run_dir.exists()
     assert main(["train", *TINY, "--env-kwargs", "g", "--out", str(run_dir)]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err and not run_dir.exists()
     sweep_dir = tmp_path / "sweep"

@@ -44,6 +44,27 @@ def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
 
 
+def _refused(env_id: str, env_kwargs: dict[str, Any], exc: BaseException) -> SmoseError:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return SmoseError(f"environment {env_id!r} refused --env-kwargs {' '.join(format_env_kwargs(env_kwargs))}: {detail}")
+
+
+def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """Build the env, reset it and take one random step, so that an unusable env id, or an argument the env accepts
+    but cannot run with (``g=abc``), is refused before a run directory is created."""
+    env = make_env(env_id, env_kwargs=env_kwargs)
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        env.step(env.action_space.sample())
+    except Exception as exc:  # noqa: BLE001 - with arguments given, they are what made the env fail
+        if not env_kwargs:
+            raise
+        raise _refused(env_id, env_kwargs, exc) from None
+    finally:
+        env.close()
+
+
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
              env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     """Create a Gymnasium env with flat Box observations and actions, or raise SmoseError saying why not.
@@ -65,9 +86,7 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         except (TypeError, ValueError, AssertionError, gym.error.Error) as exc:
             if not env_kwargs:
                 raise
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SmoseError(f"environment {env_id!r} refused --env-kwargs "
-                             f"{' '.join(format_env_kwargs(env_kwargs))}: {detail}") from None
+            raise _refused(env_id, env_kwargs, exc) from None
     if isinstance(env.observation_space, gym.spaces.Dict):
         env = FlattenDictObservation(env, env_id)
     check_spaces(env_id, env.observation_space, env.action_space)

@@ -57,7 +57,7 @@ from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, TREES_DIR, distill_settings, model_digest, stale_trees
-from smose.envs import format_env_kwargs, make_env
+from smose.envs import check_env, format_env_kwargs
 from smose.errors import SmoseError
 from smose.policy import ALGOS
 from smose.serialization import LINEAR_EVAL_FILE, read_json, write_json
@@ -902,7 +902,7 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
         raise SmoseError(f"{out}: exists and is not a directory")
     if grid.env_kwargs:  # an argument some env refuses is reported before anything is written
         for env in grid.envs:
-            make_env(env, env_kwargs=dict(grid.env_kwargs)).close()
+            check_env(env, dict(grid.env_kwargs))
     started = time.monotonic()
     specs = expand(grid, out)
     try:

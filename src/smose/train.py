@@ -28,7 +28,7 @@ from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.distill import TREES_DIR
-from smose.envs import env_record, env_versions, make_env
+from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
@@ -510,7 +510,7 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
 
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory."""
-    make_env(config.env, env_kwargs=config.env_kwargs).close()  # an unusable env is refused before any directory
+    check_env(config.env, config.env_kwargs)  # an unusable env is refused before any directory is created
     run_dir = prepare_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
 
     def fresh_trainer() -> Trainer:
