@@ -146,3 +146,19 @@ def test_checkpoints_and_configs_written_before_env_kwargs_still_resume(tmp_path
         path.write_text(json.dumps(seal(data) if path.name == CHECKPOINT_JSON else data))
     assert main(["train", "--resume", str(run_dir), "--steps", "150", "--quiet"]) == 0
     assert load_model(run_dir)[1]["trained_steps"] == 150
+
+
+def test_a_sweep_trains_with_env_kwargs_and_recognises_its_finished_runs(tmp_path, capsys):
+    args = ["sweep", "--envs", "Pendulum-v1", "--steps", "60", "--learning-starts", "50", "--batch-size", "8",
+            "--eval-every", "0", "--eval-episodes", "1", "--workers", "1", "--env-kwargs", "g=2.0",
+            "--out", str(tmp_path / "sweep")]
+    assert main(args) == 0
+    run_dir = tmp_path / "sweep" / "runs" / "Pendulum-v1__smose__s0"
+    assert read_run_config(run_dir / "config.json").env_kwargs == {"g": 2.0}
+    assert load_model(run_dir)[1]["env_kwargs"] == {"g": 2.0}
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["grid"]["env_kwargs"] == {"g": 2.0}
+    capsys.readouterr()
+    assert main(args) == 0  # the finished run is recognised, not trained again
+    assert "1 already finished" in capsys.readouterr().out
+    assert main(args[:-4] + ["--env-kwargs", "g=3.0", "--out", str(tmp_path / "sweep")]) == 2
+    assert "--env-kwargs g=2.0 before, g=3.0 now" in capsys.readouterr().err
