@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from smose.errors import SmoseError
-from smose.features import action_names, dict_observation_names, observation_names, table_names
+from smose.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
 
 # model.json keys that say how the env was built (see env_record).
 ENV_RECORD_KEYS = ("env_kwargs", "observation_keys")
@@ -127,16 +127,8 @@ def env_record(env_kwargs: dict[str, Any], env: gym.Env) -> dict[str, Any]:
     """What model.json records about the env besides its id, so that every command rebuilds it as trained: the
     constructor arguments, and the order in which a Dict observation was flattened."""
     record: dict[str, Any] = {"env_kwargs": dict(env_kwargs)} if env_kwargs else {}
-    keys = observation_keys(env)
+    keys = flattened_keys(env)
     return record | ({"observation_keys": keys} if keys else {})
-
-
-def observation_keys(env: gym.Env) -> list[list] | None:
-    """``[[key, size], ...]`` of an env whose Dict observation make_env flattened; None for a Box observation."""
-    try:
-        return env.get_wrapper_attr("observation_keys")
-    except AttributeError:
-        return None
 
 
 class FlattenDictObservation(gym.ObservationWrapper):

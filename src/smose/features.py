@@ -124,14 +124,14 @@ def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
     derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``."""
     names = table_names(env_id, n_obs, 0)[0]
     if names is None and env is not None:
-        names = dict_observation_names(_recorded_keys(env), n_obs)
+        names = dict_observation_names(flattened_keys(env), n_obs)
         if names is None:
             names = mujoco_observation_names(env.unwrapped, n_obs)
     return names if names is not None else [f"obs[{i}]" for i in range(n_obs)]
 
 
-def _recorded_keys(env: Any) -> Any:
-    """The ``observation_keys`` of an env whose Dict observation smose flattened (see smose.envs), else None."""
+def flattened_keys(env: Any) -> list[list] | None:
+    """``[[key, size], ...]`` of an env whose Dict observation smose.envs.make_env flattened; None otherwise."""
     try:
         return env.get_wrapper_attr("observation_keys")
     except AttributeError:

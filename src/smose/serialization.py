@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 
 from smose import __version__
 from smose.errors import SmoseError
+from smose.features import flattened_keys
 from smose.policy import ALGOS, Actor, actor_from_architecture
 
 MODEL_FORMAT = "smose-model"
@@ -362,10 +363,7 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
             f"does not fit {env_id} ({n_obs} observations, {n_act} actions)"
         )
     trained_on = meta.get("env_id")
-    try:
-        keys = env.get_wrapper_attr("observation_keys")  # a Dict observation flattened by smose.envs.make_env
-    except AttributeError:
-        keys = None
+    keys = flattened_keys(env)
     if meta.get("observation_keys") != keys:
         raise SmoseError(f"{source}: model trained on {trained_on} with the observation layout "
                          f"{_keys_text(meta.get('observation_keys'))} does not fit {env_id} ({_keys_text(keys)})")
