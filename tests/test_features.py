@@ -84,7 +84,8 @@ HOPPER_DOC = (["rootz position", "rooty angle"] + _joints("thigh_joint leg_joint
               + _joints("thigh_joint leg_joint foot_joint", "angular velocity"))
 WALKER_JOINTS = "thigh_joint leg_joint foot_joint thigh_left_joint leg_left_joint foot_left_joint"
 WALKER_DOC = (["rootz position", "rooty angle"] + _joints(WALKER_JOINTS, "angle")
-              + ["rootx velocity", "rootz velocity", "rooty angular velocity"] + _joints(WALKER_JOINTS, "angular velocity"))
+              + ["rootx velocity", "rootz velocity", "rooty angular velocity"]
+              + _joints(WALKER_JOINTS, "angular velocity"))
 CHEETAH_JOINTS = "bthigh bshin bfoot fthigh fshin ffoot"
 CHEETAH_DOC = (["rootz position", "rooty angle"] + _joints(CHEETAH_JOINTS, "angle")
                + ["rootx velocity", "rootz velocity", "rooty angular velocity"]

@@ -173,7 +173,8 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields given on the command line (``--env-kwargs`` words parsed into a dict)."""
     from smose.envs import parse_env_kwargs
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
     if "env_kwargs" in given:
         given["env_kwargs"] = parse_env_kwargs(given["env_kwargs"])
     return given

@@ -46,7 +46,8 @@ def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
 
 def _refused(env_id: str, env_kwargs: dict[str, Any], exc: BaseException) -> SmoseError:
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return SmoseError(f"environment {env_id!r} refused --env-kwargs {' '.join(format_env_kwargs(env_kwargs))}: {detail}")
+    words = " ".join(format_env_kwargs(env_kwargs))
+    return SmoseError(f"environment {env_id!r} refused --env-kwargs {words}: {detail}")
 
 
 def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
@@ -67,7 +68,8 @@ def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
 
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
              env_kwargs: dict[str, Any] | None = None) -> gym.Env:
-    """Create a Gymnasium env with flat Box observations and actions, or raise SmoseError saying why not.
+    """Create a Gymnasium env with flat Box observations (a Dict observation is flattened, see
+    FlattenDictObservation) and Box actions, or raise SmoseError saying why not.
 
     ``env_kwargs`` go to the env's constructor (``gymnasium.make(env_id, **env_kwargs)``); an argument the env
     refuses is reported with the env's own message.

@@ -146,7 +146,7 @@ def action_names(env_id: str, n_act: int, env: Any = None) -> list[str]:
     return names if names is not None else [f"act[{i}]" for i in range(n_act)]
 
 
-# ---- names from a MuJoCo model -----------------------------------------------------------------------------------------
+# ---- names from a MuJoCo model ---------------------------------------------------------------------------------------
 # MuJoCo's joint types (mjtJoint) and the coordinates each has in qpos and in qvel.
 _FREE, _BALL, _SLIDE, _HINGE = 0, 1, 2, 3
 _TRANSMISSION_JOINT = 0  # mjtTrn: the actuator drives a joint
@@ -185,7 +185,8 @@ def joint_coordinate_names(model: Any) -> tuple[list[str], list[str]]:
         name, kind = _name(model, "joint", j), int(model.jnt_type[j])
         if kind == _FREE:
             qpos += [f"{name} {axis}" for axis in _AXES] + [f"{name} {q}" for q in _QUAT]
-            qvel += [f"{name} {axis} velocity" for axis in _AXES] + [f"{name} {axis} angular velocity" for axis in _AXES]
+            qvel += ([f"{name} {axis} velocity" for axis in _AXES]
+                     + [f"{name} {axis} angular velocity" for axis in _AXES])
         elif kind == _BALL:
             qpos += [f"{name} {q}" for q in _QUAT]
             qvel += [f"{name} {axis} angular velocity" for axis in _AXES]

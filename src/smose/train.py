@@ -295,7 +295,8 @@ class Trainer:
         target = Path(directory) if directory is not None else self.run_dir
         if target is None:
             raise SmoseError("no run directory to save to")
-        save_model(self.actor, target, self.config.env, {"trained_steps": self.global_step, **env_record(self.config.env_kwargs, self.env)})
+        save_model(self.actor, target, self.config.env,
+                   {"trained_steps": self.global_step, **env_record(self.config.env_kwargs, self.env)})
 
     def metrics_position(self) -> int | None:
         return self.logger.sync() if self.logger is not None else None
