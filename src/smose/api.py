@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from smose.config import TrainConfig, read_run_config, run_config_json
-from smose.envs import env_versions, make_env
+from smose.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import Actor, DeterministicMode, SMOSEActor, check_observations
@@ -60,9 +60,12 @@ class SMOSE:
     # ---- acting ---------------------------------------------------------------------------------------------------
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3.
+        """Action(s) for one observation [n_obs] or a batch [B, n_obs]; returns (action, None) like SB3. A model
+        trained on Dict observations also takes the env's dict (flattened in the recorded key order).
 
         The observation is rounded to float32; NaN, inf or a component beyond ±2^60 raises SmoseError."""
+        if isinstance(observation, dict):
+            observation = flatten_observation(observation, self._env_record().get("observation_keys"))
         with np.errstate(over="ignore"):  # beyond float32's range becomes inf, which check_observations reports
             obs = np.asarray(observation, dtype=np.float32)
         single = obs.ndim == 1
@@ -79,7 +82,7 @@ class SMOSE:
         return (action_np[0] if single else action_np), None
 
     def evaluate(self, episodes: int = 10, seed: int = 0) -> dict:
-        env = make_env(self.env_id)
+        env = make_run_env({"env_id": self.env_id, **self._env_record()})
         try:
             return evaluate(self.actor, env, episodes, seed, self.mode)
         finally:
@@ -105,11 +108,17 @@ class SMOSE:
         return {"mean_weight": w[:, :n].copy(), "mean_bias": b[:, :n].copy(),
                 "log_std_weight": w[:, n:].copy(), "log_std_bias": b[:, n:].copy()}
 
+    def _env_record(self) -> dict:
+        """The env's record in model.json: from the training configuration, or as loaded."""
+        if self._trainer is not None:
+            return env_record(self.config.env_kwargs, self._trainer.env)
+        return {key: self.meta[key] for key in ENV_RECORD_KEYS if key in self.meta}
+
     # ---- persistence ----------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write model.safetensors, model.json and config.json into the directory ``path``."""
         path = Path(path)
-        save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps})
+        save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps, **self._env_record()})
         write_json(path / CONFIG_FILE, run_config_json(self.config, env_versions()))
 
     @classmethod
@@ -126,4 +135,5 @@ class SMOSE:
 
     def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""
-        check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id}, env, Path(source))
+        check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id, **self._env_record()},
+                             env, Path(source))

@@ -271,8 +271,9 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
     learner, buffer, env, config = trainer.learner, trainer.buffer, trainer.env, trainer.config
 
     saved_config = _get(data, "config", dict, path)
+    written_before = {"env_kwargs": {}}  # fields newer than some checkpoints: their absence means the default
     for key, value in config.to_dict().items():
-        if key not in RESUMABLE_FIELDS and saved_config.get(key) != value:
+        if key not in RESUMABLE_FIELDS and saved_config.get(key, written_before.get(key)) != value:
             raise SmoseError(f"{path}: the checkpoint was written with {key}={saved_config.get(key)!r} but the run's "
                              f"config.json says {value!r}")
     step = _count(data, "step", path)

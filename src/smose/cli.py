@@ -79,7 +79,7 @@ def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from smose.envs import make_env
+    from smose.envs import make_run_env
     from smose.evaluate import evaluate
     from smose.serialization import check_env_compatible, eval_file, load_model, write_eval, write_json
 
@@ -99,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         loaded.append((run_dir, actor, meta, router))
     for run_dir, actor, meta, router in loaded:
         for mode, episodes in protocols:
-            env = make_env(args.env or meta["env_id"])
+            env = make_run_env(meta, args.env)
             check_env_compatible(meta, env, run_dir / "model.json")
             result = evaluate(actor, env, episodes, args.seed, mode, router=router)
             env.close()
@@ -151,6 +151,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = {
         "run_dir": str(run_dir),
         "env_id": meta["env_id"],
+        "env_kwargs": meta.get("env_kwargs", {}),
         "architecture": meta["architecture"],
         "parameter_counts": actor.parameter_counts(),
         "trained_steps": meta.get("trained_steps"),
@@ -169,6 +170,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     arch, counts = meta["architecture"], info["parameter_counts"]
     print(f"run        {run_dir}")
     print(f"env        {meta['env_id']}  ({arch['n_obs']} observations, {arch['n_act']} actions)")
+    if info["env_kwargs"]:
+        from smose.envs import format_env_kwargs
+
+        print(f"env kwargs {' '.join(format_env_kwargs(info['env_kwargs']))}")
     if arch["algo"] == "smose":
         shape = f"{arch['n_experts']} linear experts, linear top-1 router"
     else:
@@ -214,6 +219,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from smose.envs import parse_env_kwargs
     from smose.sweep import Distillation, Grid, parse_list, parse_seeds, run_sweep
 
     if args.dagger is not None and args.distill is None:
@@ -228,6 +234,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         experts=parse_list(args.experts, int, "--experts") if args.experts else Grid.experts,
         lb_weights=parse_list(args.lb_weight, float, "--lb-weight") if args.lb_weight else Grid.lb_weights,
         settings=tuple(sorted((k, v) for k, v in settings.items() if v is not None)),
+        env_kwargs=tuple(sorted(parse_env_kwargs(args.env_kwargs or []).items())),
     )
     result = run_sweep(grid, Path(args.out), backend=args.backend, workers=args.workers, address=args.address,
                        export=Path(args.export) if args.export else None,
@@ -352,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=Count(0, MAX_STEPS), default=None, help="as in `smose train`")
     p.add_argument("--eval-episodes", type=EPISODES, default=None, help="as in `smose train`")
     p.add_argument("--batch-size", type=Count(1, MAX_BATCH_SIZE), default=None, help="as in `smose train`")
+    p.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="arguments of every env's constructor, as in `smose train`")
     p.add_argument("--out", required=True, help="sweep directory, e.g. sweeps/NAME")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: training processes on this machine; ray: Ray tasks (pip install 'smose[ray]')")

@@ -24,7 +24,7 @@ RUN_CONFIG_FORMAT = "smose-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
 # Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back).
 RUN_CONFIG_EXTRA_KEYS = ("format", "format_version", "lb_weight_effective", "versions")
-_TYPES: dict[str, type] = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool}
+_TYPES: dict[str, type] = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool, "dict": dict}
 
 
 def check_type(name: str, value: Any, annotation: str) -> None:
@@ -34,6 +34,8 @@ def check_type(name: str, value: Any, annotation: str) -> None:
         return
     if not isinstance(value, _TYPES[base]) or (base != "bool" and isinstance(value, bool)):
         article = "an" if base == "int" else "a"
+        if base == "dict":
+            raise SmoseError(f"{name} must be a mapping of keyword arguments, got {value!r}")
         raise SmoseError(f"{name} must be {article} {base}, got {value!r}")
 
 
@@ -43,7 +45,12 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    env: str = _opt("Hopper-v5", "Gymnasium environment id (Box observations and actions)")
+    env: str = _opt("Hopper-v5", "Gymnasium environment id (Box or Dict observations, Box actions)")
+    env_kwargs: dict = field(default_factory=dict, metadata={
+        "help": "arguments of the env's constructor, e.g. --env-kwargs healthy_reward=0.5 "
+                "exclude_current_positions_from_observation=false (values read as JSON where they parse, strings "
+                "otherwise); recorded in config.json and model.json and used by every command that rebuilds the env",
+        "metavar": "KEY=VALUE"})
     algo: str = _opt("smose", "actor: smose (mixture of linear experts) or a dense SAC baseline", choices=ALGOS)
     steps: int = _opt(1_000_000, "total environment steps")
     experts: int = _opt(8, "number of linear experts M (also sizes SAC-M/SAC-S)")
@@ -96,6 +103,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise SmoseError(f"--{f.name.replace('_', '-')} must be finite, got {value}")
+        bad_keys = [key for key in self.env_kwargs if not (isinstance(key, str) and key.isidentifier())]
+        if bad_keys:
+            raise SmoseError(f"--env-kwargs: keys must be Python identifiers, got {bad_keys[0]!r}")
         if self.algo not in ALGOS:
             raise SmoseError(f"unknown --algo {self.algo!r}; expected one of {', '.join(ALGOS)}")
         if self.lb_loss not in LB_LOSSES:
@@ -151,6 +161,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        if f.type in ("dict", dict):
+            parser.add_argument(flag, nargs="+", default=None, metavar=f.metadata["metavar"], help=f.metadata["help"])
+            continue
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -160,8 +173,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig fields given on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    """The TrainConfig fields given on the command line (``--env-kwargs`` words parsed into a dict)."""
+    from smose.envs import parse_env_kwargs
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    if "env_kwargs" in given:
+        given["env_kwargs"] = parse_env_kwargs(given["env_kwargs"])
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

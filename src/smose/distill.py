@@ -168,18 +168,21 @@ def dagger_fits(
     system where it never goes can leave them wrong from then on (a high held-out agreement with a poor tree-routed
     return). The rounds teach them the states their own mistakes lead to.
     """
-    def fit(actor, states, labels, depth, env_id):
-        if kind == "oblique":
-            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed)
-        return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id)
+    names = observation_names(env_id, actor.n_obs, env)
 
-    trees = fit(actor, states, labels, depth, env_id)
+    def fit(actor, states, labels, depth, env_id, names):
+        if kind == "oblique":
+            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed, names)
+        return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id,
+                                                                               names)
+
+    trees = fit(actor, states, labels, depth, env_id, names)
     yield trees, states, labels
     for r in range(rounds):
         new_states, new_labels = collect_states(actor, env, episodes, seed + DAGGER_SEED_OFFSET + r * episodes, mode,
                                                 router=TreeRouter(trees))
         states, labels = np.concatenate([states, new_states]), np.concatenate([labels, new_labels])
-        trees = fit(actor, states, labels, depth, env_id)
+        trees = fit(actor, states, labels, depth, env_id, names)
         yield trees, states, labels
 
 
@@ -284,9 +287,11 @@ def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[s
     return header
 
 
-def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
-    """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict."""
-    names = observation_names(env_id, actor.n_obs)
+def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                   names: list[str] | None = None) -> dict:
+    """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict.
+    ``names``: the state variables' names (default: smose.features' table for ``env_id``)."""
+    names = names or observation_names(env_id, actor.n_obs)
     theta = actor.router.weight.detach().to(torch.float32).numpy()
     features = router_features(theta, states)
     trees = []
@@ -297,19 +302,20 @@ def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
     return _header("per-expert", actor, env_id, depth, names) | {"trees": trees}
 
 
-def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str) -> dict:
-    """One tree on the raw state with target k(s); returns the tree-file dict."""
-    names = observation_names(env_id, actor.n_obs)
+def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
+                   names: list[str] | None = None) -> dict:
+    """One tree on the raw state with target k(s); returns the tree-file dict (``names`` as in fit_per_expert)."""
+    names = names or observation_names(env_id, actor.n_obs)
     model = _fit_tree(states, labels, depth)
     nodes = _export_nodes(model, states, labels, actor.n_experts, names, None)
     return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}
 
 
 def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
-                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0) -> dict:
+                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
     target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own float32 walk."""
-    names = observation_names(env_id, actor.n_obs)
+    names = names or observation_names(env_id, actor.n_obs)
     fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
                           fitted["scale"], states, labels, actor.n_experts)
@@ -650,7 +656,7 @@ def distill(
     the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
     generations of each oblique fit.
     """
-    from smose.envs import make_env
+    from smose.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes),
@@ -674,7 +680,7 @@ def distill(
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
     env_id = meta["env_id"]
-    env = make_env(env_id)
+    env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / "model.json")
     try:
         train_states, train_labels = collect_states(actor, env, episodes, seed, mode)

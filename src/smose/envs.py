@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import json
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from smose.errors import SmoseError
+from smose.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
+
+# model.json keys that say how the env was built (see env_record).
+ENV_RECORD_KEYS = ("env_kwargs", "observation_keys")
 
 
 def _suggest(env_id: str) -> str:
@@ -16,21 +22,171 @@ def _suggest(env_id: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """Create a Gymnasium env with flat Box observations and actions, or raise SmoseError saying why not."""
+def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``["g=9.81", "xml_file=my.xml"]`` -> ``{"g": 9.81, "xml_file": "my.xml"}``: each value is read as JSON where
+    it parses (numbers, true/false, null, lists, objects) and kept as the string otherwise."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SmoseError(f"--env-kwargs: expected KEY=VALUE with KEY a Python identifier, got {pair!r}")
+        if key in kwargs:
+            raise SmoseError(f"--env-kwargs: {key} is given twice")
+        try:
+            kwargs[key] = json.loads(text)
+        except ValueError:
+            kwargs[key] = text
+    return kwargs
+
+
+def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
+    """The KEY=VALUE words that parse_env_kwargs reads back as ``kwargs``."""
+    return [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
+
+
+def _refused(env_id: str, env_kwargs: dict[str, Any], exc: BaseException) -> SmoseError:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    words = " ".join(format_env_kwargs(env_kwargs))
+    return SmoseError(f"environment {env_id!r} refused --env-kwargs {words}: {detail}")
+
+
+def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
+    """Build the env, reset it and take one random step, so that an unusable env id, or an argument the env accepts
+    but cannot run with (``g=abc``), is refused before a run directory is created."""
+    env = make_env(env_id, env_kwargs=env_kwargs)
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        env.step(env.action_space.sample())
+    except Exception as exc:  # noqa: BLE001 - with arguments given, they are what made the env fail
+        if not env_kwargs:
+            raise
+        raise _refused(env_id, env_kwargs, exc) from None
+    finally:
+        env.close()
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
+             env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """Create a Gymnasium env with flat Box observations (a Dict observation is flattened, see
+    FlattenDictObservation) and Box actions, or raise SmoseError saying why not.
+
+    ``env_kwargs`` go to the env's constructor (``gymnasium.make(env_id, **env_kwargs)``); an argument the env
+    refuses is reported with the env's own message.
+    """
     if env_id not in gym.registry:
         raise SmoseError(f"unknown environment {env_id!r}{_suggest(env_id)}")
+    env_kwargs = env_kwargs or {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the paper's -v4 tasks are deprecated but supported
         try:
-            env = gym.make(env_id, render_mode=render_mode)
+            # render_mode only when asked for: an env whose constructor lacks it is still usable without rendering
+            rendering = {"render_mode": render_mode} if render_mode is not None else {}
+            env = gym.make(env_id, **rendering, **env_kwargs)
         except gym.error.DependencyNotInstalled as exc:
             raise SmoseError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
+        except (TypeError, ValueError, AssertionError, gym.error.Error) as exc:
+            if not env_kwargs:
+                raise
+            raise _refused(env_id, env_kwargs, exc) from None
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = FlattenDictObservation(env, env_id)
     check_spaces(env_id, env.observation_space, env.action_space)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def make_run_env(meta: dict, env_id: str | None = None, render_mode: str | None = None) -> gym.Env:
+    """The env a saved model was trained on (model.json's env id and constructor arguments); ``env_id`` picks
+    another version of the task, built with the same arguments."""
+    return make_env(env_id or meta["env_id"], render_mode=render_mode, env_kwargs=meta.get("env_kwargs"))
+
+
+def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], list[str]]:
+    """Names of the observation and action components of a saved model's env (see smose.features). The env (``env``
+    or, when the hand-written table does not name everything, one built here) supplies the names of other tasks."""
+    arch, env_id = meta["architecture"], meta["env_id"]
+    obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
+    obs = obs or dict_observation_names(meta.get("observation_keys"), arch["n_obs"])
+    if obs is not None and act is not None:
+        return obs, act
+    built = None
+    if env is None:
+        try:
+            env = built = make_run_env(meta)
+        except SmoseError:  # names are a courtesy: a model whose env is not installed here still exports
+            env = None
+    try:
+        return obs or observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
+    finally:
+        if built is not None:
+            built.close()
+
+
+def env_record(env_kwargs: dict[str, Any], env: gym.Env) -> dict[str, Any]:
+    """What model.json records about the env besides its id, so that every command rebuilds it as trained: the
+    constructor arguments, and the order in which a Dict observation was flattened."""
+    record: dict[str, Any] = {"env_kwargs": dict(env_kwargs)} if env_kwargs else {}
+    keys = flattened_keys(env)
+    return record | ({"observation_keys": keys} if keys else {})
+
+
+class FlattenDictObservation(gym.ObservationWrapper):
+    """A Dict observation as one flat Box: the entries in sorted key order (nested Dicts as ``outer.inner``), each
+    flattened row-major. The order is fixed by the keys alone, whatever order the env lists them in, and is recorded
+    in model.json (``observation_keys``) so that every command and every exported policy reads the same layout."""
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        leaves = _dict_leaves(env.observation_space, "", env_id)
+        self.observation_keys = [[key, int(np.prod(box.shape, dtype=np.int64))] for key, box in leaves]
+        low = np.concatenate([box.low.ravel() for _, box in leaves]).astype(np.float32)
+        high = np.concatenate([box.high.ravel() for _, box in leaves]).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        return flatten_observation(observation, self.observation_keys)
+
+
+def flatten_observation(observation: dict, keys: list[list] | None) -> np.ndarray:
+    """A Dict observation (or a batch of them: arrays with a leading batch axis) as the flat vector(s) a model
+    trained on it reads, its entries in the recorded ``[[key, size], ...]`` order."""
+    if not keys:
+        raise SmoseError("this model was trained on Box observations; pass an array, not a dict")
+    parts = []
+    for key, size in keys:
+        value = observation
+        try:
+            for part in key.split("."):
+                value = value[part]
+        except (KeyError, TypeError):
+            raise SmoseError(f"the observation has no entry {key!r}") from None
+        value = np.asarray(value, dtype=np.float32)
+        if value.size % size:
+            raise SmoseError(f"observation entry {key!r} has {value.size} numbers; the model reads {size}")
+        parts.append(value.reshape(-1, size) if value.size > size else value.reshape(size))
+    return np.concatenate(parts, axis=-1)
+
+
+def _dict_leaves(space: gym.spaces.Dict, prefix: str, env_id: str) -> list[tuple[str, gym.spaces.Box]]:
+    leaves = []
+    for key in sorted(space.spaces):
+        sub, name = space.spaces[key], f"{prefix}{key}"
+        if not isinstance(key, str) or "." in key:
+            raise SmoseError(f"environment {env_id!r} has a Dict observation key {key!r}; keys must be strings "
+                             "without '.'")
+        if isinstance(sub, gym.spaces.Dict):
+            leaves += _dict_leaves(sub, name + ".", env_id)
+        elif isinstance(sub, gym.spaces.Box):
+            leaves.append((name, sub))
+        else:
+            raise SmoseError(f"environment {env_id!r} has a {type(sub).__name__} entry {name!r} in its Dict "
+                             "observation; SMOSE needs Box entries")
+    if not leaves:
+        raise SmoseError(f"environment {env_id!r} has an empty Dict observation")
+    return leaves
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:

@@ -39,8 +39,8 @@ from torch import nn
 from smose import __version__
 from smose.boundary import invalid_observations, logit_tie_states, threshold_states, to_float32
 from smose.errors import SmoseError
-from smose.features import action_names, observation_names
 from smose.choices import KIND_GROUPS
+from smose.envs import feature_names
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
 from smose.policy import Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
@@ -201,13 +201,14 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
     if not largest <= FLOAT32_MAX / 2:
         raise SmoseError(f"{run_dir}: weights so large that float32 arithmetic could overflow (to {largest:.3g}) on "
                          f"observations within ±2^{OBS_LIMIT_LOG2}; such a model cannot be exported")
+    obs_names, act_names = feature_names(meta)
     policy = ExportedPolicy(
         env_id=env_id,
         algo=algo,
         n_obs=actor.n_obs,
         n_act=actor.n_act,
-        obs_names=observation_names(env_id, actor.n_obs),
-        act_names=action_names(env_id, actor.n_act),
+        obs_names=obs_names,
+        act_names=act_names,
         mode=mode,
         router=router,
         tree_kind=tree_kind if router == "tree" else None,

@@ -36,9 +36,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from smose.envs import format_env_kwargs  # noqa: E402
 from smose.errors import SmoseError  # noqa: E402
 from smose.evaluate import EVAL_SEED_OFFSET  # noqa: E402
-from smose.features import action_names, observation_names  # noqa: E402
 from smose.limits import MAX_EPISODES  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
 from smose.serialization import atomic_write_bytes, read_json  # noqa: E402
@@ -465,7 +465,8 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     else:
         shape = f"dense SAC baseline {view.algo}: MLP with hidden layers {arch['hidden']}"
     rows = [
-        ["environment", f"{view.meta['env_id']} ({arch['n_obs']} observations, {arch['n_act']} actions)"],
+        ["environment", f"{view.meta['env_id']} ({arch['n_obs']} observations, {arch['n_act']} actions)"
+                        + "".join(f", {word}" for word in format_env_kwargs(view.meta.get("env_kwargs", {})))],
         ["algorithm", shape],
         ["trained steps", f"{steps:,}" if isinstance(steps, int) else "unknown"],
         ["parameters: train", f"{counts['train']:,} (everything the optimiser updates)"],
@@ -951,7 +952,7 @@ def explain(
     with stale trees (distilled from another model than the run's), with the settings they were made with;
     otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
-    from smose.envs import make_env
+    from smose.envs import feature_names, make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     if not isinstance(episodes, int) or episodes < 1:
@@ -964,14 +965,15 @@ def explain(
     config = read_json(config_path, "training configuration") if config_path.is_file() else None
     evaluation = read_json(eval_path, "evaluation") if eval_path.is_file() else None
     arch = meta["architecture"]
-    env = make_env(meta["env_id"])
+    env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / "model.json")
     try:
         rollouts = collect_rollouts(actor, env, episodes, seed)
+        obs_names, act_names = feature_names(meta, env)
     finally:
         env.close()
-    view = RunView(run_dir, actor, meta, config, evaluation, observation_names(meta["env_id"], arch["n_obs"]),
-                   action_names(meta["env_id"], arch["n_act"]), rollouts, rollouts.states.std(axis=0), seed)
+    view = RunView(run_dir, actor, meta, config, evaluation, obs_names, act_names, rollouts,
+                   rollouts.states.std(axis=0), seed)
     if view.smose is not None:
         trees, fidelity, notes, warning = _load_tree_files(view, progress, distill_missing)
     else:

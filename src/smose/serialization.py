@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 
 from smose._version import __version__
 from smose.errors import SmoseError
+from smose.features import flattened_keys
 from smose.policy import ALGOS, Actor, actor_from_architecture
 
 MODEL_FORMAT = "smose-model"
@@ -293,6 +294,14 @@ def _check_model_meta(meta: dict, path: Path) -> None:
         hidden = arch.get("hidden")
         if not (isinstance(hidden, list) and 1 <= len(hidden) <= MAX_HIDDEN_LAYERS and all(map(_is_int, hidden))):
             raise fail(f"architecture.hidden must be a list of 1 to {MAX_HIDDEN_LAYERS} layer sizes")
+    if not isinstance(meta.get("env_kwargs", {}), dict):
+        raise fail("env_kwargs must be an object")
+    keys = meta.get("observation_keys")
+    if keys is not None and not (
+            isinstance(keys, list) and all(isinstance(k, list) and len(k) == 2 and isinstance(k[0], str)
+                                           and _is_int(k[1]) for k in keys)
+            and sum(k[1] for k in keys) == arch["n_obs"]):
+        raise fail(f"observation_keys must be a list of [key, size] pairs whose sizes add up to {arch['n_obs']}")
     bounds = []
     for key in ("action_low", "action_high"):
         value = meta.get(key)
@@ -339,6 +348,10 @@ def _task(env_id: str) -> tuple[str | None, str]:
     return namespace, name
 
 
+def _keys_text(keys: list | None) -> str:
+    return "a Box" if not keys else "Dict keys " + ", ".join(f"{key} ({size})" for key, size in keys)
+
+
 def check_env_compatible(meta: dict, env, source: Path) -> None:
     """Refuse to run a model on another task, or on an env whose observation/action sizes or bounds differ."""
     arch = meta["architecture"]
@@ -350,6 +363,10 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
             f"does not fit {env_id} ({n_obs} observations, {n_act} actions)"
         )
     trained_on = meta.get("env_id")
+    keys = flattened_keys(env)
+    if meta.get("observation_keys") != keys:
+        raise SmoseError(f"{source}: model trained on {trained_on} with the observation layout "
+                         f"{_keys_text(meta.get('observation_keys'))} does not fit {env_id} ({_keys_text(keys)})")
     if isinstance(trained_on, str) and env.spec is not None and _task(trained_on) != _task(env.spec.id):
         raise SmoseError(f"{source}: model trained on {trained_on} does not fit {env_id}, a different task "
                          f"(only other versions of {_task(trained_on)[1]} are accepted)")

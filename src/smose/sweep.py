@@ -57,6 +57,7 @@ from smose import runlock
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, KIND_GROUPS, TREES_DIR, distill_settings, model_digest, stale_trees
+from smose.envs import check_env, format_env_kwargs
 from smose.oblique import DEFAULT_ITERATIONS
 from smose.errors import SmoseError
 from smose.policy import ALGOS
@@ -151,6 +152,7 @@ class Grid:
     experts: tuple[int, ...] = (DEFAULTS.experts,)
     lb_weights: tuple[float, ...] = (DEFAULTS.effective_lb_weight,)
     settings: tuple[tuple[str, int], ...] = ()  # (field, value) pairs of SETTINGS given on the command line
+    env_kwargs: tuple[tuple[str, Any], ...] = ()  # --env-kwargs of every run, sorted by key
 
     def __post_init__(self) -> None:
         for name in ("envs", "algos", "seeds", "experts", "lb_weights"):
@@ -178,15 +180,17 @@ class Grid:
         return {name: dict(self.settings).get(name, getattr(DEFAULTS, name)) for name in SETTINGS}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"envs": list(self.envs), "algos": list(self.algos), "seeds": list(self.seeds), "steps": self.steps,
+        data = {"envs": list(self.envs), "algos": list(self.algos), "seeds": list(self.seeds), "steps": self.steps,
                 "experts": list(self.experts), "lb_weights": list(self.lb_weights), "settings": dict(self.settings)}
+        return data | ({"env_kwargs": dict(self.env_kwargs)} if self.env_kwargs else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Grid:
         return cls(envs=tuple(data["envs"]), algos=tuple(data["algos"]), seeds=tuple(data["seeds"]),
                    steps=int(data["steps"]), experts=tuple(data["experts"]),
                    lb_weights=tuple(float(x) for x in data["lb_weights"]),
-                   settings=tuple(sorted(data.get("settings", {}).items())))
+                   settings=tuple(sorted(data.get("settings", {}).items())),
+                   env_kwargs=tuple(sorted(data.get("env_kwargs", {}).items())))
 
     def command(self, out: Path, export: Path | None = None, distill: Distillation | None = None) -> str:
         """The `smose sweep` command line that expands to this grid (exports to ``export``, distils as ``distill``)."""
@@ -198,6 +202,8 @@ class Grid:
             words += ["--lb-weight", ",".join(map(format_float, self.lb_weights))]
         for name, value in self.settings:
             words += ["--" + name.replace("_", "-"), str(value)]
+        if self.env_kwargs:
+            words += ["--env-kwargs", *format_env_kwargs(dict(self.env_kwargs))]
         words += ["--out", str(out)]
         if export is not None:
             words += ["--export", str(export)]
@@ -241,6 +247,7 @@ def expand(grid: Grid, out: Path) -> list[RunSpec]:
                         lb_weight = None if lb == DEFAULTS.effective_lb_weight else lb
                         config = TrainConfig(env=env, algo=algo, seed=seed, steps=grid.steps, experts=experts,
                                              lb_weight=lb_weight, threads=1, out=str(out / RUNS_DIR / name),
+                                             env_kwargs=dict(grid.env_kwargs),
                                              **dict(grid.settings))
                         if name in runs and result_key(runs[name].config) != result_key(config):
                             raise SmoseError(f"two grid points get the run name {name!r}: give values that differ "
@@ -253,6 +260,8 @@ def result_key(config: TrainConfig) -> str:
     """Two runs with the same key compute the same thing (up to the machine): the fields that affect the result,
     with λ as its effective value and the settings an algorithm ignores left out."""
     data = {k: v for k, v in config.to_dict().items() if k not in NON_RESULT_FIELDS}
+    if not data["env_kwargs"]:  # runs from before --env-kwargs existed keep their keys
+        del data["env_kwargs"]
     data["lb_weight"] = config.effective_lb_weight
     if config.algo not in USES_EXPERTS:
         data.pop("experts")
@@ -273,6 +282,9 @@ def check_compatible(old: Grid, new: Grid, path: Path) -> None:
         before, now = old.effective_settings(), new.effective_settings()
         problems += [f"--{k.replace('_', '-')} {before[k]} before, {now[k]} now"
                      for k in SETTINGS if before[k] != now[k]]
+    if old.env_kwargs != new.env_kwargs:
+        problems.append(f"--env-kwargs {' '.join(format_env_kwargs(dict(old.env_kwargs))) or '(none)'} before, "
+                        f"{' '.join(format_env_kwargs(dict(new.env_kwargs))) or '(none)'} now")
     if old.name_axes != new.name_axes:
         problems.append(f"run names vary {list(old.name_axes) or 'no'} axes before, {list(new.name_axes) or 'no'} now")
     for axis, label in (("experts", "--experts"), ("lb_weights", "--lb-weight")):
@@ -537,10 +549,12 @@ def train_command(config: TrainConfig) -> list[str]:
     words = [sys.executable, "-m", "smose", "train"]
     for f in dataclasses.fields(TrainConfig):
         value = getattr(config, f.name)
-        if value is None or value == f.default or f.name == "threads":
+        if value is None or value == f.default or f.name == "threads" or value == {}:
             continue
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        if isinstance(value, dict):
+            words += [flag, *format_env_kwargs(value)]
+        elif isinstance(value, bool):
             words.append(flag if value else "--no-" + f.name.replace("_", "-"))
         else:
             words += [flag, format_float(value) if isinstance(value, float) else str(value)]
@@ -895,6 +909,9 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SmoseError(f"{out}: exists and is not a directory")
+    if grid.env_kwargs:  # an argument some env refuses is reported before anything is written
+        for env in grid.envs:
+            check_env(env, dict(grid.env_kwargs))
     started = time.monotonic()
     specs = expand(grid, out)
     try:

@@ -30,7 +30,7 @@ from smose.buffer import ReplayBuffer
 from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
 from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.distill import TREES_DIR
-from smose.envs import env_versions, make_env
+from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
@@ -236,8 +236,8 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.env = make_env(config.env, seed=config.seed)
-        self.eval_env = make_env(config.env)
+        self.env = make_env(config.env, seed=config.seed, env_kwargs=config.env_kwargs)
+        self.eval_env = make_env(config.env, env_kwargs=config.env_kwargs)
         n_obs, n_act = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
@@ -313,7 +313,8 @@ class Trainer:
         target = Path(directory) if directory is not None else self.run_dir
         if target is None:
             raise SmoseError("no run directory to save to")
-        save_model(self.actor, target, self.config.env, {"trained_steps": self.global_step})
+        save_model(self.actor, target, self.config.env,
+                   {"trained_steps": self.global_step, **env_record(self.config.env_kwargs, self.env)})
 
     def metrics_position(self) -> int | None:
         return self.logger.sync() if self.logger is not None else None
@@ -529,9 +530,11 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
 def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Train from scratch into a run directory, save the model and a final evaluation; returns the directory.
 
-    Whatever can refuse the run (a non-empty directory, the env id, the replay buffer's memory) does so before the
-    directory is created: a refused run leaves nothing behind, and the corrected command needs no --force.
+    Whatever can refuse the run (a non-empty directory, the env and its --env-kwargs, the replay buffer's memory) does
+    so before the directory is created: a refused run leaves nothing behind, and the corrected command needs no
+    --force.
     """
+    check_env(config.env, config.env_kwargs)  # an env that refuses its arguments fails here, with its own message
     run_dir = check_run_dir(run_dir or (Path(config.out) if config.out else default_run_dir(config)), force)
     trainer = Trainer(config, run_dir)
     try:

@@ -129,7 +129,7 @@ def record_video(
 ) -> dict:
     """Render one deterministic episode (reset seed ``seed + EVAL_SEED_OFFSET``, the first episode of
     ``smose eval --seed seed``) to ``out`` (.mp4 or .gif); returns a summary of what was written."""
-    from smose.envs import make_env
+    from smose.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     out = Path(out)
@@ -154,7 +154,7 @@ def record_video(
     configure_headless_gl()
     env_id = meta["env_id"]
     try:
-        env = make_env(env_id, render_mode="rgb_array")
+        env = make_run_env(meta, render_mode="rgb_array")
     except (RuntimeError, ImportError, OSError) as exc:  # MuJoCo checks MUJOCO_GL and loads GL when first imported
         raise SmoseError(f"cannot set up rendering for {env_id} ({type(exc).__name__}: {exc}); "
                          f"check MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} (egl, osmesa or glfw)") from None
