@@ -86,3 +86,8 @@ def test_committed_runs_read_as_fused_and_keep_their_identity(tmp_path):
     explicit = tmp_path / "config.json"
     explicit.write_text(json.dumps(data | {"update": "fused"}))
     assert read_run_config(explicit) == read_run_config(configs[0])
+
+
+def test_private_torch_calls_stay_in_the_fused_path():
+    source = (Path(__file__).resolve().parent.parent / "src" / "smose" / "sac_autograd.py").read_text()
+    assert "torch._" not in source
