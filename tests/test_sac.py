@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from smose.buffer import Batch, ReplayBuffer
-from smose.policy import Actor, ActorOutput, TwinQ, make_actor, squash_log_std
+from smose.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
 from smose.sac import FusedAdam, SACHyperParams, SACLearner, make_learner
 from smose.sac_autograd import SAC
 
@@ -196,6 +196,27 @@ def test_an_actor_without_hand_written_passes_trains_with_autograd():
     assert not torch.equal(before["head.weight"], actor.head.weight)
     action, expert = learner.explore(torch.zeros(1, N_OBS))
     assert action.shape == (1, N_ACT) and expert is None
+
+
+class TopTwoActor(SMOSEActor):
+    """A change of the SMOSE actor (two experts mixed per state): the parent's hand-written passes would ignore it."""
+
+    def forward(self, obs, router_noise=None) -> ActorOutput:
+        out = super().forward(obs, router_noise)
+        second = out.logits.scatter(-1, out.expert.unsqueeze(-1), float("-inf")).argmax(dim=-1)
+        other = self.mixture(obs, out.logits, second)
+        return ActorOutput((out.mean + other.mean) / 2, out.log_std, out.logits, out.expert, out.gate)
+
+
+def test_a_subclass_of_an_actor_with_passes_trains_with_autograd():
+    torch.manual_seed(0)
+    actor = TopTwoActor(N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT), n_experts=3)
+    learner = make_learner(actor, SACHyperParams(policy_frequency=1), "fused")
+    assert type(learner) is SAC
+    before = actor.expert_weight.detach().clone()
+    for batch in random_batches(2, 32, seed=7, dtype=torch.float32):
+        learner.update(batch)
+    assert not torch.equal(before, actor.expert_weight)
 
 
 def test_make_learner_refuses_an_unknown_update():
