@@ -1,7 +1,7 @@
-"""The SAC update against a straightforward CleanRL-style reference, and its determinism.
+"""The fused SAC update against the autograd reference (``smose.sac_autograd``), and its determinism.
 
-The learner computes the critic's passes by hand and skips work whose result is known (zero gradients); the
-reference below is the textbook form: two independent nn.Linear critics, autograd everywhere, torch's Adam. Both run
+The fused learner computes the passes by hand and skips work whose result is known (zero gradients); the reference
+is the textbook form: CleanRL's update, autograd everywhere, torch's Adam. Both run
 in float64 so that rounding differences stay far below the tolerance: in float32 a ULP can move a ReLU or an
 argmax across its threshold, and the two runs would then part ways for reasons unrelated to correctness.
 """
@@ -13,87 +13,37 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smose.buffer import Batch, ReplayBuffer
-from smose.losses import balance_loss, router_noise
-from smose.policy import SMOSEActor, make_actor
-from smose.sac import FusedAdam, SACHyperParams, SACLearner
+from smose.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
+from smose.sac import FusedAdam, SACHyperParams, SACLearner, make_learner
+from smose.sac_autograd import SAC
 
 N_OBS, N_ACT = 5, 2
 
 
-class ReferenceSAC:
-    """CleanRL's sac_continuous_action.py update, with the SMOSE load-balancing term in the actor loss."""
+def learner_pair(algo: str, hp: SACHyperParams, n_experts: int = 4, seed: int = 0) -> tuple[SACLearner, SAC]:
+    """A fused learner and the autograd reference built from the same seed, as ``smose train`` builds either."""
+    def build(update: str):
+        torch.manual_seed(seed)
+        actor = make_actor(algo, N_OBS, N_ACT, -np.ones(N_ACT), np.full(N_ACT, 2.0), n_experts=n_experts)
+        return make_learner(actor, hp, update)
 
-    def __init__(self, actor, learner: SACLearner, hp: SACHyperParams):
-        self.hp = hp
-        self.actor = copy.deepcopy(actor)
-        self.qf = [self._linear_stack(learner.critic, c) for c in range(2)]
-        self.qf_target = [self._linear_stack(learner.critic_target, c) for c in range(2)]
-        self.q_optimizer = torch.optim.Adam([p for q in self.qf for p in q.parameters()], lr=hp.critic_lr)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=hp.actor_lr)
-        self.log_alpha = torch.zeros(1, requires_grad=True)
-        self.a_optimizer = torch.optim.Adam([self.log_alpha], lr=hp.alpha_lr)
-        self.alpha = self.log_alpha.exp().item()
-        self.target_entropy = -float(N_ACT)
-        self.step = 0
+    learner, ref = build("fused"), build("autograd")
+    assert type(learner) is SACLearner and type(ref) is SAC
+    assert_same_networks(learner, ref, atol=0)  # the same initial state: the paths differ only in the update
+    return learner, ref
 
-    @staticmethod
-    def _linear_stack(twin, c: int) -> nn.Sequential:
-        layers = [nn.Linear(w.shape[1], w.shape[2]) for w in twin.weights]
-        with torch.no_grad():
-            for layer, w, b in zip(layers, twin.weights, twin.biases):
-                layer.weight.copy_(w[c].T)
-                layer.bias.copy_(b[c, 0])
-        return nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
 
-    @staticmethod
-    def q(net, obs, action):
-        return net(torch.cat([obs, action], 1)).view(-1)
-
-    def update(self, data: Batch) -> dict[str, float]:
-        hp, q = self.hp, self.q
-        self.step += 1
-        with torch.no_grad():
-            next_actions, next_log_pi, _ = self.actor.sample(data.next_obs)
-            min_qf_next = torch.min(q(self.qf_target[0], data.next_obs, next_actions),
-                                    q(self.qf_target[1], data.next_obs, next_actions)) - self.alpha * next_log_pi
-            next_q_value = data.rewards + (1 - data.dones) * hp.gamma * min_qf_next
-        qf_loss = sum(F.mse_loss(q(net, data.obs, data.actions), next_q_value) for net in self.qf)
-        self.q_optimizer.zero_grad()
-        qf_loss.backward()
-        self.q_optimizer.step()
-        stats = {"qf_loss": qf_loss.item()}
-
-        if self.step % hp.policy_frequency == 0:
-            for _ in range(hp.policy_frequency):
-                noise = None
-                if isinstance(self.actor, SMOSEActor) and hp.lb_loss != "none":  # "none" alone drops the noise
-                    noise = router_noise(data.obs.shape[0], self.actor.n_experts, hp.lb_noise)
-                pi, log_pi, out = self.actor.sample(data.obs, noise)
-                min_qf_pi = torch.min(q(self.qf[0], data.obs, pi), q(self.qf[1], data.obs, pi))
-                actor_loss = (self.alpha * log_pi - min_qf_pi).mean()
-                if noise is not None:
-                    actor_loss = actor_loss + hp.lb_weight * balance_loss(hp.lb_loss, out.logits - noise, out.logits)
-                self.actor_optimizer.zero_grad()
-                actor_loss.backward()
-                self.actor_optimizer.step()
-                with torch.no_grad():
-                    _, log_pi, _ = self.actor.sample(data.obs)
-                alpha_loss = (-self.log_alpha.exp() * (log_pi + self.target_entropy)).mean()
-                self.a_optimizer.zero_grad()
-                alpha_loss.backward()
-                self.a_optimizer.step()
-                self.alpha = self.log_alpha.exp().item()
-                stats |= {"actor_loss": actor_loss.item(), "alpha_loss": alpha_loss.item()}
-
-        if self.step % hp.target_frequency == 0:
-            for net, target in zip(self.qf, self.qf_target):
-                for param, target_param in zip(net.parameters(), target.parameters()):
-                    target_param.data.copy_(hp.tau * param.data + (1 - hp.tau) * target_param.data)
-        return stats
+def linear_stack(twin, c: int) -> nn.Sequential:
+    """Twin ``c`` of a TwinQ as the textbook nn.Linear stack (CleanRL's SoftQNetwork)."""
+    layers = [nn.Linear(w.shape[1], w.shape[2]) for w in twin.weights]
+    with torch.no_grad():
+        for layer, w, b in zip(layers, twin.weights, twin.biases):
+            layer.weight.copy_(w[c].T)
+            layer.bias.copy_(b[c, 0])
+    return nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
 
 
 def random_batches(n: int, batch: int, seed: int, dtype=torch.float64) -> list[Batch]:
@@ -105,15 +55,12 @@ def random_batches(n: int, batch: int, seed: int, dtype=torch.float64) -> list[B
     return [Batch(*(t.to(dtype) for t in buffer.sample(batch, rng))) for _ in range(n)]
 
 
-def assert_same_networks(learner: SACLearner, ref: ReferenceSAC, atol: float) -> None:
+def assert_same_networks(learner: SAC, ref: SAC, atol: float) -> None:
     for a, b in zip(learner.actor.parameters(), ref.actor.parameters()):
         torch.testing.assert_close(a, b, atol=atol, rtol=0)
-    for twin, nets in ((learner.critic, ref.qf), (learner.critic_target, ref.qf_target)):
-        for c, net in enumerate(nets):
-            linears = [m for m in net if isinstance(m, nn.Linear)]
-            for layer, w, b in zip(linears, twin.weights, twin.biases):
-                torch.testing.assert_close(w[c].T, layer.weight, atol=atol, rtol=0)
-                torch.testing.assert_close(b[c, 0], layer.bias, atol=atol, rtol=0)
+    for mine, theirs in ((learner.critic, ref.critic), (learner.critic_target, ref.critic_target)):
+        for a, b in zip(mine.parameters(), theirs.parameters()):
+            torch.testing.assert_close(a, b, atol=atol, rtol=0)
     torch.testing.assert_close(learner.log_alpha, ref.log_alpha, atol=atol, rtol=0)
 
 
@@ -128,19 +75,16 @@ def assert_same_networks(learner: SACLearner, ref: ReferenceSAC, atol: float) ->
     ("sac-l", SACHyperParams(), 4),
 ])
 def test_update_equals_the_reference_implementation(float64, algo, hp, n_experts):
-    torch.manual_seed(0)
-    actor = make_actor(algo, N_OBS, N_ACT, -np.ones(N_ACT), np.full(N_ACT, 2.0), n_experts=n_experts)
-    learner = SACLearner(actor, hp)
-    ref = ReferenceSAC(actor, learner, hp)
+    learner, ref = learner_pair(algo, hp, n_experts)
     trained = {name: p.detach().clone() for name, p in learner.critic.named_parameters()}
     for i, batch in enumerate(random_batches(6, 64, seed=1)):
         torch.manual_seed(100 + i)  # both consume the same random numbers in the same order
         stats = learner.update(batch)
         torch.manual_seed(100 + i)
         ref_stats = ref.update(batch)
-        assert set(ref_stats) <= set(stats)
+        assert set(ref_stats) == set(stats)
         for key, value in ref_stats.items():
-            assert float(stats[key]) == pytest.approx(value, rel=1e-9, abs=1e-12), key
+            assert float(stats[key]) == pytest.approx(float(value), rel=1e-9, abs=1e-12), key
     assert_same_networks(learner, ref, atol=1e-10)
     # The comparison is not vacuous: training moved every critic parameter by far more than the tolerance.
     for name, p in learner.critic.named_parameters():
@@ -148,10 +92,7 @@ def test_update_equals_the_reference_implementation(float64, algo, hp, n_experts
 
 
 def test_float32_update_stays_close_to_the_reference():
-    torch.manual_seed(0)
-    actor = make_actor("sac-l", N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT))
-    learner = SACLearner(actor, SACHyperParams())
-    ref = ReferenceSAC(actor, learner, SACHyperParams())
+    learner, ref = learner_pair("sac-l", SACHyperParams())
     for i, batch in enumerate(random_batches(2, 256, seed=2, dtype=torch.float32)):
         torch.manual_seed(i)
         learner.update(batch)
@@ -193,3 +134,92 @@ def test_fast_adam_step_equals_torch_adam_step():
     for p, q in zip(params, twins):
         assert torch.equal(p, q)
     assert torch.equal(fast.state[params[0]]["step"], slow.state[twins[0]]["step"])
+
+
+def test_twin_q_is_two_textbook_q_networks(float64):
+    torch.manual_seed(0)
+    twin = TwinQ(N_OBS, N_ACT)
+    obs, action = torch.randn(16, N_OBS), torch.randn(16, N_ACT)
+    q = twin(obs, action)
+    for c in range(2):
+        torch.testing.assert_close(q[c], linear_stack(twin, c)(torch.cat([obs, action], 1)).view(-1))
+
+
+@pytest.mark.parametrize("first,then", [("fused", "autograd"), ("autograd", "fused")])
+def test_either_path_continues_the_others_state(float64, first, then):
+    """A checkpoint's state (networks, Adam moments, α, update count) carries over between the two paths."""
+    learners = dict(zip(("fused", "autograd"), learner_pair("smose", SACHyperParams(policy_frequency=1))))
+    batches = random_batches(6, 64, seed=5)
+    for i, batch in enumerate(batches[:3]):
+        torch.manual_seed(i)
+        learners[first].update(batch)
+    continued = learners[then]
+    continued.load_state_dict(copy.deepcopy(learners[first].state_dict()))
+    assert continued.n_updates == 3 and continued.actor_opt.state
+    for i, batch in enumerate(batches[3:]):
+        torch.manual_seed(10 + i)
+        learners[first].update(batch)
+        torch.manual_seed(10 + i)
+        continued.update(batch)
+    assert_same_networks(learners[first], continued, atol=1e-10)
+    moments = [opt.state[p]["exp_avg_sq"] for opt, p in ((learners[first].actor_opt, learners[first].actor.router.bias),
+                                                         (continued.actor_opt, continued.actor.router.bias))]
+    torch.testing.assert_close(moments[0], moments[1], atol=1e-12, rtol=0)
+
+
+class LinearGaussianActor(Actor):
+    """An actor of a class the fused update has no passes for: one linear layer to the mean and the log-std."""
+
+    algo = "linear-gaussian"
+
+    def __init__(self, n_obs: int, n_act: int, action_low, action_high):
+        super().__init__(n_obs, n_act, action_low, action_high)
+        self.head = nn.Linear(n_obs, 2 * n_act)
+
+    def forward(self, obs, router_noise=None) -> ActorOutput:
+        mean, raw_log_std = self.head(obs).chunk(2, dim=-1)
+        return ActorOutput(mean, squash_log_std(raw_log_std))
+
+
+def test_an_actor_without_hand_written_passes_trains_with_autograd():
+    torch.manual_seed(0)
+    actor = LinearGaussianActor(N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT))
+    with pytest.raises(TypeError):
+        SACLearner(actor, SACHyperParams())
+    learner = make_learner(actor, SACHyperParams(policy_frequency=1), "fused")
+    assert type(learner) is SAC
+    before = copy.deepcopy(actor.state_dict())
+    for batch in random_batches(3, 32, seed=6, dtype=torch.float32):
+        stats = learner.update(batch)
+    assert set(stats) == {"qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha_loss"}
+    assert all(torch.isfinite(v).all() for v in stats.values())
+    assert not torch.equal(before["head.weight"], actor.head.weight)
+    action, expert = learner.explore(torch.zeros(1, N_OBS))
+    assert action.shape == (1, N_ACT) and expert is None
+
+
+class TopTwoActor(SMOSEActor):
+    """A change of the SMOSE actor (two experts mixed per state): the parent's hand-written passes would ignore it."""
+
+    def forward(self, obs, router_noise=None) -> ActorOutput:
+        out = super().forward(obs, router_noise)
+        second = out.logits.scatter(-1, out.expert.unsqueeze(-1), float("-inf")).argmax(dim=-1)
+        other = self.mixture(obs, out.logits, second)
+        return ActorOutput((out.mean + other.mean) / 2, out.log_std, out.logits, out.expert, out.gate)
+
+
+def test_a_subclass_of_an_actor_with_passes_trains_with_autograd():
+    torch.manual_seed(0)
+    actor = TopTwoActor(N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT), n_experts=3)
+    learner = make_learner(actor, SACHyperParams(policy_frequency=1), "fused")
+    assert type(learner) is SAC
+    before = actor.expert_weight.detach().clone()
+    for batch in random_batches(2, 32, seed=7, dtype=torch.float32):
+        learner.update(batch)
+    assert not torch.equal(before, actor.expert_weight)
+
+
+def test_make_learner_refuses_an_unknown_update():
+    actor = make_actor("sac-s", N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT))
+    with pytest.raises(ValueError, match="unknown update"):
+        make_learner(actor, SACHyperParams(), "numerical")

@@ -27,7 +27,7 @@ class SMOSE:
     >>> model.save("runs/hopper"); model = SMOSE.load("runs/hopper")
 
     ``algo`` selects the actor ("smose", "sac-l", "sac-m", "sac-s"); any other ``TrainConfig`` field can be passed
-    as a keyword (``learning_starts=1000``, ``lb_weight=0.1``, ...). ``mode`` is the deterministic action mode:
+    as a keyword (``learning_starts=1000``, ``lb_weight=0.1``, ``update="autograd"``, ...). ``mode`` is the deterministic action mode:
     "gated" (tanh of the gated mean, default) or "linear" (the chosen expert's raw linear output, clipped).
     """
 

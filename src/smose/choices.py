@@ -16,6 +16,9 @@ LB_LOSSES: tuple[str, ...] = get_args(LBLoss)
 DEFAULT_LB_WEIGHT = {"cv2": 0.1, "z": 0.001, "none": 0.0, "z-noisy": 0.001, "none-noisy": 0.0}
 NoiseKind = Literal["batch", "state"]  # one router-noise vector per batch or one per state
 NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
+# How a SAC step is computed (`smose train --update`): hand-written passes with a fused Adam step (fast), or autograd
+# (the reference implementation; also the path of actors without hand-written passes). Same maths, same state.
+UPDATES = ("fused", "autograd")
 
 # Distilled trees: per-expert and multiclass CART trees, and the oblique CMA-ES tree (docs/trees.md).
 KINDS = ("per-expert", "multiclass", "oblique")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS
+from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS, UPDATES
 from smose.errors import SmoseError
 from smose.limits import (MAX_BATCH_SIZE, MAX_EPISODES, MAX_EXPERTS, MAX_SEED, MAX_STEPS, MAX_THREADS,
                           MAX_UPDATE_INTERVAL)
@@ -76,6 +76,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(50_000, "write a resumable checkpoint every N steps (0: only at the end and when "
                                          "interrupted); continue with `smose train --resume RUN_DIR`")
     threads: int = _opt(1, "torch intra-op threads (one run per core is fastest)")
+    update: str = _opt("fused", "how a SAC step is computed: fused (hand-written passes, fast) or autograd (the "
+                                "reference implementation); the same maths and state, so either resumes the other's "
+                                "checkpoints", choices=UPDATES)
     out: str | None = _opt(None, "run directory (default: runs/<env>__<algo>__<seed>)")
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class TrainConfig:
             raise SmoseError(f"unknown --lb-loss {self.lb_loss!r}; expected one of {', '.join(LB_LOSSES)}")
         if self.lb_noise not in NOISE_KINDS:
             raise SmoseError(f"unknown --lb-noise {self.lb_noise!r}; expected 'batch' or 'state'")
+        if self.update not in UPDATES:
+            raise SmoseError(f"unknown --update {self.update!r}; expected one of {', '.join(UPDATES)}")
         if self.batch_size > self.buffer_size:
             raise SmoseError(f"--batch-size {self.batch_size} exceeds --buffer-size {self.buffer_size}")
         if self.lb_weight is not None and self.lb_weight < 0:

@@ -1,15 +1,14 @@
-"""Soft Actor-Critic update for any of our actors (docs/method.md §3), with the router's load balancing (§2).
+"""The fast SAC update (``smose train --update fused``, the default): hand-written passes and a fused Adam step.
 
-``SACLearner`` owns the networks and optimisers and applies one learning step in the order of CleanRL's
-``sac_continuous_action.py``. The twin critic's passes (``smose.critic``) and the actors' (``smose.actor_passes``)
-are written out by hand: for networks this small, autograd's bookkeeping costs more than the arithmetic (see
-docs/performance.md). ``tests/test_sac.py`` checks whole updates against a straightforward CleanRL-style
-implementation with autograd everywhere.
+``SACLearner`` holds the state of ``smose.sac_autograd.SAC``, the reference implementation, and applies the same
+learning step in the same order, drawing the same random numbers. The twin critic's passes (``smose.critic``) and
+the actors' (``smose.actor_passes``) are written out by hand: for networks this small, autograd's bookkeeping costs
+more than the arithmetic (see docs/performance.md). ``tests/test_sac.py`` checks whole updates of the two against
+each other in float64. ``make_learner`` picks the path; actors without hand-written passes take the autograd one.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,8 +18,10 @@ import torch
 from smose.actor_passes import make_passes
 from smose.buffer import Batch
 from smose.critic import TwinQPasses
-from smose.losses import LBLoss, NoiseKind, router_noise, uses_router_noise
-from smose.policy import Actor, SMOSEActor, TwinQ
+from smose.choices import UPDATES
+from smose.losses import LBLoss, NoiseKind
+from smose.policy import Actor
+from smose.sac_autograd import SAC, actor_router_noise
 
 
 @dataclass(frozen=True)
@@ -94,27 +95,17 @@ class FusedAdam(torch.optim.Adam):
             )
 
 
-class SACLearner:
-    """Networks, target networks, optimisers and the temperature; ``update`` performs one learning step."""
+class SACLearner(SAC):
+    """``SAC``'s networks, optimisers and temperature; ``update`` performs the same step through hand-written passes.
+    """
 
     def __init__(self, actor: Actor, hp: SACHyperParams):
-        self.hp = hp
-        self.actor = actor
-        self.critic = TwinQ(actor.n_obs, actor.n_act)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = FusedAdam(actor.parameters(), hp.actor_lr)
-        self.critic_opt = FusedAdam(self.critic.parameters(), hp.critic_lr)
-        self.target_entropy = -float(actor.n_act)
-        self.log_alpha = torch.zeros(1, requires_grad=hp.autotune)
-        if not hp.autotune:
-            self.log_alpha.data.fill_(torch.log(torch.tensor(hp.alpha)).item())
-        self.alpha_opt = FusedAdam([self.log_alpha], hp.alpha_lr)
-        self.alpha = self.log_alpha.detach().exp()
+        actor_passes = make_passes(actor)  # TypeError for an actor without them, before any state is built
+        super().__init__(actor, hp, FusedAdam)
         self.critic_passes = TwinQPasses(self.critic)
-        self.actor_passes = make_passes(actor)
+        self.actor_passes = actor_passes
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
-        self.n_updates = 0
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step on the critics; every ``policy_frequency`` steps as many actor and α steps (TD3 delay)."""
@@ -158,9 +149,7 @@ class SACLearner:
         """One Adam step on mean(α log π − min Q) + λ L_aux, with router noise only in this pass; returns (loss, L_aux).
         """
         hp = self.hp
-        noise = None
-        if isinstance(self.actor, SMOSEActor) and uses_router_noise(hp.lb_loss):
-            noise = router_noise(obs.shape[0], self.actor.n_experts, hp.lb_noise)
+        noise = actor_router_noise(self.actor, obs, hp)
         loss, lb = self.actor_passes.actor_loss_backward(
             obs, noise, self.alpha, self.critic_passes.min_q_with_grad, hp.lb_loss, hp.lb_weight)
         self.actor_opt.fast_step()
@@ -176,26 +165,20 @@ class SACLearner:
         s = self.actor_passes.sample(obs)
         return s.gaussian.action, s.expert
 
-    def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "n_updates": self.n_updates,
-        }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
-        self.alpha = self.log_alpha.detach().exp()
-        self.n_updates = int(state["n_updates"])
+def has_fast_passes(actor: Actor) -> bool:
+    """Whether the fused update can train ``actor`` (it needs hand-written passes for the actor's class)."""
+    try:
+        make_passes(actor)
+    except TypeError:
+        return False
+    return True
+
+
+def make_learner(actor: Actor, hp: SACHyperParams, update: str = "fused") -> SAC:
+    """The learner of ``smose train --update``: fused where the actor has hand-written passes, autograd otherwise."""
+    if update not in UPDATES:
+        raise ValueError(f"unknown update {update!r}; expected one of {', '.join(UPDATES)}")
+    if update == "fused" and has_fast_passes(actor):
+        return SACLearner(actor, hp)
+    return SAC(actor, hp)

@@ -82,8 +82,10 @@ USES_EXPERTS = ("smose", "sac-m", "sac-s")
 USES_LB = ("smose",)
 # TrainConfig fields a sweep may fix for all its runs (besides the grid axes).
 SETTINGS = ("learning_starts", "eval_every", "eval_episodes", "batch_size")
-# Fields that do not change what a run computes; ignored when deciding whether two runs are the same.
-NON_RESULT_FIELDS = ("out", "threads", "checkpoint_every")
+# Fields that do not change what a run computes; ignored when deciding whether two runs are the same. The two update
+# paths compute the same maths and differ only in rounding, as thread counts do; config.json files written before
+# the field existed read as the default, "fused".
+NON_RESULT_FIELDS = ("out", "threads", "checkpoint_every", "update")
 DEFAULTS = TrainConfig()
 MAX_SEEDS = 10_000  # per sweep; a typo such as 0-99999999 should not expand into a grid that never ends
 

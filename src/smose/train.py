@@ -34,7 +34,7 @@ from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
-from smose.sac import SACHyperParams, SACLearner
+from smose.sac import SACHyperParams, make_learner
 from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, TIME_COLUMN, WriteError,
                                  save_model, write_error, write_eval, write_json)
 
@@ -241,7 +241,7 @@ class Trainer:
         n_obs, n_act = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
-        self.learner = SACLearner(actor, hyperparams(config))
+        self.learner = make_learner(actor, hyperparams(config), config.update)
         self.actor = actor
         self.n_experts = getattr(actor, "n_experts", 0)
         try:
