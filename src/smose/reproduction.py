@@ -93,6 +93,11 @@ def protocols_section(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def _published(value: float) -> str:
+    """A published number as printed there: up to two decimals, no trailing zeros (11809.87, 1090, 6388.5)."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def poster_section(rows: Sequence[Row]) -> list[str]:
     """The poster's published table, as published (no ± there), when any row is on one of its tasks."""
     if not any(task_of(r.env) in TASKS for r in rows):
@@ -104,10 +109,11 @@ def poster_section(rows: Sequence[Row]) -> list[str]:
              "| method | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
     for method, numbers in POSTER.items():
         name = {"smose": "**SMOSE**", "sac-l": "SAC-L", "sac-m": "SAC-M", "sac-s": "SAC-S"}.get(method, method)
-        lines.append(f"| {name} | " + " | ".join(f"{numbers[t]:g}" if t in numbers else "n/a" for t in TASKS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_published(numbers[t]) if t in numbers else "n/a" for t in TASKS)
+                     + " |")
     lines.append("| CleanRL SAC (-v2, training return) | "
-                 + " | ".join(f"{CLEANRL_SAC[t][0]:g} ± {CLEANRL_SAC[t][1]:g}" if t in CLEANRL_SAC else "–"
-                              for t in TASKS) + " |")
+                 + " | ".join(f"{_published(CLEANRL_SAC[t][0])} ± {_published(CLEANRL_SAC[t][1])}"
+                              if t in CLEANRL_SAC else "–" for t in TASKS) + " |")
     return lines
 
 

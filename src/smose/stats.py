@@ -117,10 +117,9 @@ def plot_aggregate(aggregates: dict[str, tuple[float, float, float]], title: str
     intervals = {n: np.array([[aggregates[n][1]], [aggregates[n][2]]]) for n in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=["IQM"], algorithms=names,
-                                                    xlabel="normalised score", subfigure_width=5.0,
-                                                    row_height=0.5)
-    fig.suptitle(title, fontsize=9)
+        fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=[title], algorithms=names,
+                                                    xlabel="normalised score", subfigure_width=6.0,
+                                                    row_height=0.6, xlabel_y_coordinate=-0.3)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
