@@ -527,6 +527,12 @@ def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
     assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "10", "--backend", "ray",
                  "--out", str(tmp_path / "r")]) == 2
     assert "pip install 'smose[ray]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    # an --export that is a file is refused before the sweep directory is made
+    (tmp_path / "a-file").write_text("data")
+    assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "e"),
+                 "--export", str(tmp_path / "a-file")]) == 2
+    assert "cannot create the export directory" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and (tmp_path / "a-file").read_text() == "data"
 
 
 def test_smose_against_the_baselines_and_ablations(tmp_path):

@@ -916,6 +916,9 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
             check_env(env, dict(grid.env_kwargs))
     started = time.monotonic()
     specs = expand(grid, out)
+    for directory, what in ((out, "sweep"), (export, "export")):  # refused before anything is created
+        if directory is not None and Path(directory).exists() and not Path(directory).is_dir():
+            raise SmoseError(f"{directory}: cannot create the {what} directory (a file of that name exists)")
     try:
         (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
         (out / LOGS_DIR).mkdir(exist_ok=True)
