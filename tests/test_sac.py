@@ -223,3 +223,20 @@ def test_make_learner_refuses_an_unknown_update():
     actor = make_actor("sac-s", N_OBS, N_ACT, -np.ones(N_ACT), np.ones(N_ACT))
     with pytest.raises(ValueError, match="unknown update"):
         make_learner(actor, SACHyperParams(), "numerical")
+
+
+def test_hyperparams_come_from_the_training_configuration():
+    """SACHyperParams has TrainConfig's defaults, and a config's hyperparams carry every shared field by name (λ as
+    in effect for the chosen loss)."""
+    import dataclasses
+
+    from smose.config import TrainConfig
+
+    assert TrainConfig().hyperparams() == SACHyperParams()
+    config = TrainConfig(gamma=0.9, tau=0.01, actor_lr=1e-4, policy_frequency=3, autotune=False, alpha=0.5,
+                         lb_loss="z-noisy", lb_noise="state")
+    hp = config.hyperparams()
+    for f in dataclasses.fields(SACHyperParams):
+        expected = config.effective_lb_weight if f.name == "lb_weight" else getattr(config, f.name)
+        assert getattr(hp, f.name) == expected, f.name
+    assert hp.lb_weight == 0.001

@@ -127,6 +127,11 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise SmoseError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
+    def hyperparams(self) -> SACHyperParams:
+        """The settings of one SAC learning step (the fields both share, by name; λ as it is in effect)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(SACHyperParams)}
+        return SACHyperParams(**shared | {"lb_weight": self.effective_lb_weight})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -137,6 +142,24 @@ class TrainConfig:
         if unknown:
             raise SmoseError(f"unknown configuration keys: {', '.join(unknown)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class SACHyperParams:
+    """What one SAC learning step needs (smose.sac); its defaults are TrainConfig's, so they are written once."""
+
+    gamma: float = TrainConfig.gamma
+    tau: float = TrainConfig.tau
+    actor_lr: float = TrainConfig.actor_lr
+    critic_lr: float = TrainConfig.critic_lr
+    alpha_lr: float = TrainConfig.alpha_lr
+    policy_frequency: int = TrainConfig.policy_frequency
+    target_frequency: int = TrainConfig.target_frequency
+    autotune: bool = TrainConfig.autotune
+    alpha: float = TrainConfig.alpha  # used only when autotune is off
+    lb_loss: str = TrainConfig.lb_loss
+    lb_weight: float = DEFAULT_LB_WEIGHT[TrainConfig.lb_loss]  # in effect (TrainConfig's None means the loss's own)
+    lb_noise: str = TrainConfig.lb_noise
 
 
 def run_config_json(config: TrainConfig, versions: dict[str, str]) -> dict[str, Any]:

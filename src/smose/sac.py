@@ -10,7 +10,6 @@ each other in float64. ``make_learner`` picks the path; actors without hand-writ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -19,25 +18,9 @@ from smose.actor_passes import make_passes
 from smose.buffer import Batch
 from smose.critic import TwinQPasses
 from smose.choices import UPDATES
-from smose.losses import LBLoss, NoiseKind
+from smose.config import SACHyperParams  # noqa: F401 (where the learners take it from)
 from smose.policy import Actor
 from smose.sac_autograd import SAC, actor_router_noise
-
-
-@dataclass(frozen=True)
-class SACHyperParams:
-    gamma: float = 0.99
-    tau: float = 0.005
-    actor_lr: float = 3e-4
-    critic_lr: float = 1e-3
-    alpha_lr: float = 1e-3
-    policy_frequency: int = 2
-    target_frequency: int = 1
-    autotune: bool = True
-    alpha: float = 0.2  # used only when autotune is off
-    lb_loss: LBLoss = "cv2"
-    lb_weight: float = 0.1
-    lb_noise: NoiseKind = "batch"
 
 
 PolicySample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (action, log π), no graph

@@ -23,7 +23,7 @@ from smose.losses import balance_loss, router_noise, uses_router_noise
 from smose.policy import Actor, SMOSEActor, TwinQ
 
 if TYPE_CHECKING:
-    from smose.sac import SACHyperParams
+    from smose.config import SACHyperParams
 
 
 def actor_router_noise(actor: Actor, obs: torch.Tensor, hp: SACHyperParams) -> torch.Tensor | None:

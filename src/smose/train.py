@@ -34,7 +34,7 @@ from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.policy import make_actor
-from smose.sac import SACHyperParams, make_learner
+from smose.sac import make_learner
 from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, TIME_COLUMN, WriteError,
                                  save_model, write_error, write_eval, write_json)
 
@@ -56,23 +56,6 @@ def warn(message: str) -> None:
 
 def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.env}__{config.algo}__{config.seed}"
-
-
-def hyperparams(config: TrainConfig) -> SACHyperParams:
-    return SACHyperParams(
-        gamma=config.gamma,
-        tau=config.tau,
-        actor_lr=config.actor_lr,
-        critic_lr=config.critic_lr,
-        alpha_lr=config.alpha_lr,
-        policy_frequency=config.policy_frequency,
-        target_frequency=config.target_frequency,
-        autotune=config.autotune,
-        alpha=config.alpha,
-        lb_loss=config.lb_loss,  # type: ignore[arg-type]
-        lb_weight=config.effective_lb_weight,
-        lb_noise=config.lb_noise,  # type: ignore[arg-type]
-    )
 
 
 # `smose eval --env OTHER` writes eval-OTHER.json / eval-linear-OTHER.json (serialization.eval_file)
@@ -241,7 +224,7 @@ class Trainer:
         n_obs, n_act = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
-        self.learner = make_learner(actor, hyperparams(config), config.update)
+        self.learner = make_learner(actor, config.hyperparams(), config.update)
         self.actor = actor
         self.n_experts = getattr(actor, "n_experts", 0)
         try:
