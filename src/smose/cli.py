@@ -17,8 +17,8 @@ from smose._version import __version__
 from smose.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
 from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION, KIND_GROUPS, KINDS
-from smose.limits import (MAX_CMA_ITERATIONS, MAX_BATCH_SIZE, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS, MAX_TREE_DEPTH,
-                          MAX_WORKERS, Count)
+from smose.limits import (MAX_BATCH_SIZE, MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS,
+                          MAX_TREE_DEPTH, MAX_WORKERS, Count)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -98,11 +98,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             router = load_tree_router(run_dir, args.tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
         loaded.append((run_dir, actor, meta, router))
     for run_dir, actor, meta, router in loaded:
+        env = make_run_env(meta, args.env)  # each evaluation resets it with its own seeds
+        check_env_compatible(meta, env, run_dir / "model.json")
         for mode, episodes in protocols:
-            env = make_run_env(meta, args.env)
-            check_env_compatible(meta, env, run_dir / "model.json")
             result = evaluate(actor, env, episodes, args.seed, mode, router=router)
-            env.close()
             result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
             if router is None:  # eval.json (gated) stays the run's reference; a linear evaluation goes beside it
                 other_env = env.spec.id if env.spec.id != meta["env_id"] else None
@@ -115,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if len(loaded) > 1:
                 result = {"run_dir": str(run_dir), **result}
             print(json.dumps(result), flush=True)
+        env.close()
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from smose.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS
+from smose.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS, task_name
 from smose.serialization import TIME_COLUMN
 from smose.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
                          plot_aggregate, plot_profiles, probability_of_improvement)
@@ -22,11 +22,6 @@ from smose.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normali
 if TYPE_CHECKING:
     from smose.table import Row, RunRecord
 
-
-
-def task_of(env_id: str) -> str:
-    """"Hopper-v4" -> "Hopper"."""
-    return env_id.split("/")[-1].split("-v")[0]
 
 
 def read_eval_times(metrics_path: Path) -> tuple[dict[int, float], bool]:
@@ -77,10 +72,11 @@ def protocols_section(rows: Sequence[Row]) -> list[str]:
              "`smose eval --protocol authors`). Mean ± sample std over seeds; IQM with its 95% CI from 3 seeds on "
              f"(rliable, {BOOTSTRAP_RESAMPLES} resamples); ratio = our mean / the poster's SMOSE number (for Reacher, "
              "a negative return, a ratio below 1 is better).", "",
-             "| task | M | λ | steps | seeds | gated: mean ± std | gated IQM [CI] | gated / poster | linear: mean ± std "
-             "| linear IQM [CI] | linear / poster | poster SMOSE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | M | λ | steps | seeds | gated: mean ± std | gated IQM [CI] | gated / poster "
+             "| linear: mean ± std | linear IQM [CI] | linear / poster | poster SMOSE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in shown:
-        poster = POSTER["smose"].get(task_of(row.env)) if row.paper_settings else None
+        poster = POSTER["smose"].get(task_name(row.env)) if row.paper_settings else None
         cells = []
         for values in (row.returns, row.linear_returns):
             ci = row.ci_of(values)
@@ -100,7 +96,7 @@ def _published(value: float) -> str:
 
 def poster_section(rows: Sequence[Row]) -> list[str]:
     """The poster's published table, as published (no ± there), when any row is on one of its tasks."""
-    if not any(task_of(r.env) in TASKS for r in rows):
+    if not any(task_name(r.env) in TASKS for r in rows):
         return []
     lines = ["", "## The poster's published numbers", "",
              f"Final returns after {PAPER_STEPS:,} steps on the -v4 tasks as published on the paper's poster (no ± "
@@ -123,8 +119,8 @@ def normalised_scores(rows: Sequence[Row]) -> dict[tuple[str, int], np.ndarray]:
     lowest seeds): rliable's stratified bootstrap needs a full matrix."""
     by_budget: dict[tuple[str, int], dict[str, Row]] = {}
     for row in rows:
-        if row.paper_settings and task_of(row.env) in TASKS and row.env.endswith("-v4"):
-            by_budget.setdefault((row.algo, row.steps), {})[task_of(row.env)] = row
+        if row.paper_settings and task_name(row.env) in TASKS and row.env.endswith("-v4"):
+            by_budget.setdefault((row.algo, row.steps), {})[task_name(row.env)] = row
     result = {}
     for key, tasks in by_budget.items():
         if len(tasks) < 2:
@@ -174,16 +170,17 @@ def aggregate_section(rows: Sequence[Row], out: Path) -> tuple[list[str], list[P
 def time_to_poster_section(records: Sequence[RunRecord]) -> list[str]:
     """For every run at the paper's budget on one of its tasks: the first evaluation at or above the poster's SMOSE
     number, its step and the training time it took."""
-    runs = [r for r in records if r.steps == PAPER_STEPS and task_of(r.config.env) in TASKS]
+    runs = [r for r in records if r.steps == PAPER_STEPS and task_name(r.config.env) in TASKS]
     if not runs:
         return []
     lines = ["", "## When each run first reached the poster's SMOSE number", "",
              "The first periodic evaluation (deterministic, gated) at or above the poster's SMOSE return for the task. "
              "Time: training wall-clock time at that evaluation (≈: estimated from the logged steps/s, for runs "
              "logged before metrics.csv had a time column).", "",
-             "| run | algo | poster SMOSE | first reached at step | training time | final |", "|---|---|---|---|---|---|"]
+             "| run | algo | poster SMOSE | first reached at step | training time | final |",
+             "|---|---|---|---|---|---|"]
     for record in sorted(runs, key=lambda r: (r.config.env, r.config.algo, r.config.seed)):
-        target = POSTER["smose"][task_of(record.config.env)]
+        target = POSTER["smose"][task_name(record.config.env)]
         reached = next((step for step, value in record.curve.items() if value >= target), None)
         if reached is None:
             where, when = "not reached", "–"

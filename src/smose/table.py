@@ -28,16 +28,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import gymnasium as gym
 import numpy as np
-from gymnasium.envs.registration import parse_env_id
 
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR, stale_trees
 from smose.errors import SmoseError
-from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS
+from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS, task_name
 from smose.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
 from smose.stats import iqm_ci as bootstrap_ci
 from smose.reproduction import (aggregate_section, poster_section, protocols_section, read_eval_times,
@@ -66,14 +64,6 @@ def usage_balance(usage: Sequence[float]) -> float:
     p = u / u.sum()
     p = p[p > 0]
     return float(-(p * np.log(p)).sum() / math.log(u.size))
-
-
-def task_name(env_id: str) -> str:
-    """"Hopper-v4" -> "Hopper" (the key of PAPER_RESULTS)."""
-    try:
-        return parse_env_id(env_id)[1]
-    except gym.error.Error:
-        return env_id
 
 
 # ---- reading runs ----------------------------------------------------------------------------------------------------
@@ -329,8 +319,7 @@ class Row:
     @property
     def paper_settings(self) -> bool:
         """The group uses the paper's M and λ (where the algorithm has them) and no other non-default setting."""
-        return (not self.settings and (self.algo not in USES_EXPERTS or self.experts == PAPER_EXPERTS)
-                and (self.algo not in USES_LB or self.lb == format_float(PAPER_LB_WEIGHT)))
+        return not self.settings and _paper_config(self)
 
     @property
     def tail_mean(self) -> float:
