@@ -174,9 +174,11 @@ def read_curve(metrics_path: Path) -> dict[int, float]:
     return dict(sorted(curve.items()))
 
 
-def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRecord], list[str]]:
+def load_runs(directory: Path, exclude: Path | None = None,
+              budget: int | None = None) -> tuple[list[RunRecord], list[str]]:
     """Finished runs below ``directory`` and one line per run directory that was left out, saying why. A
-    configuration found twice (a sweep's run and its exported copy, say) counts once: the first path in order."""
+    configuration found twice (a sweep's run and its exported copy, say) counts once: the first path in order.
+    ``budget``: only the runs configured for that many steps (the others are neither read further nor listed)."""
     records: list[RunRecord] = []
     skipped: list[str] = []
     seen: dict[str, Path] = {}
@@ -185,6 +187,8 @@ def load_runs(directory: Path, exclude: Path | None = None) -> tuple[list[RunRec
             config = read_run_config(run_dir / "config.json")
         except SmoseError as exc:
             skipped.append(f"{run_dir}: {exc}")
+            continue
+        if budget is not None and config.steps != budget:
             continue
         steps = finished_steps(run_dir)
         if steps is None or steps != config.steps:
@@ -661,12 +665,7 @@ def write_tables(directory: Path, out: Path | None = None, steps: int | None = N
     ``steps``: only the runs with that budget (the others are not listed as left out)."""
     directory = Path(directory)
     out = Path(out) if out is not None else directory / TABLE_DIR
-    records, skipped = load_runs(directory, exclude=out)
-    if steps is not None:
-        records = [r for r in records if r.config.steps == steps]
-        # keep errors and the unfinished runs of that budget; drop what concerns other budgets
-        skipped = [line for line in skipped if f" of {steps:,}" in line
-                   or ("unfinished (" not in line and "counted once" not in line)]
+    records, skipped = load_runs(directory, exclude=out, budget=steps)
     if not records:
         raise SmoseError(f"{directory}: no finished runs found" + (f" with --steps {steps}" if steps else "")
                          + (f" ({len(skipped)} run directories left out, e.g. {skipped[0]})" if skipped else ""))
