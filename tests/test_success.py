@@ -184,3 +184,21 @@ def test_a_suite_that_is_not_installed_is_named_in_one_line(monkeypatch, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("smose: error: environment 'SmoseNoSuch/task-v0' needs the SmoseNoSuch suite")
     assert "pip install 'smose[suites]'" in err and len(err.splitlines()) == 1
+
+
+def test_the_table_reports_success_rates_beside_returns(tmp_path):
+    from smose.table import write_tables
+    from smose.train import train
+
+    for seed in (0, 1):
+        train(TrainConfig(env=ENV_ID, steps=45, learning_starts=30, batch_size=8, experts=2, eval_every=0,
+                          eval_episodes=4, seed=seed), tmp_path / "runs" / f"s{seed}", progress=False)
+    rates = [json.loads((tmp_path / "runs" / f"s{seed}" / "eval.json").read_text())["success_rate"] for seed in (0, 1)]
+    paths = write_tables(tmp_path / "runs")
+    text = paths["markdown"].read_text()
+    assert "## Success rates" in text
+    line = next(line for line in text.splitlines() if line.startswith(f"| {ENV_ID} (") and "%" in line)
+    assert f"{100 * np.mean(rates):.1f}%" in line
+    with open(paths["csv"], newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["n_success"] == "2" and float(row["success_rate_mean"]) == pytest.approx(np.mean(rates))
