@@ -143,3 +143,13 @@ def test_a_suite_trains_evaluates_distils_explains_exports_and_resumes(tmp_path,
     assert main(["train", "--resume", str(run_dir), "--steps", "300", "--quiet"]) == 0
     _, meta = load_model(run_dir)
     assert meta["trained_steps"] == 300
+
+
+def test_a_meta_world_sweep_names_its_runs_after_the_task(tmp_path):
+    from smose.sweep import Grid, expand
+
+    grid = Grid(envs=(MT1,), algos=("smose", "sac-l"), seeds=(0,), steps=1000, env_kwargs=(("env_name", "reach-v3"),))
+    assert [run.name for run in expand(grid, tmp_path)] == ["Meta-World~MT1-reach-v3__smose__s0",
+                                                            "Meta-World~MT1-reach-v3__sac-l__s0"]
+    grid = Grid(envs=(WALKER,), algos=("smose",), seeds=(1,), steps=1000)
+    assert [run.name for run in expand(grid, tmp_path)] == ["dm_control~walker-walk-v0__smose__s1"]
