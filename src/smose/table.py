@@ -374,7 +374,8 @@ def _success_section(rows: list[Row]) -> list[str]:
     lines = ["", "## Success rates", "",
              "Share of the final evaluation's episodes in which the env reports the task solved (`eval.json`), mean "
              "± sample std over seeds, for the envs that report success.", "",
-             "| task | algo | M | λ | steps | seeds | success rate | mean return |", "|---|---|---|---|---|---|---|---|"]
+             "| task | algo | M | λ | steps | seeds | success rate | mean return |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in reported:
         rates = [100 * rate for rate in row.success_rates]
         lines.append(f"| {_task(row)} | {row.algo} | {row.experts if row.experts is not None else '–'} | "

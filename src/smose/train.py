@@ -33,12 +33,12 @@ from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.distill import TREES_DIR
 from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
-from smose.suites import env_label
 from smose.evaluate import episode_success, evaluate
 from smose.policy import make_actor
 from smose.sac import make_learner
 from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN,
                                  WriteError, save_model, write_error, write_eval, write_json)
+from smose.suites import env_label
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
