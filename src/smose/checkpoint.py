@@ -21,7 +21,8 @@ and the env mid-episode:
   centre of mass from ``xipos``) and which ``mj_step`` leaves one substep behind the state.
 - Gymnasium's classic-control envs keep their whole state in ``env.unwrapped.state``.
 - Both: the TimeLimit step counter.
-- Any other env: no env state is recorded and the resumed run starts a new episode (valid, not bit-identical).
+- Any other env (and MuJoCo envs that keep state of their own beyond the physics, like Meta-World's goals and
+  previous frame): no env state is recorded and the resumed run starts a new episode (valid, not bit-identical).
 """
 
 from __future__ import annotations
@@ -66,12 +67,30 @@ def env_state_kind(env: gym.Env) -> str:
     unwrapped = env.unwrapped
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-    if isinstance(unwrapped, MujocoEnv):
+    from smose.suites import keeps_state_beyond_physics
+
+    if isinstance(unwrapped, MujocoEnv) and not keeps_state_beyond_physics(unwrapped):
         return "mujoco"
     if type(unwrapped).__module__.startswith("gymnasium.envs.classic_control") and \
             isinstance(getattr(unwrapped, "state", None), np.ndarray):
         return "classic-control"
     return "none"
+
+
+def rng_state(rng: np.random.Generator | np.random.RandomState) -> dict:
+    """The state of an env's generator as JSON: a Generator's bit generator, or a legacy RandomState's (the
+    DeepMind Control Suite's envs use one)."""
+    if isinstance(rng, np.random.RandomState):
+        state = rng.get_state(legacy=False)  # MT19937's key is an array: JSON takes it as a list
+        return state | {"state": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in state["state"].items()}}
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng: np.random.Generator | np.random.RandomState, state: dict) -> None:
+    if isinstance(rng, np.random.RandomState):
+        rng.set_state(state)
+    else:
+        rng.bit_generator.state = state
 
 
 def _mujoco_spec():
@@ -214,12 +233,12 @@ def save_checkpoint(trainer: Trainer, finished: bool = False) -> Path:
             "learner": {"n_updates": state["n_updates"], "optimizer_state": optimizer_keys},
             "buffer": {"pos": buffer.pos, "size": buffer.size},
             "episode": {"return": trainer.episode_return, "length": trainer.episode_length,
-                        "usage": trainer.episode_usage.tolist(),
+                        "usage": trainer.episode_usage.tolist(), "success": trainer.episode_success,
                         "last_return": None if math.isnan(last_return) else last_return},
             "last_eval": trainer.last_eval,
             "last_stats": {k: float(v) for k, v in trainer.stats.items()},
             "rng": {"numpy": trainer.rng.bit_generator.state,
-                    "env": env.unwrapped.np_random.bit_generator.state,
+                    "env": rng_state(env.unwrapped.np_random),
                     "action_space": env.action_space.np_random.bit_generator.state},
             "env": {"kind": kind, "state_dtype": None if env_state is None else tensor_spec(env_state)[1],
                     "elapsed_steps": limits[0]._elapsed_steps if limits else None},
@@ -290,6 +309,8 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
                                                   for u in usage):
         raise SmoseError(f"{path}: invalid checkpoint (episode.usage must be {trainer.n_experts} step counts)")
     last_return = _get(data, "episode.last_return", float, path, optional=True)
+    # success: None while the env has reported none this episode (and in checkpoints older than the field)
+    success = _get(data, "episode.success", bool, path, optional=True) if "success" in data["episode"] else None
     last_eval = _get(data, "last_eval", dict, path, optional=True)
     if last_eval is not None:
         _count(last_eval, "step", path, high=step)
@@ -360,7 +381,7 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
         learner.load_state_dict(learner_state)
         torch.set_rng_state(tensors["rng/torch"])
         trainer.rng.bit_generator.state = _get(rng, "numpy", dict, path)
-        env.unwrapped.np_random.bit_generator.state = _get(rng, "env", dict, path)
+        set_rng_state(env.unwrapped.np_random, _get(rng, "env", dict, path))
         env.action_space.np_random.bit_generator.state = _get(rng, "action_space", dict, path)
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise SmoseError(f"{path}: invalid checkpoint ({str(exc).splitlines()[0][:200]})") from None
@@ -368,7 +389,7 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
     buffer.pos, buffer.size = pos, size
     if kind == "none":  # the env cannot be put back mid-episode: start a new one from the restored RNG
         trainer.obs, _ = env.reset()
-        episode_return, episode_length, usage = 0.0, 0, [0] * trainer.n_experts
+        episode_return, episode_length, usage, success = 0.0, 0, [0] * trainer.n_experts, None
     else:
         restore_env_state(env, kind, tensors["env/state"].numpy())
         trainer.obs = tensors["env/obs"].numpy()
@@ -377,6 +398,7 @@ def load_checkpoint(trainer: Trainer, data: dict) -> None:
     trainer.global_step = step
     trainer.episode_return, trainer.episode_length = float(episode_return), episode_length
     trainer.episode_usage[:] = usage
+    trainer.episode_success = success
     trainer.last_episode_return = float("nan") if last_return is None else float(last_return)
     trainer.last_eval = last_eval
     trainer.stats = {k: torch.tensor(float(v)) for k, v in stats.items()}

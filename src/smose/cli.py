@@ -59,7 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
     result = read_eval(run_dir / "eval.json")
-    print(json.dumps({"run_dir": str(run_dir), "final_eval_mean": result["mean"], "final_eval_std": result["std"]}))
+    summary = {"run_dir": str(run_dir), "final_eval_mean": result["mean"], "final_eval_std": result["std"]}
+    if "success_rate" in result:
+        summary["final_eval_success_rate"] = result["success_rate"]
+    print(json.dumps(summary))
     return 0
 
 
@@ -162,7 +165,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         from smose.serialization import read_eval
 
         evaluation = read_eval(eval_path)
-        keys = ("mean", "std", "episodes", "mode", "expert_usage")
+        keys = ("mean", "std", "success_rate", "episodes", "mode", "expert_usage")
         info["eval"] = {k: evaluation.get(k) for k in keys if k in evaluation}
     if args.json:
         print(json.dumps(info))

@@ -775,12 +775,17 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     returns = summary["returns"]
     print(f"return over {summary['eval_episodes']} episodes (mode {summary['mode']}, seed {summary['seed']}):")
     neural = returns["neural"]
-    print(f"  neural router     {neural['mean']:10.2f} ± {neural['std']:.2f}")
+
+    def success(result: dict) -> str:
+        return f"   success {pct(result['success_rate'])}" if "success_rate" in result else ""
+
+    print(f"  neural router     {neural['mean']:10.2f} ± {neural['std']:.2f}{success(neural)}")
     for k in KINDS:
         if k in returns:
             ratio = returns["ratio"][k]
             ratio_text = "n/a (neural return <= 0)" if ratio is None else f"{ratio:.3f}"
             label = "per-expert trees" if k == "per-expert" else f"{k} tree"
-            print(f"  {label:<17} {returns[k]['mean']:10.2f} ± {returns[k]['std']:.2f}   ratio {ratio_text}")
+            print(f"  {label:<17} {returns[k]['mean']:10.2f} ± {returns[k]['std']:.2f}   ratio {ratio_text}"
+                  f"{success(returns[k])}")
     written = [f"{k}.json, {k}.txt" for k in KINDS if k in summary] + [FIDELITY_FILE]
     print(f"wrote {Path(run_dir) / TREES_DIR}/ ({', '.join(written)})")

@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from smose import suites
 from smose.errors import SmoseError
 from smose.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
 
@@ -44,10 +45,13 @@ def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _refused(env_id: str, env_kwargs: dict[str, Any], exc: BaseException) -> SmoseError:
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     words = " ".join(format_env_kwargs(env_kwargs))
-    return SmoseError(f"environment {env_id!r} refused --env-kwargs {words}: {detail}")
+    return SmoseError(f"environment {env_id!r} refused --env-kwargs {words}: {_first_line(exc)}")
 
 
 def check_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> None:
@@ -71,9 +75,11 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     """Create a Gymnasium env with flat Box observations (a Dict observation is flattened, see
     FlattenDictObservation) and Box actions, or raise SmoseError saying why not.
 
-    ``env_kwargs`` go to the env's constructor (``gymnasium.make(env_id, **env_kwargs)``); an argument the env
-    refuses is reported with the env's own message.
+    ``env_kwargs`` go to the env's constructor (``gymnasium.make(env_id, **env_kwargs)``, over the defaults that make
+    a suite's env the same at every rebuild, see smose.suites); an argument the env refuses is reported with the
+    env's own message. A suite's id imports the package that registers it.
     """
+    suites.register(env_id)
     if env_id not in gym.registry:
         raise SmoseError(f"unknown environment {env_id!r}{_suggest(env_id)}")
     env_kwargs = env_kwargs or {}
@@ -82,13 +88,16 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         try:
             # render_mode only when asked for: an env whose constructor lacks it is still usable without rendering
             rendering = {"render_mode": render_mode} if render_mode is not None else {}
-            env = gym.make(env_id, **rendering, **env_kwargs)
+            env = gym.make(env_id, **rendering, **suites.construction_kwargs(env_id, env_kwargs))
         except gym.error.DependencyNotInstalled as exc:
             raise SmoseError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
         except (TypeError, ValueError, AssertionError, gym.error.Error) as exc:
-            if not env_kwargs:
-                raise
-            raise _refused(env_id, env_kwargs, exc) from None
+            if env_kwargs:
+                raise _refused(env_id, env_kwargs, exc) from None
+            hint = suites.task_argument_hint(env_id)  # e.g. Meta-World/MT1 without its task
+            if hint is not None:
+                raise SmoseError(f"environment {env_id!r} cannot be built ({_first_line(exc)}): {hint}") from None
+            raise
     if isinstance(env.observation_space, gym.spaces.Dict):
         env = FlattenDictObservation(env, env_id)
     check_spaces(env_id, env.observation_space, env.action_space)
@@ -106,10 +115,10 @@ def make_run_env(meta: dict, env_id: str | None = None, render_mode: str | None 
 
 def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], list[str]]:
     """Names of the observation and action components of a saved model's env (see smose.features). The env (``env``
-    or, when the hand-written table does not name everything, one built here) supplies the names of other tasks."""
+    or, when the hand-written table does not name everything, one built here) supplies the names of other tasks;
+    without it, a Dict observation is named by its recorded keys."""
     arch, env_id = meta["architecture"], meta["env_id"]
     obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
-    obs = obs or dict_observation_names(meta.get("observation_keys"), arch["n_obs"])
     if obs is not None and act is not None:
         return obs, act
     built = None
@@ -118,6 +127,8 @@ def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], li
             env = built = make_run_env(meta)
         except SmoseError:  # names are a courtesy: a model whose env is not installed here still exports
             env = None
+    if env is None:
+        obs = obs or dict_observation_names(meta.get("observation_keys"), arch["n_obs"])
     try:
         return obs or observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
     finally:
@@ -213,4 +224,4 @@ def env_versions() -> dict[str, str]:
         versions["mujoco"] = mujoco.__version__
     except ImportError:
         versions["mujoco"] = "not installed"
-    return versions
+    return versions | suites.suite_versions()

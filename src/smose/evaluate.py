@@ -1,4 +1,5 @@
-"""Deterministic evaluation of an actor: returns and how often each expert was chosen."""
+"""Deterministic evaluation of an actor: returns, success rates where the env reports success, and how often each
+expert was chosen."""
 
 from __future__ import annotations
 
@@ -20,6 +21,32 @@ EVAL_PROTOCOLS: dict[str, tuple[DeterministicMode, int]] = {"smose": ("gated", 1
 # A router: observation batch [1, n_obs] -> chosen expert [1]; None means the actor's own (neural) router.
 RouterFn = Callable[[torch.Tensor], torch.Tensor]
 
+# Step-info keys under which envs say the task is solved (Meta-World's, then Gymnasium-Robotics'). An episode
+# succeeds when any of its steps reports success, as in Meta-World's own evaluation.
+SUCCESS_KEYS = ("success", "is_success")
+
+
+def step_success(info: dict) -> bool | None:
+    """Whether a step's info reports the task solved; None when the env reports no success at all."""
+    for key in SUCCESS_KEYS:
+        if key in info:
+            return bool(np.any(info[key]))
+    return None
+
+
+def episode_success(so_far: bool | None, info: dict) -> bool | None:
+    """An episode's success after one more step: None while no step has reported any."""
+    step = step_success(info)
+    return so_far if step is None else bool(so_far) or step
+
+
+def success_fields(successes: list[bool | None]) -> dict:
+    """eval.json's ``success_rate`` and per-episode ``successes``; nothing for an env that reports no success."""
+    if all(s is None for s in successes):
+        return {}
+    flags = [bool(s) for s in successes]
+    return {"success_rate": float(np.mean(flags)), "successes": flags}
+
 
 def evaluate(
     actor: Actor,
@@ -33,10 +60,10 @@ def evaluate(
     n_experts = getattr(actor, "n_experts", 0)
     usage = np.zeros(n_experts, dtype=np.int64)
     agreeing = 0  # steps on which ``router`` chose what the actor's own router would have
-    returns, lengths = [], []
+    returns, lengths, successes = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
-        done, total, length = False, 0.0, 0
+        done, total, length, success = False, 0.0, 0, None
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
             if router is None:
@@ -47,12 +74,14 @@ def evaluate(
                 agreeing += int(expert[0] == actor.choose(obs_t)[0])
             if expert is not None:
                 usage[int(expert[0])] += 1
-            obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
+            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
             total += float(reward)
             length += 1
+            success = episode_success(success, info)
             done = terminated or truncated
         returns.append(total)
         lengths.append(length)
+        successes.append(success)
     r = np.asarray(returns)
     result = {
         "mean": float(r.mean()),
@@ -64,7 +93,7 @@ def evaluate(
         "mode": mode,
         "seed": seed,
         "returns": [float(x) for x in returns],
-    }
+    } | success_fields(successes)
     if n_experts:
         result["expert_usage"] = (usage / max(1, usage.sum())).round(6).tolist()
     if router is not None:

@@ -4,8 +4,9 @@ The hand-written tables follow the observation and action tables of Gymnasium's 
 the paper's tasks; a name list is only used when its length matches the model's size. Any other Gymnasium MuJoCo env
 (or one built with other options) is named from its physics model and observation layout: joint names for the
 position and velocity coordinates, body names for the per-body blocks (``cinert``, ``cvel``, ``cfrc_ext``), actuator
-names for the actions. Dict observations are named by their keys. Everything else falls back to ``obs[i]`` /
-``act[i]``. This module needs numpy only: callers pass an env they already made.
+names for the actions. The suites of smose.suites (DeepMind Control, Meta-World) are named by their documented
+layouts and physics; other Dict observations by their keys. Everything else falls back to ``obs[i]`` / ``act[i]``.
+This module needs numpy only: callers pass an env they already made.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
     derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``."""
     names = table_names(env_id, n_obs, 0)[0]
     if names is None and env is not None:
-        names = dict_observation_names(flattened_keys(env), n_obs)
+        from smose import suites  # here: smose.suites builds on this module's names
+
+        keys = flattened_keys(env)
+        names = suites.observation_names(env_id, n_obs, env, keys) or dict_observation_names(keys, n_obs)
         if names is None:
             names = mujoco_observation_names(env.unwrapped, n_obs)
     return names if names is not None else [f"obs[{i}]" for i in range(n_obs)]
@@ -142,7 +146,9 @@ def action_names(env_id: str, n_act: int, env: Any = None) -> list[str]:
     """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``."""
     names = table_names(env_id, 0, n_act)[1]
     if names is None and env is not None:
-        names = mujoco_action_names(env.unwrapped, n_act)
+        from smose import suites
+
+        names = suites.action_names(env_id, n_act, env) or mujoco_action_names(env.unwrapped, n_act)
     return names if names is not None else [f"act[{i}]" for i in range(n_act)]
 
 
@@ -160,7 +166,7 @@ def _name(model: Any, kind: str, index: int) -> str:
     return getattr(model, kind)(index).name or f"{kind}{index}"
 
 
-def _body_name(model: Any, b: int) -> str:
+def body_name(model: Any, b: int) -> str:
     """A body's name; an unnamed body (Ant's lower legs) is called after its first joint (ankle_1, ...)."""
     name = model.body(b).name
     if not name and int(model.body_jntnum[b]) > 0:
@@ -168,7 +174,7 @@ def _body_name(model: Any, b: int) -> str:
     return name or f"body{b}"
 
 
-def _actuator_name(model: Any, a: int) -> str:
+def actuator_name(model: Any, a: int) -> str:
     """The name of the joint an actuator drives (as Gymnasium's action tables name them), else the actuator's."""
     if int(model.actuator_trntype[a]) == _TRANSMISSION_JOINT:
         return _name(model, "joint", int(model.actuator_trnid[a][0]))
@@ -221,7 +227,7 @@ def _block_names(model: Any, block: str, size: int, qpos: list[str], qvel: list[
         return [f"{dof} actuator force" for dof in dofs[len(dofs) - size:]] if size <= len(dofs) else None
     if block in _BODY_BLOCK_WIDTH:
         width = _BODY_BLOCK_WIDTH[block]
-        bodies = [_body_name(model, b) for b in range(model.nbody)]
+        bodies = [body_name(model, b) for b in range(model.nbody)]
         if size % width or size // width > len(bodies):
             return None
         return [f"{block}[{body}][{i}]" for body in bodies[len(bodies) - size // width:] for i in range(width)]
@@ -279,7 +285,7 @@ def mujoco_action_names(env: Any, n_act: int) -> list[str] | None:
     model = getattr(env, "model", None)
     if model is None or not hasattr(model, "nu") or model.nu != n_act:
         return None
-    return [_actuator_name(model, a) for a in range(n_act)]
+    return [actuator_name(model, a) for a in range(n_act)]
 
 
 def dict_observation_names(keys: Any, n_obs: int) -> list[str] | None:

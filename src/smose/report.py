@@ -38,10 +38,10 @@ import torch  # noqa: E402
 
 from smose.envs import format_env_kwargs  # noqa: E402
 from smose.errors import SmoseError  # noqa: E402
-from smose.evaluate import EVAL_SEED_OFFSET  # noqa: E402
+from smose.evaluate import EVAL_SEED_OFFSET, episode_success, success_fields  # noqa: E402
 from smose.limits import MAX_EPISODES  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
-from smose.serialization import atomic_write_bytes, read_json  # noqa: E402
+from smose.serialization import SUCCESS_COLUMN, atomic_write_bytes, read_json  # noqa: E402
 
 REPORT_DIR = "report"
 HTML_FILE = "index.html"
@@ -57,6 +57,8 @@ ANNOTATE_MAX_CELLS = 260  # write the value in each heat-map cell only while it 
 TIMELINE_VARIABLES = 3
 CALLOUTS_PER_EXPERT = 3
 MEAN_STATE_MAX_FEATURES = 24
+# Heat maps of larger observations (Humanoid: 348) show this many rows: the features that matter most, by |w|·σ.
+HEATMAP_MAX_FEATURES = 40
 
 
 def expert_color(m: int) -> str:
@@ -262,6 +264,7 @@ class Rollouts:
     gates: np.ndarray | None  # [N] softmax probability of the chosen expert
     episode: np.ndarray  # [N] episode index of each step
     returns: list[float]
+    successes: list[bool | None]  # per episode; None where the env reports no success
 
     def first_episode(self) -> np.ndarray:
         return np.flatnonzero(self.episode == 0)
@@ -269,10 +272,10 @@ class Rollouts:
 
 def collect_rollouts(actor: Actor, env, episodes: int, seed: int) -> Rollouts:
     """States, actions and expert choices of ``episodes`` deterministic episodes with evaluate's reset seeds."""
-    states, actions, experts, gates, episode_ids, returns = [], [], [], [], [], []
+    states, actions, experts, gates, episode_ids, returns, successes = [], [], [], [], [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
-        done, total = False, 0.0
+        done, total, success = False, 0.0, None
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
             action, expert = actor.act(obs_t)
@@ -283,10 +286,12 @@ def collect_rollouts(actor: Actor, env, episodes: int, seed: int) -> Rollouts:
             states.append(obs_t[0].numpy())
             actions.append(action[0].numpy())
             episode_ids.append(episode)
-            obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
+            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
             total += float(reward)
+            success = episode_success(success, info)
             done = terminated or truncated
         returns.append(total)
+        successes.append(success)
     return Rollouts(
         states=np.stack(states).astype(np.float64),
         actions=np.stack(actions).astype(np.float64),
@@ -294,29 +299,45 @@ def collect_rollouts(actor: Actor, env, episodes: int, seed: int) -> Rollouts:
         gates=np.asarray(gates) if gates else None,
         episode=np.asarray(episode_ids, dtype=np.int64),
         returns=returns,
+        successes=successes,
     )
 
 
-def read_metrics(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float, float]]]:
-    """(step, episodic return) of training episodes and (step, mean, std) of evaluations from metrics.csv."""
-    episodes: list[tuple[int, float]] = []
-    evals: list[tuple[int, float, float]] = []
+@dataclass
+class Metrics:
+    """metrics.csv: (step, episodic return) of training episodes, (step, mean, std) of evaluations, and (step,
+    success rate) of both where the env reports success."""
+
+    episodes: list[tuple[int, float]] = field(default_factory=list)
+    evals: list[tuple[int, float, float]] = field(default_factory=list)
+    episode_success: list[tuple[int, float]] = field(default_factory=list)
+    eval_success: list[tuple[int, float]] = field(default_factory=list)
+
+
+def read_metrics(path: Path) -> Metrics:
+    """The training curve in metrics.csv (files from before the success column read as without success)."""
+    metrics = Metrics()
     if not path.is_file():
-        return episodes, evals
+        return metrics
     try:
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 try:
+                    success = row.get(SUCCESS_COLUMN)
                     if row.get("event") == "episode" and row.get("episodic_return"):
-                        episodes.append((int(row["step"]), float(row["episodic_return"])))
+                        metrics.episodes.append((int(row["step"]), float(row["episodic_return"])))
+                        if success:
+                            metrics.episode_success.append((int(row["step"]), float(success)))
                     elif row.get("event") == "eval" and row.get("eval_return_mean"):
-                        evals.append((int(row["step"]), float(row["eval_return_mean"]),
-                                      float(row.get("eval_return_std") or 0.0)))
+                        metrics.evals.append((int(row["step"]), float(row["eval_return_mean"]),
+                                              float(row.get("eval_return_std") or 0.0)))
+                        if success:
+                            metrics.eval_success.append((int(row["step"]), float(success)))
                 except (TypeError, ValueError):
                     continue  # a truncated last line of a run that is still writing
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SmoseError(f"{path}: cannot read the training metrics ({exc})") from None
-    return episodes, evals
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -364,6 +385,21 @@ def heatmap(ax, matrix: np.ndarray, row_labels: list[str], col_labels: list[str]
     ax.grid(which="minor", color="white", linewidth=0.6)
     ax.tick_params(which="minor", length=0)
     return image
+
+
+def shown_features(scores: np.ndarray, limit: int = HEATMAP_MAX_FEATURES) -> np.ndarray:
+    """The features a heat map shows, in observation order: all of them, or the ``limit`` with the largest scores."""
+    if len(scores) <= limit:
+        return np.arange(len(scores))
+    return np.sort(np.argsort(-scores, kind="stable")[:limit])
+
+
+def shown_note(shown: np.ndarray, n_obs: int, which: str) -> str:
+    """The caption's word on a heat map that shows only some features."""
+    if len(shown) == n_obs:
+        return ""
+    return (f" Shown: the {len(shown)} of {n_obs} features {which}; `smose export --format json` has every "
+            "weight.")
 
 
 def segments(labels: np.ndarray) -> list[tuple[int, int, int]]:
@@ -426,8 +462,11 @@ def _dense_note(view: RunView, what: str) -> Note:
 def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
     """The numbers a reader wants first: how many experts act, how often control switches, how good the trees are."""
     roll = view.rollouts
-    items = [(f"Deterministic policy: mean return {fmt(float(np.mean(roll.returns)))} over {len(roll.returns)} "
-              f"episode(s) of {fmt(len(roll.episode) / len(roll.returns))} steps on average.")]
+    success = success_fields(roll.successes)
+    solved = (f", success rate {fmt_pct(success['success_rate'])} (episodes in which the env reports the task "
+              "solved)") if success else ""
+    items = [(f"Deterministic policy: mean return {fmt(float(np.mean(roll.returns)))}{solved} over "
+              f"{len(roll.returns)} episode(s) of {fmt(len(roll.episode) / len(roll.returns))} steps on average.")]
     actor = view.smose
     if actor is None:
         return items
@@ -482,9 +521,13 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     blocks: list[Block] = [*([warning] if warning else []), Bullets(at_a_glance(view, fidelity)),
                            Table(["", ""], rows)]
 
-    episodes, evals = read_metrics(view.run_dir / "metrics.csv")
+    metrics = read_metrics(view.run_dir / "metrics.csv")
+    episodes, evals = metrics.episodes, metrics.evals
     if episodes or evals:
-        fig, ax = plt.subplots(figsize=(10, 3.8))
+        success = bool(metrics.episode_success or metrics.eval_success)
+        fig, axes = plt.subplots(2 if success else 1, 1, figsize=(10, 6.2 if success else 3.8), sharex=True,
+                                 squeeze=False, gridspec_kw={"height_ratios": [1.6, 1] if success else [1]})
+        ax = axes[0, 0]
         if episodes:
             steps, returns = np.array(episodes).T
             ax.scatter(steps, returns, s=6, color="#9bb7d4", alpha=0.6, label="training episode (stochastic policy)")
@@ -496,14 +539,16 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
             steps, means, stds = np.array(evals).T
             ax.plot(steps, means, "o-", color="#d62728", lw=2, ms=4, label="evaluation (deterministic), mean ± std")
             ax.fill_between(steps, means - stds, means + stds, color="#d62728", alpha=0.15)
-        ax.set_xlabel("environment steps")
+        axes[-1, 0].set_xlabel("environment steps")
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=9)
         ax.set_title("Training curve")
+        if success:
+            success_curve(axes[1, 0], metrics)
         blocks.append(Figure("training-curve.png", figure_png(fig),
                              f"Return vs environment steps from metrics.csv ({len(episodes)} training episodes, "
-                             f"{len(evals)} evaluations)."))
+                             f"{len(evals)} evaluations)" + ("; below, the success rate." if success else ".")))
     else:
         blocks.append(Note("metrics.csv has no finished episodes or evaluations yet, so there is no training curve."))
 
@@ -511,6 +556,7 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     if ev:
         eval_rows = [["mean return ± std", f"{fmt(ev.get('mean'))} ± {fmt(ev.get('std'))}"],
                      ["min / max", f"{fmt(ev.get('min'))} / {fmt(ev.get('max'))}"],
+                     *([["success rate", fmt_pct(ev["success_rate"])]] if "success_rate" in ev else []),
                      ["episodes", str(ev.get("episodes"))],
                      ["mean episode length", fmt(ev.get("mean_length"))],
                      ["action mode", str(ev.get("mode", "gated"))],
@@ -525,6 +571,22 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     return Section("summary", "Summary", blocks)
 
 
+def success_curve(ax, metrics: Metrics) -> None:
+    """Success rate vs steps: a moving mean over training episodes and each evaluation's rate."""
+    if metrics.episode_success:
+        steps, flags = np.array(metrics.episode_success).T
+        window = max(1, min(len(flags), max(10, len(flags) // 25)))
+        ax.plot(steps[window - 1:], 100 * np.convolve(flags, np.ones(window) / window, mode="valid"),
+                color="#1f5c99", lw=1.6, label=f"training episodes (moving mean of {window})")
+    if metrics.eval_success:
+        steps, rates = np.array(metrics.eval_success).T
+        ax.plot(steps, 100 * rates, "o-", color="#d62728", lw=2, ms=4, label="evaluation (deterministic)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+
+
 def section_router(view: RunView) -> Section:
     section = Section("router", "Router weights")
     actor = view.smose
@@ -533,10 +595,11 @@ def section_router(view: RunView) -> Section:
         return section
     theta = actor.router.weight.detach().numpy().astype(np.float64)  # [M, n_obs]
     bias = actor.router.bias.detach().numpy().astype(np.float64)
-    matrix = np.vstack([theta.T, bias[None, :]])  # features (+ bias) x experts
+    shown = shown_features(router_influence(view))
+    matrix = np.vstack([theta.T[shown], bias[None, :]])  # features (+ bias) x experts
     labels = [f"expert {m}" for m in range(actor.n_experts)]
     fig, ax = plt.subplots(figsize=(max(5.5, 0.75 * actor.n_experts + 3.5), heatmap_height(len(matrix))))
-    image = heatmap(ax, matrix, view.obs_names + ["bias c"], labels, float(np.abs(matrix).max()),
+    image = heatmap(ax, matrix, [view.obs_names[f] for f in shown] + ["bias c"], labels, float(np.abs(matrix).max()),
                     [expert_color(m) for m in range(actor.n_experts)])
     fig.colorbar(image, ax=ax, label="router weight Θ (score change per unit of the feature)")
     ax.set_title("Router: score_k = Θ_k · s + c_k, the highest score picks expert k")
@@ -546,7 +609,8 @@ def section_router(view: RunView) -> Section:
              "lower it. Only differences between experts matter: a weight all experts share shifts every score "
              "equally."),
         Figure("router-weights.png", figure_png(fig), "Router weights Θ (features × experts) and biases, diverging "
-               "colours centred at 0."),
+               "colours centred at 0." + shown_note(shown, actor.n_obs, "that sway the router most (spread of Θ "
+                                                    "across experts times the feature's σ)")),
     ]
     # What makes expert k win: its weight above the experts' mean weight on the same feature, times the feature's σ.
     relative = (theta - theta.mean(axis=0, keepdims=True)) * view.sigma[None, :]
@@ -584,9 +648,10 @@ def section_experts(view: RunView) -> Section:
                                    f"{len(view.rollouts.returns)} deterministic episodes, so they are not shown."))
     usage = view.usage()
     for m in used:
-        matrix = np.vstack([weight[m].T, bias[m][None, :]])
+        shown = shown_features((np.abs(weight[m]) * view.sigma[None, :]).max(axis=0))
+        matrix = np.vstack([weight[m].T[shown], bias[m][None, :]])
         fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * n_act + 3.5), heatmap_height(len(matrix))))
-        image = heatmap(ax, matrix, view.obs_names + ["bias b"], view.act_names, vmax)
+        image = heatmap(ax, matrix, [view.obs_names[f] for f in shown] + ["bias b"], view.act_names, vmax)
         fig.colorbar(image, ax=ax, label="gain w (pre-tanh action per unit of the feature)")
         ax.set_title(f"Expert {m}  (active {fmt_pct(usage[m])} of steps)", color=expert_color(m), fontweight="bold")
         effect = weight[m] * view.sigma[None, :]  # [n_act, n_obs]
@@ -598,17 +663,22 @@ def section_experts(view: RunView) -> Section:
             direction = "up" if w > 0 else "down"
             sentences.append(f"Expert {m} pushes {view.act_names[a]} {direction} when {view.obs_names[f]} grows "
                              f"(w={w:+.2f}; a rise of one σ moves it by {effect[a, f]:+.2f} before tanh).")
-        section.blocks.append(Card([Figure(f"expert-{m}.png", figure_png(fig),
-                                           f"Expert {m}: mean-head weights W_{m} (features × actions) and bias."),
+        caption = f"Expert {m}: mean-head weights W_{m} (features × actions) and bias." + shown_note(
+            shown, actor.n_obs, "with the strongest gains (largest |w|·σ over the actions)")
+        section.blocks.append(Card([Figure(f"expert-{m}.png", figure_png(fig), caption),
                                     Bullets(sentences)]))
     return section
 
 
-def key_variables(view: RunView, count: int) -> list[int]:
-    """State variables that move the router's choice most: spread of Θ across experts times the feature's σ."""
+def router_influence(view: RunView) -> np.ndarray:
+    """How much each state variable moves the router's choice: spread of Θ across experts times its σ."""
     theta = view.smose.router.weight.detach().numpy().astype(np.float64)
-    influence = (theta.max(axis=0) - theta.min(axis=0)) * view.sigma
-    return [int(f) for f in np.argsort(-influence)[:count]]
+    return (theta.max(axis=0) - theta.min(axis=0)) * view.sigma
+
+
+def key_variables(view: RunView, count: int) -> list[int]:
+    """The ``count`` state variables that move the router's choice most (router_influence)."""
+    return [int(f) for f in np.argsort(-router_influence(view))[:count]]
 
 
 def section_usage(view: RunView) -> Section:

@@ -378,6 +378,9 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
 
 # ---- evaluations -----------------------------------------------------------------------------------------------------
 TIME_COLUMN = "time"  # metrics.csv: wall-clock seconds of training at the row, summed over resumed sessions
+# metrics.csv: on episode rows 1 or 0, whether the episode succeeded; on evaluation rows the share of episodes that
+# did. Empty for envs that report no success, absent from files written before the column existed.
+SUCCESS_COLUMN = "success_rate"
 EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by training and by `smose eval`
 LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
 

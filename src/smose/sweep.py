@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gymnasium as gym
 
-from smose import runlock
+from smose import runlock, suites
 from smose.checkpoint import checkpoint_path
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, KIND_GROUPS, TREES_DIR, distill_settings, model_digest, stale_trees
@@ -161,6 +161,7 @@ class Grid:
             if not getattr(self, name):
                 raise SmoseError(f"the sweep grid needs at least one value for {name}")
         for env in self.envs:
+            suites.register(env)  # a suite's ids exist once its package is imported
             if env not in gym.registry:
                 raise SmoseError(f"unknown environment {env!r} in --envs")
             if "__" in env:
@@ -213,7 +214,8 @@ class Grid:
 
 
 def run_name(env: str, algo: str, seed: int, experts: int | None = None, lb_weight: float | None = None) -> str:
-    """``<env>__<algo>[__M<m>][__lb<λ>]__s<seed>``; a '/' of a namespaced env id becomes '~'."""
+    """``<env>__<algo>[__M<m>][__lb<λ>]__s<seed>``; a '/' of a namespaced env id becomes '~' (``env`` may be a
+    suites.env_label, which names the task of an id that takes one as an argument)."""
     parts = [env.replace("/", "~"), algo]
     if experts is not None:
         parts.append(f"M{experts}")
@@ -243,7 +245,7 @@ def expand(grid: Grid, out: Path) -> list[RunSpec]:
             for algo in grid.algos:
                 for experts in grid.experts if algo in USES_EXPERTS else (DEFAULTS.experts,):
                     for lb in grid.lb_weights if algo in USES_LB else (DEFAULTS.effective_lb_weight,):
-                        name = run_name(env, algo, seed,
+                        name = run_name(suites.env_label(env, dict(grid.env_kwargs)), algo, seed,
                                         experts if "experts" in names and algo in USES_EXPERTS else None,
                                         lb if "lb_weight" in names and algo in USES_LB else None)
                         lb_weight = None if lb == DEFAULTS.effective_lb_weight else lb

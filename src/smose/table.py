@@ -131,6 +131,7 @@ class RunRecord:
     linear_return: float | None = None  # eval-linear.json: the authors' evaluation protocol, when run
     eval_times: dict[int, float] = field(default_factory=dict)  # evaluation step -> seconds of training
     times_estimated: bool = False  # eval_times estimated from the logged steps/s (no time column)
+    success_rate: float | None = None  # eval.json's, for envs that report success
 
     @property
     def tail_return(self) -> float:
@@ -221,9 +222,11 @@ def load_runs(directory: Path, exclude: Path | None = None,
             except SmoseError as exc:
                 skipped.append(f"{exc} (the run counts, without its linear evaluation)")
         eval_times, estimated = read_eval_times(run_dir / "metrics.csv")
+        success = evaluation.get("success_rate")
         records.append(RunRecord(run_dir, config, steps, float(evaluation["mean"]),
                                  usage_balance(evaluation.get("expert_usage") or []),
-                                 read_curve(run_dir / "metrics.csv"), trees, linear, eval_times, estimated))
+                                 read_curve(run_dir / "metrics.csv"), trees, linear, eval_times, estimated,
+                                 float(success) if isinstance(success, (int, float)) else None))
     return records, skipped
 
 
@@ -282,6 +285,7 @@ class Row:
     trees: list[tuple[int, TreeRecord]] = field(default_factory=list)  # (seed, its distillation) of distilled seeds
     stale_trees: list[tuple[int, Path]] = field(default_factory=list)  # (seed, run directory) of stale distillations
     linear_returns: list[float] = field(default_factory=list)  # the seeds' eval-linear.json means, where they exist
+    success_rates: list[float] = field(default_factory=list)  # the seeds' eval.json success rates, where reported
 
     @property
     def key(self) -> GroupKey:
@@ -357,7 +361,27 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
             row.stale_trees.append((record.config.seed, record.path))
         if record.linear_return is not None:
             row.linear_returns.append(record.linear_return)
+        if record.success_rate is not None:
+            row.success_rates.append(record.success_rate)
     return [groups[k] for k in sorted(groups, key=_sort_key)]
+
+
+def _success_section(rows: list[Row]) -> list[str]:
+    """Success rates of the groups whose env reports success (Meta-World), beside their returns."""
+    reported = [row for row in rows if row.success_rates]
+    if not reported:
+        return []
+    lines = ["", "## Success rates", "",
+             "Share of the final evaluation's episodes in which the env reports the task solved (`eval.json`), mean "
+             "± sample std over seeds, for the envs that report success.", "",
+             "| task | algo | M | λ | steps | seeds | success rate | mean return |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in reported:
+        rates = [100 * rate for rate in row.success_rates]
+        lines.append(f"| {_task(row)} | {row.algo} | {row.experts if row.experts is not None else '–'} | "
+                     f"{row.lb if row.lb is not None else '–'} | {row.steps:,} | {len(rates)} | "
+                     f"{_num(float(np.mean(rates)), 1)}% ± {_num(row.std_of(rates), 1)} | {_num(row.mean)} |")
+    return lines
 
 
 def versus(rows: list[Row]) -> list[tuple[Row, Row]]:
@@ -436,6 +460,7 @@ def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequ
                      f"{_num(row.mean)} ± {_num(row.std)} | {_num(row.iqm)}"
                      f"{f' [{_num(low)}, {_num(high)}]' if math.isfinite(low) else ''} | "
                      f"{_num(row.balance, 3) if row.algo == 'smose' else '–'} | {_num(row.tail_mean)} |")
+    lines += _success_section(rows)
     lines += _by_task_section(rows)
     compared = [row for row in rows if row.paper is not None]
     lines += ["", "## Against the paper", "",
@@ -692,13 +717,14 @@ def write_tables(directory: Path, out: Path | None = None, steps: int | None = N
         paths[path.stem] = path
     _write_csv(paths["csv"], ["env", "algo", "experts", "lb_weight", "steps", "settings", "n_seeds", "seeds", "mean",
                               "std", "iqm", "iqm_ci_low", "iqm_ci_high", "usage_balance", "tail_mean", "returns",
-                              "n_linear", "linear_mean", "linear_std"],
+                              "n_linear", "linear_mean", "linear_std", "n_success", "success_rate_mean"],
                [[r.env, r.algo, r.experts if r.experts is not None else "", r.lb or "", r.steps, r.settings,
                  len(r.seeds), " ".join(map(str, r.seeds)), _csv_num(r.mean), _csv_num(r.std), _csv_num(r.iqm),
                  *map(_csv_num, r.ci), _csv_num(r.balance), _csv_num(r.tail_mean),
                  json.dumps([round(x, 4) for x in r.returns]), len(r.linear_returns),
                  _csv_num(float(np.mean(r.linear_returns))) if r.linear_returns else "",
-                 _csv_num(r.std_of(r.linear_returns))]
+                 _csv_num(r.std_of(r.linear_returns)), len(r.success_rates),
+                 _csv_num(float(np.mean(r.success_rates))) if r.success_rates else ""]
                 for r in rows])
     _write_csv(paths["paper"], ["env", "task", "algo", "steps", "n_seeds", "mean", "paper", "ratio"],
                [[r.env, task_name(r.env), r.algo, r.steps, len(r.seeds), _csv_num(r.mean), _csv_num(r.paper),

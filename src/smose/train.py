@@ -7,6 +7,7 @@ A run directory holds everything later commands read:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import os
@@ -32,11 +33,12 @@ from smose.config import TrainConfig, read_run_config, run_config_json
 from smose.distill import TREES_DIR
 from smose.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
-from smose.evaluate import evaluate
+from smose.evaluate import episode_success, evaluate
 from smose.policy import make_actor
 from smose.sac import make_learner
-from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, TIME_COLUMN, WriteError,
-                                 save_model, write_error, write_eval, write_json)
+from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN,
+                                 WriteError, save_model, write_error, write_eval, write_json)
+from smose.suites import env_label
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -44,6 +46,7 @@ TENSORBOARD_DIR = "tensorboard"
 WRITE_PROBE = ".write-test"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
+RECENT_EPISODES = 20  # the progress bar's training success rate is over this many last episodes
 
 
 class TrainingInterrupted(Exception):
@@ -55,7 +58,7 @@ def warn(message: str) -> None:
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    return Path("runs") / f"{config.env}__{config.algo}__{config.seed}"
+    return Path("runs") / f"{env_label(config.env, config.env_kwargs)}__{config.algo}__{config.seed}"
 
 
 # `smose eval --env OTHER` writes eval-OTHER.json / eval-linear-OTHER.json (serialization.eval_file)
@@ -149,7 +152,7 @@ class RunLogger:
         self.n_experts = n_experts
         self.path = run_dir / METRICS_FILE
         self.columns = ["step", "event", "episodic_return", "episodic_length", "eval_return_mean", "eval_return_std",
-                        *LOSS_COLUMNS, "sps", TIME_COLUMN] + [f"usage_{m}" for m in range(n_experts)]
+                        SUCCESS_COLUMN, *LOSS_COLUMNS, "sps", TIME_COLUMN] + [f"usage_{m}" for m in range(n_experts)]
         path = self.path
         if metrics_bytes is not None:
             size = path.stat().st_size if path.exists() else 0
@@ -239,6 +242,8 @@ class Trainer:
         self.obs, _ = self.env.reset(seed=config.seed)
         self.episode_return, self.episode_length = 0.0, 0
         self.episode_usage = np.zeros(self.n_experts, dtype=np.int64)
+        self.episode_success: bool | None = None  # None while the env has reported no success this episode
+        self.recent_successes: collections.deque[bool] = collections.deque(maxlen=RECENT_EPISODES)
         self.last_episode_return = float("nan")
         self.last_episode_usage: np.ndarray | None = None
         self.last_eval: dict | None = None
@@ -362,10 +367,11 @@ class Trainer:
                         self.episode_usage[int(expert[0])] += 1
 
                 # 2. step the env and store the transition (done = termination only: truncation bootstraps)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
+                next_obs, reward, terminated, truncated, info = env.step(action)
                 buffer.add(obs, action, reward, next_obs, terminated)
                 self.episode_return += float(reward)
                 self.episode_length += 1
+                self.episode_success = episode_success(self.episode_success, info)
                 self.obs = next_obs
                 self.global_step += 1
                 step = self.global_step
@@ -412,6 +418,9 @@ class Trainer:
             if stats:
                 row["alpha"] = float(self.learner.alpha)
             scalars = {"charts/episodic_return": self.episode_return, "charts/episodic_length": self.episode_length}
+            if self.episode_success is not None:
+                row[SUCCESS_COLUMN] = float(self.episode_success)
+                scalars["charts/success"] = float(self.episode_success)
             used = self.episode_usage.sum()
             if used:
                 fractions = self.episode_usage / used
@@ -420,7 +429,9 @@ class Trainer:
                 scalars |= {f"charts/expert_usage/{m}": float(f) for m, f in enumerate(fractions)}
             self.logger.row(row)
             self.logger.scalars(step, scalars)
-        self.episode_return, self.episode_length = 0.0, 0
+        if self.episode_success is not None:
+            self.recent_successes.append(self.episode_success)
+        self.episode_return, self.episode_length, self.episode_success = 0.0, 0, None
         self.episode_usage[:] = 0
 
     def _evaluate(self, step: int) -> dict:
@@ -429,15 +440,23 @@ class Trainer:
         if self.logger is not None:
             row = {"step": step, "event": "eval", "eval_return_mean": result["mean"], "eval_return_std": result["std"]}
             row |= {f"usage_{m}": float(f) for m, f in enumerate(result.get("expert_usage", []))}
+            scalars = {"eval/episodic_return": result["mean"]}
+            if "success_rate" in result:
+                row[SUCCESS_COLUMN] = scalars["eval/success_rate"] = result["success_rate"]
             self.logger.row(row)
-            self.logger.scalars(step, {"eval/episodic_return": result["mean"]})
+            self.logger.scalars(step, scalars)
         return result
 
     def _postfix(self, sps: float) -> dict:
-        """Progress-bar fields: steps/s, last training return, last evaluation, expert usage (% of the last episode)."""
+        """Progress-bar fields: steps/s, last training return, success rate of the last training episodes, last
+        evaluation (return and success rate), expert usage (% of the last episode)."""
         post = {"sps": f"{sps:.0f}", "ret": f"{self.last_episode_return:.1f}"}
+        if self.recent_successes:
+            post["succ%"] = f"{100 * np.mean(self.recent_successes):.0f}"
         if self.last_eval is not None:
             post["eval"] = f"{self.last_eval['mean']:.1f}"
+            if "success_rate" in self.last_eval:
+                post["eval_succ%"] = f"{100 * self.last_eval['success_rate']:.0f}"
         usage = self.last_episode_usage
         if usage is None and self.last_eval is not None:
             usage = self.last_eval.get("expert_usage")
