@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from smose.api import SMOSE
-from smose.boundary import (invalid_observations, limit_observations, logit_tie_states, threshold_states,
-                            to_float32)
+from smose.boundary import (decision_states, invalid_observations, limit_observations, logit_tie_states,
+                            threshold_states, to_float32)
 from smose.cli import main
 from smose.distill import TreeRouter, collect_states, distill, load_trees, tree_file
 from smose.envs import make_env
@@ -37,19 +37,20 @@ from smose.serialization import load_model, save_model
 
 TOLERANCE = 1e-5
 N_ROLLOUT, N_RANDOM = 5_000, 5_000
-VARIANTS = [("neural", "per-expert"), ("tree", "per-expert"), ("tree", "multiclass")]
+VARIANTS = [("neural", "per-expert"), ("tree", "per-expert"), ("tree", "multiclass"), ("tree", "oblique")]
+TREE_KINDS = ("per-expert", "multiclass", "oblique")
 MODES = ("gated", "linear")
 CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
 
 
 @pytest.fixture(scope="module")
 def smose_run(hopper_run, tmp_path_factory) -> Path:
-    """The hopper_run model copied (so the shared run stays untouched) and distilled into both tree kinds."""
+    """The hopper_run model copied (so the shared run stays untouched) and distilled into every tree kind."""
     run = tmp_path_factory.mktemp("export") / "hopper"
     run.mkdir()
     for name in ("model.json", "model.safetensors"):
         shutil.copy(hopper_run / name, run / name)
-    distill(run, depth=3, episodes=3, kind="both", eval_episodes=1)
+    distill(run, depth=3, episodes=3, kind="all", eval_episodes=1, cma_iterations=30)
     return run
 
 
@@ -271,13 +272,33 @@ def json_tree_route(trees: dict, obs: np.ndarray) -> np.ndarray:
 
     choices = []
     for s in to_float32(obs):
-        if trees["kind"] == "per-expert":
+        if trees["kind"] == "oblique":
+            choices.append(int(np.argmax(oblique_path(trees, s)[-1]["probability"])))
+        elif trees["kind"] == "per-expert":
             theta = np.asarray(trees["router_weight"], dtype=np.float32)
             yes = [leaf(tree["nodes"], theta[m] * s)["probability"][1] for m, tree in enumerate(trees["trees"])]
             choices.append(int(np.argmax(yes)))
         else:
             choices.append(int(np.argmax(leaf(trees["trees"][0]["nodes"], s)["probability"])))
     return np.asarray(choices)
+
+
+def oblique_path(trees: dict, s: np.ndarray) -> list[dict]:
+    """The nodes a float32 state passes in an oblique tree, by docs/export.md's rule: x = (s - mean) / scale with each
+    operation rounded to float32; a test goes left when bias + sum_i weights[i] * x[i] <= 0, summed in float64 from
+    the float32 bias in index order."""
+    mean = np.asarray(trees["standardisation"]["mean"], dtype=np.float32)
+    scale = np.asarray(trees["standardisation"]["scale"], dtype=np.float32)
+    x = (s.astype(np.float32) - mean) / scale  # float32 arrays: each operation rounds to float32
+    nodes = trees["trees"][0]["nodes"]
+    path = [nodes[0]]
+    while not path[-1]["leaf"]:
+        node = path[-1]
+        total = float(np.float32(node["bias"]))
+        for w, xi in zip(np.asarray(node["weights"], dtype=np.float32), x):
+            total += float(w) * float(xi)
+        path.append(nodes[node["left"] if total <= 0 else node["right"]])
+    return path
 
 
 def json_act(doc: dict, obs: np.ndarray, router: str, kind: str, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,7 +332,7 @@ def test_json_export_holds_everything_and_matches(smose_run, states, tmp_path):
     assert (doc["format"], doc["format_version"]) == (EXPORT_FORMAT, EXPORT_FORMAT_VERSION)
     assert doc["observation_names"] == observation_names("Hopper-v5", 11)
     assert doc["action_names"] == action_names("Hopper-v5", 3)
-    assert set(doc["trees"]) == {"per-expert", "multiclass"}
+    assert set(doc["trees"]) == {"per-expert", "multiclass", "oblique"}
     actor, _ = load_model(smose_run)
     n_act = actor.n_act
     exact = {
@@ -359,11 +380,11 @@ def test_onnx_export_matches(smose_run, states, tmp_path, router, kind, mode):
 
 @pytest.fixture(scope="module")
 def boundary(smose_run, states) -> np.ndarray:
-    """[N, 11] float64: states on every split threshold of both tree kinds (float32 a few steps either side, and
-    float64 between those steps) and on ties between every pair of router logits, around a few rollout states."""
+    """[N, 11] float64: states on every split threshold and oblique hyperplane of every tree kind (float32 a few steps
+    either side, and float64 between those steps) and on ties between every pair of router logits, around a few
+    rollout states."""
     actor, _ = load_model(smose_run)
-    parts = [threshold_states(load_trees(tree_file(smose_run, kind)), states[:3]) for kind in ("per-expert",
-                                                                                              "multiclass")]
+    parts = [decision_states(load_trees(tree_file(smose_run, kind)), states[:3]) for kind in TREE_KINDS]
     parts.append(logit_tie_states(actor.router.weight.detach().numpy(), actor.router.bias.detach().numpy(),
                                   states[::500]))
     return np.concatenate(parts)
@@ -394,6 +415,29 @@ def test_boundary_states_reach_every_split_on_both_sides(smose_run, boundary):
                 x = obs[:, node["feature"]] * (1.0 if theta is None else theta[node["feature"]])
                 gap = np.abs(x.astype(np.float64) - node["threshold"])
                 assert gap.min() <= 4 * abs(np.spacing(np.float32(node["threshold"]))), (kind, m, i)
+
+
+def test_boundary_states_straddle_every_oblique_test(smose_run, boundary):
+    """Guards the boundary tests for the oblique tree: at every test that training states reach on both sides, two
+    boundary states reaching it that differ in one feature by at most 4 float32 steps go different ways."""
+    trees = load_trees(tree_file(smose_run, "oblique"))
+    nodes = trees["trees"][0]["nodes"]
+    obs = boundary.astype(np.float32)
+    paths = [oblique_path(trees, s) for s in obs]
+    straddled = set()
+    for a in range(len(obs) - 1):
+        b = a + 1
+        differ = np.flatnonzero(obs[a] != obs[b])
+        if len(differ) != 1:
+            continue
+        f = differ[0]
+        steps = abs(int(obs[a, f].view(np.int32)) - int(obs[b, f].view(np.int32)))  # same sign near a crossing
+        for node_a, next_a in zip(paths[a], paths[a][1:]):
+            for node_b, next_b in zip(paths[b], paths[b][1:]):
+                if node_a["id"] == node_b["id"] and next_a["id"] != next_b["id"] and steps <= 4:
+                    straddled.add(node_a["id"])
+    both = {n["id"] for n in nodes if not n["leaf"] and nodes[n["left"]]["samples"] and nodes[n["right"]]["samples"]}
+    assert both and both <= straddled
 
 
 def boundary_experts(run: Path, obs: np.ndarray, router: str, kind: str) -> np.ndarray:
