@@ -517,6 +517,15 @@ def test_export_self_check_catches_a_controller_that_decides_otherwise(smose_run
     assert not (tmp_path / "p.py").exists()
 
 
+def test_export_self_check_catches_an_oblique_tree_standardised_without_rounding(smose_run, tmp_path, monkeypatch):
+    """A Python file that standardises the observation in float64 (no rounding to float32) decides otherwise on the
+    hyperplane states of the self-check, and is refused."""
+    monkeypatch.setattr(export, "_PY_STANDARDISED", "(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]")
+    with pytest.raises(SmoseError, match="chooses another expert than the library"):
+        export_policy(smose_run, "python", tmp_path / "p.py", router="tree", tree_kind="oblique")
+    assert not (tmp_path / "p.py").exists()
+
+
 def test_library_decides_the_same_for_one_state_as_for_a_batch(smose_run, boundary):
     """The router's float32 matrix product rounds differently for a batch and a single state; the choice does not."""
     actor, _ = load_model(smose_run)

@@ -115,7 +115,8 @@ def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path):
         assert type(trainer.learner) is SAC and trainer.learner.hp.lb_loss == "none"  # autograd, no balancing
         assert isinstance(trainer.actor, TreeRoutedActor) and trainer.actor.tree_kind == "oblique"
         data = read_checkpoint_json(source)
-        assert trainer.buffer.size == data["buffer"]["size"] and trainer.learner.n_updates == data["learner"]["n_updates"]
+        assert trainer.buffer.size == data["buffer"]["size"]
+        assert trainer.learner.n_updates == data["learner"]["n_updates"]
         with safe_open(str(source / CHECKPOINT_DIR / data["tensor_file"]), framework="pt") as saved:
             for name, value in trainer.learner.critic.state_dict().items():
                 torch.testing.assert_close(value, saved.get_tensor(f"critic/{name}"), rtol=0, atol=0)
@@ -263,7 +264,7 @@ def test_api_fine_tunes_a_loaded_run_under_the_oblique_tree(source, tmp_path):
     np.testing.assert_array_equal(got_expert, trees.predict(obs))
     assert np.abs(got_action - want.numpy()).max() <= 1e-5
     with pytest.raises(SmoseError, match="load one with SMOSE.load"):
-        SMOSE("Pendulum-v1", learning_starts=10, buffer_size=100).finetune(1)
+        SMOSE("Pendulum-v1", learning_starts=10, batch_size=8, buffer_size=100).finetune(1)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -213,7 +213,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         print(f"env kwargs {' '.join(format_env_kwargs(info['env_kwargs']))}")
     if "router" in arch:  # fine-tuned under fixed trees (smose.tree_policy)
-        shape = f"{arch['n_experts']} linear experts chosen by fixed {arch['tree_kind']} trees, gated by a linear router"
+        shape = (f"{arch['n_experts']} linear experts chosen by fixed {arch['tree_kind']} trees, gated by a linear "
+                 "router")
     elif arch["algo"] == "smose":
         shape = f"{arch['n_experts']} linear experts, linear top-1 router"
     else:

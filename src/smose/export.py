@@ -983,6 +983,10 @@ def _oblique_arrays(trees: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return mean, np.asarray(standardisation["scale"], dtype=np.float32), weight, bias
 
 
+# How the Python file standardises component i, as the library does (smose.oblique.standardised).
+_PY_STANDARDISED = "_f32(_f32(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i])"
+
+
 def _python_oblique(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
     trees = p.routing_trees
     assert trees is not None
@@ -1001,7 +1005,7 @@ def _python_oblique(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
               "def _standardised(obs):",
               '    """x[i] = (obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i], the subtraction and the division each',
               '    rounded to float32, as the library computes them."""',
-              "    return [_f32(_f32(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]) for i in range(N_OBS)]", "", "",
+              f"    return [{_PY_STANDARDISED} for i in range(N_OBS)]", "", "",
               "def _hyperplane(t, x):",
               '    """HYPERPLANE_BIAS[t] + sum_i HYPERPLANE_WEIGHT[t][i] * x[i] in float64, summed in index order as',
               '    the library does (each product of two float32 numbers is exact)."""',
