@@ -197,9 +197,9 @@ def check_format(data: Any, path: Path, fmt: str, version: int | tuple[int, ...]
     versions = version if isinstance(version, tuple) else (version,)
     found = data.get("format_version")
     if not (isinstance(found, int) and not isinstance(found, bool) and found in versions):
-        readable = " and ".join(map(str, versions))
-        raise SmoseError(f"{path}: {what} format version {found!r} is not supported "
-                         f"(this smose reads version {readable})")
+        readable = f"version {versions[0]}" if len(versions) == 1 else \
+            f"versions {', '.join(map(str, versions[:-1]))} and {versions[-1]}"
+        raise SmoseError(f"{path}: {what} format version {found!r} is not supported (this smose reads {readable})")
     return data
 
 
