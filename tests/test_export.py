@@ -227,12 +227,13 @@ C_OTHER_UNIT = textwrap.dedent('''
 ''')
 
 
-def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path,
+                 flags: list[str] = CFLAGS) -> tuple[np.ndarray, np.ndarray]:
     workdir.mkdir()
     shutil.copy(header, workdir / "policy.h")
     (workdir / "driver.c").write_text(C_DRIVER)
     (workdir / "other.c").write_text(C_OTHER_UNIT)
-    build = subprocess.run(["gcc", *CFLAGS, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
+    build = subprocess.run(["gcc", *flags, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
                            capture_output=True, text=True, check=False)
     assert build.returncode == 0, build.stderr
     to_float32(obs).tofile(workdir / "states.bin")
@@ -473,6 +474,31 @@ def test_every_format_decides_like_the_library_on_boundaries(smose_run, boundary
                                    tree_kind=kind)
             assert_matches(*run_c_export(header, boundary, 3, tmp_path / f"build-{router}-{kind}"),
                            *want[(router, kind)])
+
+
+def cpu_has_fma() -> bool:
+    try:
+        return " fma " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
+    except OSError:
+        return False
+
+
+@needs_gcc
+@pytest.mark.skipif(not cpu_has_fma(), reason="the CPU has no fused multiply-add")
+def test_c_export_decides_alike_when_the_compiler_fuses_multiply_add(smose_run, boundary, tmp_path):
+    """Compiled so that every a*b+c may become one fused multiply-add (GNU mode, -mfma -ffp-contract=fast), the C file
+    still chooses the library's expert on every boundary state: the products that decide (router logits, oblique
+    hyperplanes) are exact in double, and per-expert products are rounded to float before they are compared."""
+    fused = ["-O2", "-std=gnu99", "-mfma", "-ffp-contract=fast", "-Wall", "-Werror"]
+    for router, kind in VARIANTS:
+        want = reference(smose_run, boundary.astype(np.float32), router, kind, "gated")
+        header = export_policy(smose_run, "c", tmp_path / f"{router}-{kind}.h", router=router, tree_kind=kind)
+        action, expert = run_c_export(header, boundary, 3, tmp_path / f"fma-{router}-{kind}", fused)
+        np.testing.assert_array_equal(expert, want[1])
+        assert np.abs(action - want[0]).max() <= TOLERANCE
+        assembly = subprocess.run(["gcc", *fused, "-S", "driver.c", "-o", "-"], cwd=tmp_path / f"fma-{router}-{kind}",
+                                  capture_output=True, text=True, check=True).stdout
+        assert "vfmadd" in assembly  # the compiler did fuse: the check above is not vacuous
 
 
 @pytest.fixture(scope="module")
