@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from smose.api import SMOSE
-from smose.boundary import (invalid_observations, limit_observations, logit_tie_states, threshold_states,
-                            to_float32)
+from smose.boundary import (decision_states, invalid_observations, limit_observations, logit_tie_states,
+                            threshold_states, to_float32)
 from smose.cli import main
 from smose.distill import TreeRouter, collect_states, distill, load_trees, tree_file
 from smose.envs import make_env
@@ -37,19 +37,20 @@ from smose.serialization import load_model, save_model
 
 TOLERANCE = 1e-5
 N_ROLLOUT, N_RANDOM = 5_000, 5_000
-VARIANTS = [("neural", "per-expert"), ("tree", "per-expert"), ("tree", "multiclass")]
+VARIANTS = [("neural", "per-expert"), ("tree", "per-expert"), ("tree", "multiclass"), ("tree", "oblique")]
+TREE_KINDS = ("per-expert", "multiclass", "oblique")
 MODES = ("gated", "linear")
 CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
 
 
 @pytest.fixture(scope="module")
 def smose_run(hopper_run, tmp_path_factory) -> Path:
-    """The hopper_run model copied (so the shared run stays untouched) and distilled into both tree kinds."""
+    """The hopper_run model copied (so the shared run stays untouched) and distilled into every tree kind."""
     run = tmp_path_factory.mktemp("export") / "hopper"
     run.mkdir()
     for name in ("model.json", "model.safetensors"):
         shutil.copy(hopper_run / name, run / name)
-    distill(run, depth=3, episodes=3, kind="both", eval_episodes=1)
+    distill(run, depth=3, episodes=3, kind="all", eval_episodes=1, cma_iterations=30)
     return run
 
 
@@ -226,12 +227,13 @@ C_OTHER_UNIT = textwrap.dedent('''
 ''')
 
 
-def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+def run_c_export(header: Path, obs: np.ndarray, n_act: int, workdir: Path,
+                 flags: list[str] = CFLAGS) -> tuple[np.ndarray, np.ndarray]:
     workdir.mkdir()
     shutil.copy(header, workdir / "policy.h")
     (workdir / "driver.c").write_text(C_DRIVER)
     (workdir / "other.c").write_text(C_OTHER_UNIT)
-    build = subprocess.run(["gcc", *CFLAGS, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
+    build = subprocess.run(["gcc", *flags, "driver.c", "other.c", "-o", "driver", "-lm"], cwd=workdir,
                            capture_output=True, text=True, check=False)
     assert build.returncode == 0, build.stderr
     to_float32(obs).tofile(workdir / "states.bin")
@@ -271,13 +273,33 @@ def json_tree_route(trees: dict, obs: np.ndarray) -> np.ndarray:
 
     choices = []
     for s in to_float32(obs):
-        if trees["kind"] == "per-expert":
+        if trees["kind"] == "oblique":
+            choices.append(int(np.argmax(oblique_path(trees, s)[-1]["probability"])))
+        elif trees["kind"] == "per-expert":
             theta = np.asarray(trees["router_weight"], dtype=np.float32)
             yes = [leaf(tree["nodes"], theta[m] * s)["probability"][1] for m, tree in enumerate(trees["trees"])]
             choices.append(int(np.argmax(yes)))
         else:
             choices.append(int(np.argmax(leaf(trees["trees"][0]["nodes"], s)["probability"])))
     return np.asarray(choices)
+
+
+def oblique_path(trees: dict, s: np.ndarray) -> list[dict]:
+    """The nodes a float32 state passes in an oblique tree, by docs/export.md's rule: x = (s - mean) / scale with each
+    operation rounded to float32; a test goes left when bias + sum_i weights[i] * x[i] <= 0, summed in float64 from
+    the float32 bias in index order."""
+    mean = np.asarray(trees["standardisation"]["mean"], dtype=np.float32)
+    scale = np.asarray(trees["standardisation"]["scale"], dtype=np.float32)
+    x = (s.astype(np.float32) - mean) / scale  # float32 arrays: each operation rounds to float32
+    nodes = trees["trees"][0]["nodes"]
+    path = [nodes[0]]
+    while not path[-1]["leaf"]:
+        node = path[-1]
+        total = float(np.float32(node["bias"]))
+        for w, xi in zip(np.asarray(node["weights"], dtype=np.float32), x):
+            total += float(w) * float(xi)
+        path.append(nodes[node["left"] if total <= 0 else node["right"]])
+    return path
 
 
 def json_act(doc: dict, obs: np.ndarray, router: str, kind: str, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,7 +333,7 @@ def test_json_export_holds_everything_and_matches(smose_run, states, tmp_path):
     assert (doc["format"], doc["format_version"]) == (EXPORT_FORMAT, EXPORT_FORMAT_VERSION)
     assert doc["observation_names"] == observation_names("Hopper-v5", 11)
     assert doc["action_names"] == action_names("Hopper-v5", 3)
-    assert set(doc["trees"]) == {"per-expert", "multiclass"}
+    assert set(doc["trees"]) == {"per-expert", "multiclass", "oblique"}
     actor, _ = load_model(smose_run)
     n_act = actor.n_act
     exact = {
@@ -359,11 +381,11 @@ def test_onnx_export_matches(smose_run, states, tmp_path, router, kind, mode):
 
 @pytest.fixture(scope="module")
 def boundary(smose_run, states) -> np.ndarray:
-    """[N, 11] float64: states on every split threshold of both tree kinds (float32 a few steps either side, and
-    float64 between those steps) and on ties between every pair of router logits, around a few rollout states."""
+    """[N, 11] float64: states on every split threshold and oblique hyperplane of every tree kind (float32 a few steps
+    either side, and float64 between those steps) and on ties between every pair of router logits, around a few
+    rollout states."""
     actor, _ = load_model(smose_run)
-    parts = [threshold_states(load_trees(tree_file(smose_run, kind)), states[:3]) for kind in ("per-expert",
-                                                                                              "multiclass")]
+    parts = [decision_states(load_trees(tree_file(smose_run, kind)), states[:3]) for kind in TREE_KINDS]
     parts.append(logit_tie_states(actor.router.weight.detach().numpy(), actor.router.bias.detach().numpy(),
                                   states[::500]))
     return np.concatenate(parts)
@@ -394,6 +416,29 @@ def test_boundary_states_reach_every_split_on_both_sides(smose_run, boundary):
                 x = obs[:, node["feature"]] * (1.0 if theta is None else theta[node["feature"]])
                 gap = np.abs(x.astype(np.float64) - node["threshold"])
                 assert gap.min() <= 4 * abs(np.spacing(np.float32(node["threshold"]))), (kind, m, i)
+
+
+def test_boundary_states_straddle_every_oblique_test(smose_run, boundary):
+    """Guards the boundary tests for the oblique tree: at every test that training states reach on both sides, two
+    boundary states reaching it that differ in one feature by at most 4 float32 steps go different ways."""
+    trees = load_trees(tree_file(smose_run, "oblique"))
+    nodes = trees["trees"][0]["nodes"]
+    obs = boundary.astype(np.float32)
+    paths = [oblique_path(trees, s) for s in obs]
+    straddled = set()
+    for a in range(len(obs) - 1):
+        b = a + 1
+        differ = np.flatnonzero(obs[a] != obs[b])
+        if len(differ) != 1:
+            continue
+        f = differ[0]
+        steps = abs(int(obs[a, f].view(np.int32)) - int(obs[b, f].view(np.int32)))  # same sign near a crossing
+        for node_a, next_a in zip(paths[a], paths[a][1:]):
+            for node_b, next_b in zip(paths[b], paths[b][1:]):
+                if node_a["id"] == node_b["id"] and next_a["id"] != next_b["id"] and steps <= 4:
+                    straddled.add(node_a["id"])
+    both = {n["id"] for n in nodes if not n["leaf"] and nodes[n["left"]]["samples"] and nodes[n["right"]]["samples"]}
+    assert both and both <= straddled
 
 
 def boundary_experts(run: Path, obs: np.ndarray, router: str, kind: str) -> np.ndarray:
@@ -429,6 +474,31 @@ def test_every_format_decides_like_the_library_on_boundaries(smose_run, boundary
                                    tree_kind=kind)
             assert_matches(*run_c_export(header, boundary, 3, tmp_path / f"build-{router}-{kind}"),
                            *want[(router, kind)])
+
+
+def cpu_has_fma() -> bool:
+    try:
+        return " fma " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
+    except OSError:
+        return False
+
+
+@needs_gcc
+@pytest.mark.skipif(not cpu_has_fma(), reason="the CPU has no fused multiply-add")
+def test_c_export_decides_alike_when_the_compiler_fuses_multiply_add(smose_run, boundary, tmp_path):
+    """Compiled so that every a*b+c may become one fused multiply-add (GNU mode, -mfma -ffp-contract=fast), the C file
+    still chooses the library's expert on every boundary state: the products that decide (router logits, oblique
+    hyperplanes) are exact in double, and per-expert products are rounded to float before they are compared."""
+    fused = ["-O2", "-std=gnu99", "-mfma", "-ffp-contract=fast", "-Wall", "-Werror"]
+    for router, kind in VARIANTS:
+        want = reference(smose_run, boundary.astype(np.float32), router, kind, "gated")
+        header = export_policy(smose_run, "c", tmp_path / f"{router}-{kind}.h", router=router, tree_kind=kind)
+        action, expert = run_c_export(header, boundary, 3, tmp_path / f"fma-{router}-{kind}", fused)
+        np.testing.assert_array_equal(expert, want[1])
+        assert np.abs(action - want[0]).max() <= TOLERANCE
+        assembly = subprocess.run(["gcc", *fused, "-S", "driver.c", "-o", "-"], cwd=tmp_path / f"fma-{router}-{kind}",
+                                  capture_output=True, text=True, check=True).stdout
+        assert "vfmadd" in assembly  # the compiler did fuse: the check above is not vacuous
 
 
 @pytest.fixture(scope="module")
@@ -470,6 +540,15 @@ def test_export_self_check_catches_a_controller_that_decides_otherwise(smose_run
     monkeypatch.setattr(export, "_PY_OBSERVATION", reading)
     with pytest.raises(SmoseError, match="chooses another expert than the library"):
         export_policy(smose_run, "python", tmp_path / "p.py", router="tree")
+    assert not (tmp_path / "p.py").exists()
+
+
+def test_export_self_check_catches_an_oblique_tree_standardised_without_rounding(smose_run, tmp_path, monkeypatch):
+    """A Python file that standardises the observation in float64 (no rounding to float32) decides otherwise on the
+    hyperplane states of the self-check, and is refused."""
+    monkeypatch.setattr(export, "_PY_STANDARDISED", "(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]")
+    with pytest.raises(SmoseError, match="chooses another expert than the library"):
+        export_policy(smose_run, "python", tmp_path / "p.py", router="tree", tree_kind="oblique")
     assert not (tmp_path / "p.py").exists()
 
 

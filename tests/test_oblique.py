@@ -108,19 +108,23 @@ def test_physical_units_rule_decides_as_the_standardised_one():
     assert checked == 3
 
 
-def test_node_activations_are_float32_summed_feature_by_feature():
+def test_node_activations_standardise_in_float32_and_sum_exact_products_in_float64_in_index_order():
     rng = np.random.default_rng(1)
     obs, mean = rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=7).astype(np.float32)
     scale = rng.uniform(0.1, 3, size=7).astype(np.float32)
     weight, bias = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     got = oblique.node_activations(obs, mean, scale, weight, bias)
-    assert got.dtype == np.float32
+    assert got.dtype == np.float64
     for b in range(50):
         for n in range(3):
-            total = bias[n]
+            total = float(bias[n])
             for f in range(7):
-                total = np.float32(total + weight[n, f] * np.float32((obs[b, f] - mean[f]) / scale[f]))
+                x = np.float32(np.float32(obs[b, f] - mean[f]) / scale[f])
+                total = total + float(weight[n, f]) * float(x)  # Python floats: IEEE double, one op at a time
             assert got[b, n] == total
+    # Summed in another order the last bits differ somewhere: the order is part of the definition.
+    reversed_order = oblique.node_activations(obs[:, ::-1], mean[::-1], scale[::-1], weight[:, ::-1], bias)
+    assert (reversed_order != got).any()
 
 
 def _corrupt(trees: dict, change) -> dict:
@@ -173,12 +177,18 @@ def test_cli_oblique_distill_eval_explain_and_export(pendulum_run, tmp_path, cap
     report = (run_dir / "report" / "report.md").read_text()
     assert "Oblique tree" in report and rules.splitlines()[2] in report
 
+    report_html = (run_dir / "report" / "index.html").read_text()
+    names = trees["feature_names"]
+    inner = [n for n in trees["trees"][0]["nodes"] if not n["leaf"]]
+    # the table of terms names each test's strongest state variable with its weight per unit and its threshold
+    strongest = names[int(np.argmax(np.abs(inner[0]["weights"])))]
+    assert "<= threshold" in report and strongest in report
+    assert f"{inner[0]['state_threshold']:.4g}" in report_html
+
     capsys.readouterr()
     assert main(["export", str(run_dir), "--format", "python", "--router", "tree", "--tree-kind", "oblique",
-                 "--out", str(tmp_path / "policy.py")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("smose: error: export of oblique trees is not supported") and err.count("\n") == 1
-    assert not (tmp_path / "policy.py").exists()
+                 "--out", str(tmp_path / "policy.py")]) == 0
+    assert "route(obs)" in (tmp_path / "policy.py").read_text()
 
 
 def test_oblique_bad_input_is_refused(pendulum_run, capsys):

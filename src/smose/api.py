@@ -41,6 +41,7 @@ class SMOSE:
         self._trainer: Trainer | None = Trainer(self.config)
         self.actor: Actor = self._trainer.actor
         self.env_id = env_id
+        self.path: Path | None = None  # the run directory a loaded model came from
 
     # ---- training -------------------------------------------------------------------------------------------------
     def learn(self, total_timesteps: int, progress_bar: bool = False) -> SMOSE:
@@ -130,8 +131,19 @@ class SMOSE:
         model.actor, model.mode, model.env_id, model._trainer = actor, mode, meta["env_id"], None
         config_path = path / CONFIG_FILE
         model.config = read_run_config(config_path) if config_path.is_file() else None
-        model.meta = meta
+        model.meta, model.path = meta, path
         return model
+
+    def finetune(self, steps: int, tree_kind: str = "per-expert", out: str | Path | None = None,
+                 force: bool = False, progress_bar: bool = False) -> SMOSE:
+        """Fine-tune the loaded run for ``steps`` steps with its expert chosen by its distilled ``tree_kind`` trees
+        (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); returns the
+        fine-tuned controller, loaded. Needs a run directory with a checkpoint and trees."""
+        from smose.finetune import finetune
+
+        if getattr(self, "path", None) is None:
+            raise SmoseError("fine-tuning continues a run directory's checkpoint: load one with SMOSE.load(RUN_DIR)")
+        return SMOSE.load(finetune(self.path, steps, tree_kind, out, force=force, progress=progress_bar), self.mode)
 
     def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""

@@ -7,6 +7,8 @@ so checks of exported controllers against the library add these states on purpos
   (``Θ_mf · s_f`` for per-expert trees, ``s_f`` for the multiclass tree) on the threshold: float32 observations a few
   float32 steps either side, float64 observations between those steps and on the threshold itself (a controller that
   rounds them to float32 differently from the library, or compares them unrounded, decides differently there);
+- ``hyperplane_states``: the same for every test of an oblique tree, whose hyperplane is crossed along its
+  strongest features (``decision_states`` picks the function for a tree file);
 - ``logit_tie_states``: states where two router logits are equal up to the float32 rounding of the state;
 - ``invalid_observations``: NaN, ±inf and out-of-range components, which every format must reject;
   ``limit_observations``: valid ones at the edge of the range.
@@ -25,6 +27,10 @@ from smose.policy import OBS_LIMIT
 # (0.5 is the exact midpoint, which float32 rounding sends to the even neighbour).
 THRESHOLD_ULPS = 3
 BETWEEN_STEPS = (0.25, 0.5, 0.75)
+# Oblique tests: float32 steps searched either side of a hyperplane's exact crossing for the library's, and states
+# drawn over the tree's standardisation to find ones that reach each test.
+HYPERPLANE_SEARCH = 64
+HYPERPLANE_CANDIDATES = 4096
 
 
 def _path_to(nodes: list[dict], target: int) -> list[tuple[dict, bool]]:
@@ -112,6 +118,72 @@ def threshold_states(trees: dict, base: np.ndarray) -> np.ndarray:
                 reaching = _reaching(s, path, row)
                 for value in _around(node["threshold"] / weight):
                     state = reaching.copy()
+                    state[f] = value
+                    states.append(state)
+    return np.array(states, dtype=np.float64).reshape(-1, base.shape[1])
+
+
+def decision_states(trees: dict, base: np.ndarray) -> np.ndarray:
+    """States where rounding decides a tree file's choice: ``hyperplane_states`` for an oblique tree,
+    ``threshold_states`` for the CART kinds."""
+    return (hyperplane_states if trees["kind"] == "oblique" else threshold_states)(trees, base)
+
+
+def _crossing(node: dict, mean: np.ndarray, scale: np.ndarray, state: np.ndarray, feature: int) -> float | None:
+    """The float32 value of ``state[feature]`` at which the library's test of the oblique ``node`` changes side (the
+    last value on the side of smaller values), searched within HYPERPLANE_SEARCH float32 steps of where the
+    hyperplane crosses in exact arithmetic; None when it does not change there."""
+    from smose.oblique import node_activations, standardised
+
+    weight = np.asarray(node["weights"], dtype=np.float32)[None, :]
+    bias = np.asarray([node["bias"]], dtype=np.float32)
+    w = weight[0].astype(np.float64)
+    x = standardised(state[None, :], mean, scale)[0].astype(np.float64)
+    rest = float(bias[0]) + float(np.dot(np.delete(w, feature), np.delete(x, feature)))
+    exact = float(mean[feature]) - rest / w[feature] * float(scale[feature])
+    if not abs(exact) < OBS_LIMIT / 2:
+        return None
+    values = np.asarray(_steps(exact, np.float32, HYPERPLANE_SEARCH))
+    probes = np.repeat(state[None, :], len(values), axis=0)
+    probes[:, feature] = values
+    goes_left = node_activations(probes, mean, scale, weight, bias)[:, 0] <= 0
+    change = np.flatnonzero(goes_left[1:] != goes_left[:-1])
+    return float(values[change[0]]) if len(change) else None
+
+
+def hyperplane_states(trees: dict, base: np.ndarray, features: int = 2) -> np.ndarray:
+    """For every test (hyperplane) of an oblique tree file and every base state: states on the hyperplane.
+
+    Each base state that does not reach the test is replaced by one that does, drawn from states spread over the
+    tree's standardisation; then each of the ``features`` features with the largest weights in the test is set to
+    each value of ``_around`` the float32 value where the library's decision flips (states that leave the test's
+    region on the way stay in: they are checked like any other).
+    """
+    from smose.tree_router import TreeRouter, descend
+
+    base = np.atleast_2d(np.asarray(base, dtype=np.float64))
+    router = TreeRouter(trees)
+    nodes = trees["trees"][0]["nodes"]
+    left = np.array([-1 if n["leaf"] else n["left"] for n in nodes], dtype=np.int64)
+    right = np.array([-1 if n["leaf"] else n["right"] for n in nodes], dtype=np.int64)
+    spread = np.random.default_rng(0).standard_normal((HYPERPLANE_CANDIDATES, base.shape[1]))
+    pool = np.concatenate([base, router.mean.astype(np.float64) + 1.5 * spread * router.scale.astype(np.float64)])
+    pool = pool.astype(np.float32).astype(np.float64)  # what the library sees of them
+    reaches = descend(router.go_left(pool)[0], left, right, path=True)
+    states = []
+    for i, node in enumerate(nodes):
+        if node["leaf"]:
+            continue
+        order = np.argsort(-np.abs(np.asarray(node["weights"], dtype=np.float64)), kind="stable")[:features]
+        for s in pool[reaches[:, i]][: len(base)]:
+            for f in order:
+                if float(np.float32(node["weights"][f])) == 0.0:
+                    continue
+                crossing = _crossing(node, router.mean, router.scale, s, int(f))
+                if crossing is None:
+                    continue
+                for value in _around(crossing):
+                    state = s.copy()
                     state[f] = value
                     states.append(state)
     return np.array(states, dtype=np.float64).reshape(-1, base.shape[1])

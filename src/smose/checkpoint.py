@@ -279,20 +279,23 @@ def read_checkpoint_json(run_dir: Path) -> dict:
     return data
 
 
-def load_checkpoint(trainer: Trainer, data: dict) -> None:
+def load_checkpoint(trainer: Trainer, data: dict, source: Path | None = None,
+                    may_differ: tuple[str, ...] = ()) -> None:
     """Restore ``trainer`` (freshly built from the run's config.json) to the checkpoint described by ``data``.
 
     Everything is validated against the live trainer before it is used; any problem is a SmoseError naming the file.
+    ``source``: the run directory the checkpoint is in (default: the trainer's own); ``may_differ``: configuration
+    fields besides RESUMABLE_FIELDS that may differ from the checkpoint's (a fine-tuning run's, smose.finetune).
     """
     assert trainer.run_dir is not None
-    directory = trainer.run_dir / CHECKPOINT_DIR
+    directory = Path(source if source is not None else trainer.run_dir) / CHECKPOINT_DIR
     path = directory / CHECKPOINT_JSON
     learner, buffer, env, config = trainer.learner, trainer.buffer, trainer.env, trainer.config
 
     saved_config = _get(data, "config", dict, path)
     written_before = {"env_kwargs": {}}  # fields newer than some checkpoints: their absence means the default
     for key, value in config.to_dict().items():
-        if key not in RESUMABLE_FIELDS and saved_config.get(key, written_before.get(key)) != value:
+        if key not in (*RESUMABLE_FIELDS, *may_differ) and saved_config.get(key, written_before.get(key)) != value:
             raise SmoseError(f"{path}: the checkpoint was written with {key}={saved_config.get(key)!r} but the run's "
                              f"config.json says {value!r}")
     step = _count(data, "step", path)

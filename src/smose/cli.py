@@ -1,4 +1,4 @@
-"""The ``smose`` command line: train, eval, distill, info, explain, video, export, sweep, table.
+"""The ``smose`` command line: train, eval, distill, finetune, info, explain, video, export, sweep, table.
 
 Each command imports the modules it needs when it runs, and this module imports nothing heavy, so ``smose --help``
 and ``smose COMMAND --help`` answer without loading torch (tests/test_imports.py keeps it so).
@@ -66,6 +66,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from smose.finetune import finetune, resume_finetune, summary
+    from smose.train import TrainingInterrupted
+
+    try:
+        if args.resume is not None:
+            given = [flag for flag, value in (("RUN_DIR", args.run_dir), ("--tree-kind", args.tree_kind),
+                                              ("--out", args.out), ("--force", args.force)) if value]
+            if given:
+                raise SmoseError(f"--resume continues a fine-tuning run with its own source, trees and directory; "
+                                 f"only --steps and --checkpoint-every may be given (got {', '.join(given)})")
+            run_dir = resume_finetune(Path(args.resume), args.steps, args.checkpoint_every, progress=not args.quiet)
+        else:
+            if args.run_dir is None or args.steps is None:
+                raise SmoseError("give the run to fine-tune and --steps N (or --resume FINETUNE_DIR)")
+            run_dir = finetune(Path(args.run_dir), args.steps, args.tree_kind or "per-expert",
+                               Path(args.out) if args.out else None, force=args.force,
+                               checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    except TrainingInterrupted as exc:
+        print(f"smose: {exc}", file=sys.stderr)
+        return 130
+    print(json.dumps(summary(run_dir)))
+    return 0
+
+
 def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
     """The (mode, episodes) evaluations `smose eval` runs: those of --protocol, or of --mode and --episodes."""
     from smose.evaluate import EVAL_PROTOCOLS
@@ -85,6 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from smose.envs import make_run_env
     from smose.evaluate import evaluate
     from smose.serialization import check_env_compatible, eval_file, load_model, write_eval, write_json
+    from smose.tree_policy import TreeRoutedActor, routing
 
     protocols = _eval_protocols(args)
     loaded = []
@@ -95,25 +121,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds "
                              f"{meta['architecture']['algo']}")
         router = None
-        if args.router == "tree":
+        # A controller fine-tuned under its trees routes with them on its own: that evaluation is its eval.json.
+        own = actor.tree_kind if isinstance(actor, TreeRoutedActor) and args.router is None else None
+        chosen, kind = routing(actor, run_dir, args.router, args.tree_kind)
+        if chosen == "tree" and own is None:
             from smose.distill import load_tree_router, require_smose
 
-            router = load_tree_router(run_dir, args.tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
-        loaded.append((run_dir, actor, meta, router))
-    for run_dir, actor, meta, router in loaded:
+            router = load_tree_router(run_dir, kind, require_smose(actor, meta, run_dir), meta["env_id"])
+        loaded.append((run_dir, actor, meta, router, kind, own))
+    for run_dir, actor, meta, router, kind, own in loaded:
         env = make_run_env(meta, args.env)  # each evaluation resets it with its own seeds
         check_env_compatible(meta, env, run_dir / "model.json")
         for mode, episodes in protocols:
             result = evaluate(actor, env, episodes, args.seed, mode, router=router)
-            result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"], "router": args.router}
+            result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"],
+                       "router": "neural" if router is None and own is None else "tree"}
+            if own is not None:
+                result["tree_kind"] = own
             if router is None:  # eval.json (gated) stays the run's reference; a linear evaluation goes beside it
                 other_env = env.spec.id if env.spec.id != meta["env_id"] else None
                 write_eval(run_dir / eval_file(mode, other_env), result | {"source": "eval"})
             else:  # the neural evaluation in eval.json stays the run's reference
                 from smose.distill import tree_eval_file
 
-                result["tree_kind"] = args.tree_kind
-                write_json(tree_eval_file(run_dir, args.tree_kind), result | {"source": "eval"})
+                result["tree_kind"] = kind
+                write_json(tree_eval_file(run_dir, kind), result | {"source": "eval"})
             if len(loaded) > 1:
                 result = {"run_dir": str(run_dir), **result}
             print(json.dumps(result), flush=True)
@@ -160,6 +192,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         "trained_steps": meta.get("trained_steps"),
         **_last_metrics(run_dir / "metrics.csv"),
     }
+    if (run_dir / "config.json").is_file():
+        from smose.finetune import FINETUNE_KEY, read_record
+
+        record = read_record(run_dir)
+        if record is not None:
+            info[FINETUNE_KEY] = record
     eval_path = run_dir / "eval.json"
     if eval_path.is_file():
         from smose.serialization import read_eval
@@ -177,11 +215,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         from smose.envs import format_env_kwargs
 
         print(f"env kwargs {' '.join(format_env_kwargs(info['env_kwargs']))}")
-    if arch["algo"] == "smose":
+    if "router" in arch:  # fine-tuned under fixed trees (smose.tree_policy)
+        shape = (f"{arch['n_experts']} linear experts chosen by fixed {arch['tree_kind']} trees, gated by a linear "
+                 "router")
+    elif arch["algo"] == "smose":
         shape = f"{arch['n_experts']} linear experts, linear top-1 router"
     else:
         shape = f"MLP hidden {arch['hidden']}"
     print(f"algorithm  {arch['algo']}: {shape}")
+    if "finetune" in info:
+        record = info["finetune"]
+        print(f"routing    fixed {record['tree_kind']} trees (fine-tuned under them from {record['source_run']} at "
+              f"step {record['source_step']})")
     print(f"parameters train {counts['train']:,} / deploy {counts['deploy']:,} / active {counts['active']:,}")
     print(f"trained    {info['trained_steps']} steps")
     for key in ("last_episode", "last_eval"):
@@ -213,8 +258,6 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from smose.export import export_policy
 
-    if args.router == "tree" and args.tree_kind == "oblique":
-        raise SmoseError("export of oblique trees is not supported yet; export --tree-kind per-expert or multiclass")
     path = export_policy(args.run_dir, args.format, args.out, router=args.router, mode=args.mode,
                          tree_kind=args.tree_kind)
     print(f"wrote {path}")
@@ -263,9 +306,10 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "which distilled trees route") -> None:
-    p.add_argument("--router", choices=("neural", "tree"), default="neural",
-                   help="route with the trained router or with the trees saved by `smose distill`")
-    p.add_argument("--tree-kind", choices=KINDS, default="per-expert", help=tree_kind_help)
+    p.add_argument("--router", choices=("neural", "tree"), default=None,
+                   help="route with the trained router (default) or with the trees saved by `smose distill`; a run "
+                        "fine-tuned under its trees routes with those only")
+    p.add_argument("--tree-kind", choices=KINDS, default=None, help=tree_kind_help + " (default: per-expert)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("finetune", help="continue SAC with the router's choice replaced by the run's distilled "
+                                        "trees: trains the tree-routed controller that is deployed, into a new run")
+    p.add_argument("run_dir", nargs="?", help="a SMOSE run with a checkpoint and distilled trees")
+    p.add_argument("--steps", type=Count(1, MAX_STEPS), default=None,
+                   help="fine-tuning steps (with --resume: in all, counted from the source run's checkpoint)")
+    p.add_argument("--tree-kind", choices=KINDS, default=None,
+                   help="which of the run's distilled trees choose the expert (default: per-expert)")
+    p.add_argument("--out", default=None, help="the new run directory (default: RUN_DIR-finetune-<kind> beside it)")
+    p.add_argument("--force", action="store_true",
+                   help="start an existing --out afresh (refused for a directory that is not a run directory)")
+    p.add_argument("--checkpoint-every", type=Count(0, MAX_STEPS), default=None, metavar="N",
+                   help="write a resumable checkpoint every N steps (default: the source run's setting)")
+    p.add_argument("--resume", metavar="FINETUNE_DIR", default=None,
+                   help="continue a fine-tuning run from its last checkpoint (--steps may extend it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("info", help="architecture, parameter counts and last metrics of a run")
     p.add_argument("run_dir")

@@ -22,8 +22,9 @@ UPPER_BOUNDS = {"steps": MAX_STEPS, "experts": MAX_EXPERTS, "seed": MAX_SEED, "l
                 "checkpoint_every": MAX_STEPS, "threads": MAX_THREADS}
 RUN_CONFIG_FORMAT = "smose-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
-# Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back).
-RUN_CONFIG_EXTRA_KEYS = ("format", "format_version", "lb_weight_effective", "versions")
+# Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back; a fine-tuning
+# run's "finetune" record is read by smose.finetune).
+RUN_CONFIG_EXTRA_KEYS = ("format", "format_version", "lb_weight_effective", "versions", "finetune")
 _TYPES: dict[str, type] = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool, "dict": dict}
 
 

@@ -32,6 +32,7 @@ from smose.features import observation_names
 from smose.limits import MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
 from smose.policy import DeterministicMode, SMOSEActor
 from smose.serialization import read_json, write_json
+from smose.tree_policy import TreeRoutedActor, routing, trees_digest
 from smose.tree_router import TreeRouter, descend, router_features  # noqa: F401 (re-exported)
 
 TREES_DIR = "trees"
@@ -102,7 +103,14 @@ def stale_trees(run_dir: Path | str, digest: str | None = None) -> str | None:
     if recorded is None:
         return (f"{run_dir / TREES_DIR}: stale trees: nothing readable records which model they were distilled "
                 f"from; run `smose distill {run_dir}` again")
-    if recorded != (digest if digest is not None else model_digest(run_dir)):
+    if digest is None:
+        from smose.serialization import load_model
+
+        actor, meta = load_model(run_dir)
+        if isinstance(actor, TreeRoutedActor):
+            return None  # its trees are part of the model: load_model checked them against model.json
+        digest = router_digest(require_smose(actor, meta, run_dir))
+    if recorded != digest:
         return (f"{run_dir / TREES_DIR}: stale trees: distilled from another model than this one (the router "
                 f"weights differ, e.g. after more training); run `smose distill {run_dir}` again")
     return None
@@ -314,7 +322,8 @@ def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
 def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
                 iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
-    target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own float32 walk."""
+    target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own walk
+    (smose.oblique.node_activations)."""
     names = names or observation_names(env_id, actor.n_obs)
     fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
@@ -486,6 +495,12 @@ def load_trees(path: Path | str, actor: SMOSEActor | None = None, env_id: str | 
                 f"{path}: trees are for {data['n_obs']} observations and {data['n_experts']} experts, the model has "
                 f"{actor.n_obs} and {actor.n_experts}"
             )
+        fixed = getattr(actor, "trees_sha256", None)  # a tree-routed controller (smose.tree_policy)
+        if fixed is not None:
+            if trees_digest(data) != fixed:
+                raise SmoseError(f"{path}: not the trees this controller routes with (it was fine-tuned under "
+                                 f"its own {actor.tree_kind} trees)")
+            return data
         if data["router_sha256"] != router_digest(actor):
             raise SmoseError(f"{path}: trees were distilled from a different model (router weights differ); "
                              "run `smose distill` again")
@@ -511,6 +526,7 @@ def load_tree_router(run_dir: Path | str, kind: str, actor: SMOSEActor, env_id: 
     """The TreeRouter saved by ``smose distill`` in ``run_dir``, validated against the run's model."""
     if kind not in KINDS:
         raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join(KINDS)}")
+    routing(actor, Path(run_dir), "tree", kind)  # a tree-routed controller has its own kind only
     path = tree_file(run_dir, kind)
     if not path.is_file():
         raise SmoseError(f"{path}: no {kind} trees distilled yet; run `smose distill {run_dir} --kind {kind}` first")
@@ -679,6 +695,10 @@ def distill(
     run_dir = Path(run_dir)
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
+    if isinstance(actor, TreeRoutedActor):
+        raise SmoseError(f"{run_dir} was fine-tuned under its fixed {actor.tree_kind} trees: they choose its expert "
+                         "and its router only gates the action, so there is no routing left to distil; distil the "
+                         "source run instead (config.json's finetune.source_run)")
     env_id = meta["env_id"]
     env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / "model.json")

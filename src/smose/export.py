@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from smose import __version__
-from smose.boundary import invalid_observations, logit_tie_states, threshold_states, to_float32
+from smose.boundary import decision_states, invalid_observations, logit_tie_states, to_float32
 from smose.errors import SmoseError
-from smose.choices import KIND_GROUPS
+from smose.choices import KINDS
 from smose.envs import feature_names
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
 from smose.policy import Actor, MLPActor, SMOSEActor
@@ -50,7 +50,6 @@ EXPORT_FORMAT_VERSION = 1
 FORMATS = ("python", "c", "json", "onnx")
 ROUTERS = ("neural", "tree")
 MODES = ("gated", "linear")
-TREE_KINDS = KIND_GROUPS["both"]  # the CART kinds; oblique trees are not exported yet (`smose export` says so)
 DEFAULT_FILE_NAMES = {"python": "policy.py", "c": "smose_policy.h", "json": "policy.json", "onnx": "policy.onnx"}
 # The Python file and the ONNX graph are checked against the library's policy before they are written, on this many
 # random states and, around the first few of them, states on every split threshold and router-logit tie: the same
@@ -136,27 +135,33 @@ def _load_trees(run_dir: Path, actor: SMOSEActor, env_id: str, kinds: tuple[str,
             for kind in kinds if tree_file(run_dir, kind).is_file()}
 
 
-def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tree_kind: str = "per-expert",
+def collect(run_dir: Path | str, router: str | None = None, mode: str = "gated", tree_kind: str | None = None,
             command: str = "", all_trees: bool = False) -> tuple[Actor, ExportedPolicy]:
     """Load the run's model (and trees), check the export options against it, and gather what exporters write.
 
-    Only the routing trees are read unless ``all_trees`` (the JSON format carries every distilled kind), so a
-    neural-router export never depends on tree files.
+    ``router`` and ``tree_kind`` default to the neural router and per-expert trees, and for a controller fine-tuned
+    under its trees to those trees (its only router). Only the routing trees are read unless ``all_trees`` (the JSON
+    format carries every distilled kind), so a neural-router export never depends on tree files.
     """
+    from smose.tree_policy import TreeRoutedActor, routing
+
     run_dir = Path(run_dir)
-    if router not in ROUTERS:
+    if router not in (None, *ROUTERS):
         raise SmoseError(f"unknown router {router!r}; expected one of {', '.join(ROUTERS)}")
     if mode not in MODES:
         raise SmoseError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if tree_kind not in TREE_KINDS:
-        raise SmoseError(f"unknown tree kind {tree_kind!r}; expected one of {', '.join(TREE_KINDS)}")
+    if tree_kind not in (None, *KINDS):
+        raise SmoseError(f"unknown tree kind {tree_kind!r}; expected one of {', '.join(KINDS)}")
     actor, meta = load_model(run_dir)
+    router, tree_kind = routing(actor, run_dir, router, tree_kind)
     algo, env_id = meta["architecture"]["algo"], meta["env_id"]
     if not isinstance(actor, SMOSEActor) and mode == "linear":
         raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds the dense baseline {algo}")
     if not isinstance(actor, SMOSEActor) and router == "tree":
         raise SmoseError(f"--router tree needs a SMOSE model; {run_dir} holds the dense baseline {algo}")
-    kinds = TREE_KINDS if all_trees else (tree_kind,) if router == "tree" else ()
+    kinds = KINDS if all_trees else (tree_kind,) if router == "tree" else ()
+    if isinstance(actor, TreeRoutedActor):  # its own trees are part of the model; it has no others
+        kinds = (tree_kind,)
     if router == "neural" and kinds and isinstance(actor, SMOSEActor):
         from smose.distill import router_digest, stale_trees
 
@@ -201,6 +206,11 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
     if not largest <= FLOAT32_MAX / 2:
         raise SmoseError(f"{run_dir}: weights so large that float32 arithmetic could overflow (to {largest:.3g}) on "
                          f"observations within ±2^{OBS_LIMIT_LOG2}; such a model cannot be exported")
+    routing_trees = trees.get(tree_kind) if router == "tree" else None
+    if routing_trees is not None and routing_trees["kind"] == "oblique" and \
+            not _oblique_reach(routing_trees) <= FLOAT32_MAX / 2:
+        raise SmoseError(f"{run_dir}: the oblique tree's standardisation (a scale this small) could overflow float32 "
+                         f"on observations within ±2^{OBS_LIMIT_LOG2}; such trees cannot be exported")
     obs_names, act_names = feature_names(meta)
     policy = ExportedPolicy(
         env_id=env_id,
@@ -226,7 +236,7 @@ def collect(run_dir: Path | str, router: str = "neural", mode: str = "gated", tr
         tensors=tensors,
         n_experts=getattr(actor, "n_experts", 0),
         hidden=hidden,
-        routing_trees=trees.get(tree_kind) if router == "tree" else None,
+        routing_trees=routing_trees,
         all_trees=trees if all_trees else {},
     )
     return actor, policy
@@ -303,6 +313,8 @@ def _description(p: ExportedPolicy, lang: str) -> list[str]:
         lines += ["    k        = the expert whose distilled tree is most sure that the router picks it",
                   "               (highest YES probability, ties: lowest m); tree m tests router-weighted",
                   "               inputs (the router's weight of expert m for obs[i]) * obs[i] against thresholds"]
+    elif p.tree_kind == "oblique":
+        lines += _oblique_description()
     else:
         lines.append("    k        = the leaf of one distilled decision tree on the raw observation")
     if p.mode == "gated":
@@ -542,6 +554,8 @@ def _python_smose(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
                   '    """The expert that acts on obs: the most confident YES of the per-expert trees."""',
                   "    obs = _check(obs)",
                   f"    return _first_max([{calls}])", "", ""]
+    elif trees["kind"] == "oblique":
+        lines += _python_oblique(p, obs_labels)
     else:
         lines += ["def route(obs):",
                   '    """The expert that acts on obs, by one distilled decision tree on the raw observation."""',
@@ -786,6 +800,8 @@ def _c_smose(p: ExportedPolicy, obs_labels: list[str], act_labels: list[str]) ->
                   "            best = m;",
                   "    return best;",
                   "}"]
+    elif trees["kind"] == "oblique":
+        lines += _c_oblique(p, obs_labels)
     else:
         lines += ["/* The expert that acts on a valid obs, by one distilled decision tree on the raw observation. */",
                   "static inline int smose_choose_(const float obs[SMOSE_N_OBS])", "{"]
@@ -906,6 +922,152 @@ def _c_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Oblique trees in Python and C: hyperplanes on the standardised observation (smose.oblique.node_activations)
+
+
+def _oblique_description() -> list[str]:
+    return ["    k        = the leaf of one oblique tree; its tests are hyperplanes on the standardised",
+            "               observation x_i = (obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i] (float32): a state goes",
+            "               the 'if' way when HYPERPLANE_BIAS[t] + sum_i HYPERPLANE_WEIGHT[t][i] * x_i <= 0 (summed",
+            "               in double, in index order)"]
+
+
+def _oblique_tests(trees: dict) -> tuple[list[dict], dict[int, int]]:
+    """The internal nodes of the oblique tree and each one's row in the hyperplane arrays (node id order)."""
+    tests = [node for node in trees["trees"][0]["nodes"] if not node["leaf"]]
+    return tests, {node["id"]: t for t, node in enumerate(tests)}
+
+
+def _oblique_note(p: ExportedPolicy, node: dict) -> str:
+    """The test restated on the physical observation (strongest terms), for the comment beside it."""
+    from smose.oblique import describe_hyperplane
+
+    test, _ = describe_hyperplane(np.asarray(node["state_weights"]), node["state_threshold"],
+                                  np.asarray(node["weights"]), [_clean(name) for name in p.obs_names])
+    return _clean(test)
+
+
+def _oblique_tree_lines(p: ExportedPolicy, trees: dict, syntax: _TreeSyntax, test: str) -> list[str]:
+    """Nested if/else of the oblique tree: ``test`` (with {row}) is the hyperplane test of one row; leaves return the
+    expert of the leaf's majority vote (first maximum, as the library's TreeRouter)."""
+    nodes = trees["trees"][0]["nodes"]
+    _, rows = _oblique_tests(trees)
+    out: list[str] = []
+
+    def walk(i: int, depth: int) -> None:
+        node, pad = nodes[i], "    " * depth
+        if node["leaf"]:
+            k = int(np.argmax(node["probability"]))
+            note = f"expert {k} in {node['counts'][k]} of {node['samples']} training states"
+            out.append(pad + syntax.leaf.format(value=str(k), note=note))
+            return
+        out.append(pad + syntax.if_open.format(test=test.format(row=rows[i]), note=_oblique_note(p, node)))
+        walk(node["left"], depth + 1)
+        out.append(pad + syntax.else_line)
+        walk(node["right"], depth + 1)
+        if syntax.close is not None:
+            out.append(pad + syntax.close)
+
+    walk(0, 1)
+    return out
+
+
+def _oblique_arrays(trees: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, weight [tests, n_obs], bias [tests]) in float32, as the library's TreeRouter reads them."""
+    tests, _ = _oblique_tests(trees)
+    n_obs = trees["n_obs"]
+    weight = np.asarray([node["weights"] for node in tests], dtype=np.float32).reshape(len(tests), n_obs)
+    bias = np.asarray([node["bias"] for node in tests], dtype=np.float32).reshape(len(tests))
+    standardisation = trees["standardisation"]
+    mean = np.asarray(standardisation["mean"], dtype=np.float32)
+    return mean, np.asarray(standardisation["scale"], dtype=np.float32), weight, bias
+
+
+# How the Python file standardises component i, as the library does (smose.oblique.standardised).
+_PY_STANDARDISED = "_f32(_f32(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i])"
+
+
+def _python_oblique(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
+    trees = p.routing_trees
+    assert trees is not None
+    mean, scale, weight, bias = _oblique_arrays(trees)
+    tests, _ = _oblique_tests(trees)
+    lines = _py_vector("OBLIQUE_MEAN", mean, obs_labels, "the tree's tests read x[i] = (obs[i] - OBLIQUE_MEAN[i]) / "
+                       "OBLIQUE_SCALE[i]")
+    lines += _py_vector("OBLIQUE_SCALE", scale, obs_labels, "standard deviations of the states the tree was fitted on")
+    lines.append("# Test t goes the 'if' way when HYPERPLANE_BIAS[t] + sum_i HYPERPLANE_WEIGHT[t][i] * x[i] <= 0")
+    lines.append("HYPERPLANE_WEIGHT = [")
+    for t, node in enumerate(tests):
+        lines.append(f"    [  # test {t} (node {node['id']})")
+        lines += [f"        {_py(v)},  # {label}" for v, label in zip(weight[t], obs_labels)]
+        lines.append("    ],")
+    lines += ["]", "HYPERPLANE_BIAS = [" + ", ".join(_py(v) for v in bias) + "]", "", "",
+              "def _standardised(obs):",
+              '    """x[i] = (obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i], the subtraction and the division each',
+              '    rounded to float32, as the library computes them."""',
+              f"    return [{_PY_STANDARDISED} for i in range(N_OBS)]", "", "",
+              "def _hyperplane(t, x):",
+              '    """HYPERPLANE_BIAS[t] + sum_i HYPERPLANE_WEIGHT[t][i] * x[i] in float64, summed in index order as',
+              '    the library does (each product of two float32 numbers is exact)."""',
+              "    total = HYPERPLANE_BIAS[t]",
+              "    for w, xi in zip(HYPERPLANE_WEIGHT[t], x):",
+              "        total += w * xi",
+              "    return total", "", "",
+              "def route(obs):",
+              '    """The expert that acts on obs, by one oblique tree (hyperplanes on the standardised',
+              '    observation)."""',
+              "    obs = _check(obs)"]
+    if tests:
+        lines.append("    x = _standardised(obs)")
+    lines += _oblique_tree_lines(p, trees, _PY_TREE, "_hyperplane({row}, x) <= 0.0") + ["", ""]
+    return lines
+
+
+def _c_oblique(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
+    trees = p.routing_trees
+    assert trees is not None
+    mean, scale, weight, bias = _oblique_arrays(trees)
+    tests, _ = _oblique_tests(trees)
+    if not tests:  # one leaf: every state goes to its expert
+        return (["/* The expert that acts on a valid obs: the oblique tree is a single leaf. */",
+                 "static inline int smose_choose_(const float obs[SMOSE_N_OBS])", "{", "    (void)obs;"]
+                + _oblique_tree_lines(p, trees, _C_TREE, "") + ["}"])
+    names = [f"test {t} (node {node['id']})" for t, node in enumerate(tests)]
+    lines = _c_array("SMOSE_OBLIQUE_MEAN", ["SMOSE_N_OBS"], mean, [obs_labels],
+                     "the oblique tree's tests read x[i] = (obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]")
+    lines += _c_array("SMOSE_OBLIQUE_SCALE", ["SMOSE_N_OBS"], scale, [obs_labels],
+                      "standard deviations of the states the tree was fitted on")
+    lines += [f"#define SMOSE_N_TESTS {len(tests)}"]
+    lines += _c_array("SMOSE_HYPERPLANE_WEIGHT", ["SMOSE_N_TESTS", "SMOSE_N_OBS"], weight, [names, obs_labels],
+                      "test t goes the 'if' way when HYPERPLANE_BIAS[t] + sum_i HYPERPLANE_WEIGHT[t][i] * x[i] <= 0")
+    lines += _c_array("SMOSE_HYPERPLANE_BIAS", ["SMOSE_N_TESTS"], bias, [names], "hyperplane biases")
+    lines += ["",
+              "/* Test t of the oblique tree in double, summed in index order as the library does: each product of two",
+              " * floats is exact in double, so contraction into fused multiply-adds cannot change the result. */",
+              "static inline double smose_hyperplane_(int t, const float x[SMOSE_N_OBS])",
+              "{",
+              "    double total = (double)SMOSE_HYPERPLANE_BIAS[t];",
+              "    for (int i = 0; i < SMOSE_N_OBS; ++i)",
+              "        total += (double)SMOSE_HYPERPLANE_WEIGHT[t][i] * (double)x[i];",
+              "    return total;",
+              "}", "",
+              "/* The expert that acts on a valid obs, by one oblique tree (hyperplanes on the standardised",
+              " * observation). */",
+              "static inline int smose_choose_(const float obs[SMOSE_N_OBS])",
+              "{",
+              "    float x[SMOSE_N_OBS];",
+              "    for (int i = 0; i < SMOSE_N_OBS; ++i) /* each operation rounded to float, as the library does */",
+              "        x[i] = (float)((float)(obs[i] - SMOSE_OBLIQUE_MEAN[i]) / SMOSE_OBLIQUE_SCALE[i]);"]
+    return lines + _oblique_tree_lines(p, trees, _C_TREE, "smose_hyperplane_({row}, x) <= 0.0") + ["}"]
+
+
+def _oblique_reach(trees: dict) -> float:
+    """A bound on the standardised inputs x (float32) for observations within ±OBS_LIMIT."""
+    mean, scale, _, _ = _oblique_arrays(trees)
+    return float(np.max((OBS_LIMIT + np.abs(mean.astype(np.float64))) / scale.astype(np.float64)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # JSON
 
 
@@ -997,6 +1159,12 @@ class _OnnxSMOSE(nn.Module):
         self.register_buffer("mean_bias", actor.expert_bias.detach()[:, :n_act].reshape(-1).clone())
         for name in ("action_scale", "action_bias", "action_low", "action_high"):
             self.register_buffer(name, getattr(actor, name).detach().clone())
+        if trees is not None and trees["kind"] == "oblique":
+            mean, scale, weight, bias = (torch.from_numpy(a) for a in _oblique_arrays(trees))
+            self.register_buffer("oblique_mean", mean)
+            self.register_buffer("oblique_scale", scale)
+            self.register_buffer("hyperplane_weight64", weight.to(torch.float64))
+            self.register_buffer("hyperplane_bias64", bias.to(torch.float64))
 
     def _tree(self, nodes: list[dict], i: int, inputs: torch.Tensor, leaf: Callable[[dict], torch.Tensor]):
         node = nodes[i]
@@ -1006,8 +1174,33 @@ class _OnnxSMOSE(nn.Module):
         return torch.where(go_left, self._tree(nodes, node["left"], inputs, leaf),
                            self._tree(nodes, node["right"], inputs, leaf))
 
+    def _oblique_route(self, obs: torch.Tensor) -> torch.Tensor:
+        """The oblique tree as the library computes it (smose.oblique.node_activations): the standardisation in
+        float32, each hyperplane in float64 summed feature by feature (exact products, index order)."""
+        assert self.trees is not None
+        nodes = self.trees["trees"][0]["nodes"]
+        _, rows = _oblique_tests(self.trees)
+        if not rows:  # a single leaf
+            return _class_leaf(nodes[0]).expand(obs.shape[0])
+        x = ((obs - self.oblique_mean) / self.oblique_scale).to(torch.float64)
+        weight = self.hyperplane_weight64
+        activation = self.hyperplane_bias64 + x[:, 0:1] * weight[:, 0]
+        for f in range(1, weight.shape[1]):
+            activation = activation + x[:, f:f + 1] * weight[:, f]
+        go_left = activation <= 0
+
+        def walk(i: int) -> torch.Tensor:
+            node = nodes[i]
+            if node["leaf"]:
+                return _class_leaf(node)
+            return torch.where(go_left[:, rows[i]], walk(node["left"]), walk(node["right"]))
+
+        return walk(0).expand(obs.shape[0])
+
     def _tree_route(self, obs: torch.Tensor) -> torch.Tensor:
         assert self.trees is not None
+        if self.trees["kind"] == "oblique":
+            return self._oblique_route(obs)
         if self.trees["kind"] == "per-expert":
             yes = []
             for m, tree in enumerate(self.trees["trees"]):
@@ -1097,13 +1290,13 @@ def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: Ex
 
 def self_check_states(actor: Actor, p: ExportedPolicy) -> tuple[np.ndarray, np.ndarray]:
     """(random, boundary), float64 [N, n_obs] each: random N(0, 1) states, and around a few of them states on every
-    split threshold of the routing trees and on every tie between two router logits (smose.boundary), where
-    rounding decides the expert (none for dense baselines)."""
+    split threshold or hyperplane of the routing trees and on every tie between two router logits (smose.boundary),
+    where rounding decides the expert (none for dense baselines)."""
     random = np.random.default_rng(0).standard_normal((SELF_CHECK_RANDOM_STATES, p.n_obs))
     base = random[:SELF_CHECK_BOUNDARY_BASES]
     boundary = [np.empty((0, p.n_obs))]
     if p.routing_trees is not None:
-        boundary.append(threshold_states(p.routing_trees, base))
+        boundary.append(decision_states(p.routing_trees, base))
     if isinstance(actor, SMOSEActor):
         boundary.append(logit_tie_states(p.array("router.weight"), p.array("router.bias"), base))
     return random, np.concatenate(boundary)
@@ -1164,14 +1357,15 @@ def _resolve_out(out: Path | str, fmt: str) -> Path:
     return path / DEFAULT_FILE_NAMES[fmt] if is_dir else path
 
 
-def export_policy(run_dir: Path | str, fmt: str, out: Path | str, router: str = "neural", mode: str = "gated",
-                  tree_kind: str = "per-expert") -> Path:
-    """Write the run's deterministic policy as ``fmt`` to ``out`` (a file, or a directory for the default name)."""
+def export_policy(run_dir: Path | str, fmt: str, out: Path | str, router: str | None = None, mode: str = "gated",
+                  tree_kind: str | None = None) -> Path:
+    """Write the run's deterministic policy as ``fmt`` to ``out`` (a file, or a directory for the default name);
+    ``router`` and ``tree_kind`` as in :func:`collect`."""
     if fmt not in FORMATS:
         raise SmoseError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     target = _resolve_out(out, fmt)
-    command = export_command(run_dir, fmt, out, router, mode, tree_kind)
-    actor, policy = collect(run_dir, router, mode, tree_kind, command, all_trees=fmt == "json")
+    actor, policy = collect(run_dir, router, mode, tree_kind, all_trees=fmt == "json")
+    policy.command = export_command(run_dir, fmt, out, policy.router, mode, policy.tree_kind or "")
     writers: dict[str, Callable[[], bytes]] = {
         "python": lambda: _checked_python(actor, policy).encode(),
         "c": lambda: c_source(policy).encode(),

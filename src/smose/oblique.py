@@ -6,9 +6,10 @@ reaching it were routed to by the neural router (majority vote, ties to the lowe
 package; population 64, σ0 = 1, all weights and biases starting at zero, as the authors) minimises the misrouted
 fraction of the training states.
 
-The decision of a node is defined in float32, computed in one fixed order (:func:`node_activations`), so that a
-reimplementation in another language can reproduce it bit for bit; the hyperplane restated on the physical state
-(:func:`physical_hyperplane`) is for reading.
+The decision of a node is defined by one fixed sequence of IEEE operations (:func:`node_activations`: the state
+standardised in float32, the hyperplane summed in float64 in index order over exact products), so that an export in
+another language reproduces it bit for bit; the hyperplane restated on the physical state (:func:`physical_hyperplane`)
+is for reading.
 """
 
 from __future__ import annotations
@@ -49,16 +50,31 @@ def standardisation(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
+def standardised(obs: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``x_f = (s_f - mean_f) / scale_f`` in float32: the float32 observation minus the float32 mean, rounded to
+    float32, divided by the float32 scale, rounded to float32 (two correctly rounded IEEE operations, which every
+    language reproduces)."""
+    obs = np.asarray(obs, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a huge state over a tiny scale is infinite here and in every export alike
+        return (obs - mean.astype(np.float32)) / scale.astype(np.float32)
+
+
 def node_activations(obs: np.ndarray, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray,
                      bias: np.ndarray) -> np.ndarray:
-    """[B, n_nodes] ``b + Σ_f w_f·x_f`` with ``x_f = (s_f - mean_f) / scale_f``, all in float32, summed feature by
-    feature from f = 0 (the library's decision; a state goes left where this is <= 0)."""
-    obs = np.asarray(obs, dtype=np.float32)
-    x = (obs - mean.astype(np.float32)) / scale.astype(np.float32)
-    weight = weight.astype(np.float32)
-    total = np.broadcast_to(bias.astype(np.float32), (x.shape[0], weight.shape[0])).copy()
-    for f in range(x.shape[1]):
-        total += x[:, f, None] * weight[None, :, f]
+    """[B, n_nodes] ``b + Σ_f w_f·x_f`` (the library's decision: a state goes left where this is <= 0).
+
+    ``x`` is :func:`standardised` (float32); ``w`` and ``b`` are float32. The sum is taken in float64 from ``b``,
+    adding ``w_f·x_f`` for f = 0, 1, ... in index order. Each product of two float32 numbers is exact in float64, so
+    the only roundings are the additions, in a fixed order: an export that computes in float64 in the same order gets
+    the same bits, whether or not its compiler fuses the multiply and the add.
+    """
+    x = standardised(obs, mean, scale).astype(np.float64)
+    weight = np.asarray(weight, dtype=np.float32).astype(np.float64)
+    total = np.broadcast_to(np.asarray(bias, dtype=np.float32).astype(np.float64), (x.shape[0], weight.shape[0]))
+    total = total.copy()
+    with np.errstate(invalid="ignore"):  # 0·inf is NaN (goes right) here and in every export alike
+        for f in range(x.shape[1]):
+            total += x[:, f, None] * weight[None, :, f]
     return total
 
 

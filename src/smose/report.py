@@ -42,6 +42,7 @@ from smose.evaluate import EVAL_SEED_OFFSET, episode_success, success_fields  # 
 from smose.limits import MAX_EPISODES  # noqa: E402
 from smose.policy import Actor, SMOSEActor  # noqa: E402
 from smose.serialization import SUCCESS_COLUMN, atomic_write_bytes, read_json  # noqa: E402
+from smose.tree_policy import TreeRoutedActor  # noqa: E402
 
 REPORT_DIR = "report"
 HTML_FILE = "index.html"
@@ -443,6 +444,17 @@ class RunView:
     def smose(self) -> SMOSEActor | None:
         return self.actor if isinstance(self.actor, SMOSEActor) else None
 
+    @property
+    def fixed_trees(self) -> TreeRoutedActor | None:
+        """The controller when it was fine-tuned under fixed trees (they choose its expert), else None."""
+        return self.actor if isinstance(self.actor, TreeRoutedActor) else None
+
+    @property
+    def finetune(self) -> dict:
+        """config.json's record of the fine-tuning (source run, tree kind, returns before); {} for other runs."""
+        record = (self.config or {}).get("finetune")
+        return record if isinstance(record, dict) else {}
+
     def used_experts(self) -> list[int]:
         if self.rollouts.experts is None:
             return []
@@ -473,9 +485,17 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
     usage, used = view.usage(), view.used_experts()
     top = int(np.argmax(usage))
     runs = sum(len(segments(roll.experts[roll.episode == e])) for e in range(len(roll.returns)))
+    chooser = "router"
+    if view.fixed_trees is not None:
+        chooser = "trees"
+        record = view.finetune
+        items.append(f"Fixed {view.fixed_trees.tree_kind} trees choose the expert at every step: the controller was "
+                     f"fine-tuned under them (from {record.get('source_run', 'its source run')} at step "
+                     f"{record.get('source_step', '?')}); the router's scores only give the gate that scales the "
+                     "chosen expert's output.")
     items.append(f"{len(used)} of {actor.n_experts} experts act; expert {top} takes the most steps "
                  f"({fmt_pct(usage[top])}). An expert keeps control for {fmt(len(roll.experts) / runs)} steps on "
-                 f"average before the router switches.")
+                 f"average before the {chooser} switch.")
     width = actor.n_obs + 1  # weights and bias per row
     items.append(f"Each decision reads {actor.parameter_counts()['active']:,} numbers: the router's "
                  f"{actor.n_experts}×{width} score weights and one expert's {actor.n_act}×{width} gains.")
@@ -499,7 +519,10 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
 def section_summary(view: RunView, fidelity: dict | None, warning: Note | None = None) -> Section:
     """The report's first section; ``warning`` (e.g. stale trees left out) goes first of all."""
     arch, counts, steps = view.meta["architecture"], view.actor.parameter_counts(), view.meta.get("trained_steps")
-    if view.smose is not None:
+    if view.fixed_trees is not None:
+        shape = (f"SMOSE fine-tuned under fixed {view.fixed_trees.tree_kind} trees: the trees choose 1 of "
+                 f"{arch['n_experts']} linear experts per step, the linear router's softmax gates it")
+    elif view.smose is not None:
         shape = f"SMOSE: linear router choosing 1 of {arch['n_experts']} linear experts per step"
     else:
         shape = f"dense SAC baseline {view.algo}: MLP with hidden layers {arch['hidden']}"
@@ -603,6 +626,16 @@ def section_router(view: RunView) -> Section:
                     [expert_color(m) for m in range(actor.n_experts)])
     fig.colorbar(image, ax=ax, label="router weight Θ (score change per unit of the feature)")
     ax.set_title("Router: score_k = Θ_k · s + c_k, the highest score picks expert k")
+    if view.fixed_trees is not None:
+        ax.set_title("Router: score_k = Θ_k · s + c_k, whose softmax gates the expert the trees pick")
+        section.blocks += [
+            Note("This controller's expert is chosen by its fixed trees (section 'Distilled decision trees'), not by "
+                 "the highest score: the scores only give the gate g = softmax(score)_k, the factor that scales the "
+                 "chosen expert k's output (its tanh input) in gated mode."),
+            Figure("router-weights.png", figure_png(fig), "Router weights Θ (features × experts) and biases, "
+                   "diverging colours centred at 0."),
+        ]
+        return section
     section.blocks += [
         Text("Every step the router scores each expert with a linear function of the state and hands control to the "
              "expert with the highest score. Red cells raise an expert's score as the feature grows, blue cells "
@@ -869,6 +902,8 @@ def _load_tree_files(
     from smose.distill import (FIDELITY_FILE, KINDS, TREES_DIR, distill, distill_settings, load_trees, router_digest,
                                stale_trees, tree_file)
 
+    if view.fixed_trees is not None:  # the controller's own trees: part of the model, never distilled again
+        return {view.fixed_trees.tree_kind: view.fixed_trees.trees}, None, [], None
     notes: list[Note] = []
     fidelity_path = view.run_dir / TREES_DIR / FIDELITY_FILE
     stale = stale_trees(view.run_dir, router_digest(view.smose)) if fidelity_path.is_file() else None
@@ -914,24 +949,36 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
     section.blocks += notes
     if not trees:
         return section
-    rounds = fidelity.get("dagger_rounds") or 0
-    dagger = (f", then {rounds} DAgger round{'s' if rounds != 1 else ''} that each added the states of "
-              f"{fidelity.get('episodes')} episodes routed by the trees themselves" if rounds else "")
-    section.blocks.append(Text(
-        f"Trees of depth ≤ {fidelity.get('depth')} fitted on {fidelity.get('train_states')} states from "
-        f"{fidelity.get('episodes')} deterministic episodes{dagger}, and scored on {fidelity.get('heldout_states')} "
-        f"states of held-out episodes; the label is the neural router's choice. Splits are shown on the raw state "
-        f"variable; 'true' branches go left."))
+    if view.fixed_trees is not None:
+        record = view.finetune
+        section.blocks.append(Text(
+            f"These trees choose the expert at every step: the controller was fine-tuned under them for "
+            f"{(view.meta.get('trained_steps') or 0) - record.get('source_step', 0):,} steps and they did not "
+            f"change. They were distilled from the neural router of {record.get('source_run', 'the source run')} "
+            "(its trees/fidelity.json holds their agreement with it). Splits are shown on the raw state variable; "
+            "'true' branches go left."))
+        fidelity = {}
+    else:
+        assert fidelity is not None
+        rounds = fidelity.get("dagger_rounds") or 0
+        dagger = (f", then {rounds} DAgger round{'s' if rounds != 1 else ''} that each added the states of "
+                  f"{fidelity.get('episodes')} episodes routed by the trees themselves" if rounds else "")
+        section.blocks.append(Text(
+            f"Trees of depth ≤ {fidelity.get('depth')} fitted on {fidelity.get('train_states')} states from "
+            f"{fidelity.get('episodes')} deterministic episodes{dagger}, and scored on "
+            f"{fidelity.get('heldout_states')} states of held-out episodes; the label is the neural router's choice. "
+            "Splits are shown on the raw state variable; 'true' branches go left."))
     if "per-expert" in trees:
         data, fid = trees["per-expert"], fidelity.get("per-expert", {})
         section.blocks.append(Text(
-            f"Per-expert trees (one YES/NO tree per expert on the router-weighted features Θ_k ⊙ s; the tree-routed "
-            f"policy follows the most confident YES): held-out routing agreement {fmt_pct(fid.get('agreement'))} "
-            f"(training states {fmt_pct(fid.get('train_agreement'))})."))
-        rows = [[f"expert {t['expert']}", fmt_score(t.get("accuracy")), fmt_score(t.get("precision")),
-                 fmt_score(t.get("recall")), str(t.get("positives")), str(t.get("n_leaves"))]
-                for t in fid.get("trees", [])]
-        section.blocks.append(Table(["tree", "accuracy", "precision", "recall", "held-out positives", "leaves"], rows))
+            "Per-expert trees (one YES/NO tree per expert on the router-weighted features Θ_k ⊙ s; the tree-routed "
+            "policy follows the most confident YES)" + _agreement_text(fid)))
+        if fid:
+            rows = [[f"expert {t['expert']}", fmt_score(t.get("accuracy")), fmt_score(t.get("precision")),
+                     fmt_score(t.get("recall")), str(t.get("positives")), str(t.get("n_leaves"))]
+                    for t in fid.get("trees", [])]
+            section.blocks.append(Table(["tree", "accuracy", "precision", "recall", "held-out positives", "leaves"],
+                                        rows))
         trivial = []
         for tree in data["trees"]:
             m = tree["expert"]
@@ -951,8 +998,7 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
     if "multiclass" in trees:
         data, fid = trees["multiclass"], fidelity.get("multiclass", {})
         section.blocks += [
-            Text(f"Multiclass tree (one tree on the raw state, leaves name the expert): held-out routing agreement "
-                 f"{fmt_pct(fid.get('agreement'))} (training states {fmt_pct(fid.get('train_agreement'))})."),
+            Text("Multiclass tree (one tree on the raw state, leaves name the expert)" + _agreement_text(fid)),
             Figure("tree-multiclass.png",
                    draw_tree(data["trees"][0], "multiclass", "Which expert does the router pick?"),
                    "Multiclass tree: each leaf names the expert it routes to and the share of training states "
@@ -962,19 +1008,55 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
     if "oblique" in trees:
         fid = fidelity.get("oblique", {})
         section.blocks += [
-            Text(f"Oblique tree (the authors' form: one tree whose tests are hyperplanes on the standardised state, "
-                 f"fitted with CMA-ES; leaves name the expert most of their states were routed to): held-out routing "
-                 f"agreement {fmt_pct(fid.get('agreement'))} (training states {fmt_pct(fid.get('train_agreement'))}). "
-                 f"Each test is restated on the raw state; its strongest terms are shown."),
+            Text("Oblique tree (the authors' form: one tree whose tests are hyperplanes on the standardised state, "
+                 "fitted with CMA-ES; leaves name the expert most of their states were routed to)"
+                 + _agreement_text(fid) + " Each test is restated on the raw state; its strongest terms are shown, "
+                 f"and up to {OBLIQUE_TABLE_TERMS} terms of each in the table below it."),
             Code(rules_text(trees["oblique"], fid)),
+            _hyperplane_table(trees["oblique"]),
         ]
     return section
+
+
+OBLIQUE_TABLE_TERMS = 20  # terms of each oblique test listed in the report's table (all of them in oblique.json)
+
+
+def _hyperplane_table(trees: dict) -> Table:
+    """Each oblique test as a weighted sum of named state variables <= threshold: its strongest terms (by weight per
+    standard deviation, which makes the terms comparable) with their weight in physical units and share."""
+    names = trees["feature_names"]
+    rows = []
+    tests = [node for node in trees["trees"][0]["nodes"] if not node["leaf"]]
+    for t, node in enumerate(tests):
+        strength = np.abs(np.asarray(node["weights"], dtype=np.float64))
+        order = [int(f) for f in np.argsort(-strength, kind="stable") if strength[f] > 0]
+        total = strength.sum()
+        for f in order[:OBLIQUE_TABLE_TERMS]:
+            rows.append([f"test {t} (node {node['id']})", names[f], f"{node['state_weights'][f]:+.4g}",
+                         fmt_pct(strength[f] / total)])
+        if len(order) > OBLIQUE_TABLE_TERMS:
+            rest = strength[order[OBLIQUE_TABLE_TERMS:]].sum() / total
+            rows.append([f"test {t} (node {node['id']})", f"{len(order) - OBLIQUE_TABLE_TERMS} weaker terms", "",
+                         fmt_pct(rest)])
+        rows.append([f"test {t} (node {node['id']})", "<= threshold", f"{node['state_threshold']:.4g}", ""])
+    return Table(["test", "state variable", "weight (per unit of the variable)", "share of the test's weight"], rows)
+
+
+def _agreement_text(fid: dict) -> str:
+    """': held-out routing agreement ... (training states ...).' from a kind's fidelity entry, '.' without one."""
+    if not fid:
+        return "."
+    return (f": held-out routing agreement {fmt_pct(fid.get('agreement'))} (training states "
+            f"{fmt_pct(fid.get('train_agreement'))}).")
 
 
 def section_returns(view: RunView, fidelity: dict | None, warning: Note | None = None) -> Section:
     section = Section("returns", "Tree-routed vs neural router")
     if view.smose is None:
         section.blocks.append(_dense_note(view, "router to compare trees with"))
+        return section
+    if view.fixed_trees is not None:
+        section.blocks += _finetune_returns(view)
         return section
     returns = (fidelity or {}).get("returns")
     if not returns:
@@ -1006,6 +1088,34 @@ def section_returns(view: RunView, fidelity: dict | None, warning: Note | None =
     ax.set_title("Return by router")
     section.blocks.append(Figure("returns.png", figure_png(fig), "Mean return of the neural and tree-routed policies."))
     return section
+
+
+def _finetune_returns(view: RunView) -> list[Block]:
+    """A fine-tuned controller against the source run's neural router and its trees before fine-tuning (the returns
+    `smose finetune` recorded in config.json) on the same evaluation episodes."""
+    before, after = view.finetune.get("before"), view.evaluation
+    if not isinstance(before, dict):
+        return [Note("config.json records no returns before fine-tuning to compare with.")]
+    neural = before.get("neural_return")
+    returns = [("source run, neural router", neural), ("source run, its trees (before fine-tuning)",
+                                                       before.get("tree_return"))]
+    same = bool(after) and (after.get("episodes"), after.get("seed"), after.get("mode", "gated")) == \
+        (before.get("episodes"), before.get("seed"), before.get("mode"))
+    if same:
+        returns.append(("fine-tuned controller (eval.json)", after.get("mean")))
+    positive = isinstance(neural, (int, float)) and neural > 0
+    rows = [[name, fmt(value), f"{value / neural:.3f}" if positive and isinstance(value, (int, float)) else "n/a"]
+            for name, value in returns]
+    blocks: list[Block] = [
+        Text(f"Deterministic returns ({before.get('mode')} mode) on the same {before.get('episodes')} evaluation "
+             f"episodes (seed {before.get('seed')}): the ratio is the return over the source run's neural router's "
+             "(defined for positive returns)."),
+        Table(["controller", "mean return", "ratio"], rows)]
+    if not same:
+        blocks.append(Note(f"eval.json holds another evaluation than these episodes; `smose eval {view.run_dir} "
+                           f"--episodes {before.get('episodes')} --seed {before.get('seed')}` gives the comparable "
+                           "one."))
+    return blocks
 
 
 def explain(

@@ -32,6 +32,7 @@ from smose.policy import ALGOS, Actor, actor_from_architecture
 
 MODEL_FORMAT = "smose-model"
 MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSIONS = (1, 2)  # 2: a SMOSE model routed by fixed trees (smose.tree_policy)
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
 EVAL_FORMAT = "smose-eval"
@@ -181,8 +182,9 @@ def check_seal(data: dict, path: Path, what: str) -> None:
         raise SmoseError(f"{path}: {what} is corrupted or was edited (SHA-256 of its contents does not match)")
 
 
-def check_format(data: Any, path: Path, fmt: str, version: int, what: str, required: bool = True) -> dict:
-    """The JSON object ``data`` must be a dict of format ``fmt`` and version ``version``.
+def check_format(data: Any, path: Path, fmt: str, version: int | tuple[int, ...], what: str,
+                 required: bool = True) -> dict:
+    """The JSON object ``data`` must be a dict of format ``fmt`` and version ``version`` (or one of them).
 
     ``required=False`` accepts files without a format field (written before the field existed) as version 1.
     """
@@ -192,9 +194,12 @@ def check_format(data: Any, path: Path, fmt: str, version: int, what: str, requi
         return data
     if data.get("format") != fmt:
         raise SmoseError(f"{path}: not a {what} (format field missing or not {fmt!r})")
-    if data.get("format_version") != version:
-        raise SmoseError(f"{path}: {what} format version {data.get('format_version')!r} is not supported "
-                         f"(this smose reads version {version})")
+    versions = version if isinstance(version, tuple) else (version,)
+    found = data.get("format_version")
+    if not (isinstance(found, int) and not isinstance(found, bool) and found in versions):
+        readable = f"version {versions[0]}" if len(versions) == 1 else \
+            f"versions {', '.join(map(str, versions[:-1]))} and {versions[-1]}"
+        raise SmoseError(f"{path}: {what} format version {found!r} is not supported (this smose reads {readable})")
     return data
 
 
@@ -258,12 +263,19 @@ def save_model(actor: Actor, directory: Path, env_id: str, extra: dict | None = 
     except OSError as exc:
         weights_tmp.unlink(missing_ok=True)
         raise write_error(directory / MODEL_WEIGHTS, exc) from None
+    architecture = actor.architecture()
+    version = MODEL_FORMAT_VERSION
+    if "router" in architecture:  # a tree-routed controller: its trees go first, model.json names them
+        from smose.tree_policy import TREE_ROUTED_MODEL_VERSION, save_routing_trees
+
+        save_routing_trees(actor, directory)  # type: ignore[arg-type]
+        version = TREE_ROUTED_MODEL_VERSION
     meta = {
         "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
+        "format_version": version,
         "smose_version": __version__,
         "env_id": env_id,
-        "architecture": actor.architecture(),
+        "architecture": architecture,
         "action_low": actor.action_low.tolist(),
         "action_high": actor.action_high.tolist(),
         "parameter_counts": actor.parameter_counts(),
@@ -290,6 +302,7 @@ def _check_model_meta(meta: dict, path: Path) -> None:
     for key in ("n_obs", "n_act") + (("n_experts",) if arch["algo"] == "smose" else ()):
         if not _is_int(arch.get(key)):
             raise fail(f"architecture.{key} must be an integer in [1, {MAX_DIM}], got {arch.get(key)!r}")
+    _check_tree_router(meta, fail)
     if arch["algo"] != "smose":
         hidden = arch.get("hidden")
         if not (isinstance(hidden, list) and 1 <= len(hidden) <= MAX_HIDDEN_LAYERS and all(map(_is_int, hidden))):
@@ -313,13 +326,30 @@ def _check_model_meta(meta: dict, path: Path) -> None:
         raise fail("action_low must be below action_high")
 
 
+def _check_tree_router(meta: dict, fail) -> None:
+    """Format version 2 is a SMOSE model routed by fixed trees (smose.tree_policy), and only that."""
+    from smose.choices import KINDS
+    from smose.tree_policy import TREE_ROUTED_MODEL_VERSION, TREE_ROUTER
+
+    arch = meta["architecture"]
+    if meta["format_version"] != TREE_ROUTED_MODEL_VERSION:
+        if "router" in arch:
+            raise fail(f"architecture.router needs format_version {TREE_ROUTED_MODEL_VERSION}")
+        return
+    digest = arch.get("trees_sha256")
+    if (arch["algo"] != "smose" or arch.get("router") != TREE_ROUTER or arch.get("tree_kind") not in KINDS
+            or not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest))):
+        raise fail(f"format_version {TREE_ROUTED_MODEL_VERSION} is a SMOSE model routed by trees: architecture.router "
+                   f"must be {TREE_ROUTER!r}, tree_kind one of {', '.join(KINDS)} and trees_sha256 a SHA-256")
+
+
 def load_model(directory: Path) -> tuple[Actor, dict]:
     """Rebuild the actor saved in ``directory``; returns (actor in eval mode, model.json contents)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise SmoseError(f"{directory}: no such run directory")
     meta_path, weights_path = directory / MODEL_META, directory / MODEL_WEIGHTS
-    meta = check_format(read_json(meta_path, "model description"), meta_path, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+    meta = check_format(read_json(meta_path, "model description"), meta_path, MODEL_FORMAT, MODEL_FORMAT_VERSIONS,
                         "smose model description")
     check_seal(meta, meta_path, "model description")
     _check_model_meta(meta, meta_path)
@@ -334,6 +364,10 @@ def load_model(directory: Path) -> tuple[Actor, dict]:
         if not torch.isfinite(value).all():
             raise SmoseError(f"{weights_path}: tensor {name!r} contains NaN or infinite values")
     actor = actor_from_architecture(arch, low, high)
+    if "router" in arch:  # checked by _check_tree_router: fixed trees choose the expert
+        from smose.tree_policy import TreeRoutedActor, load_routing_trees
+
+        actor = TreeRoutedActor.from_smose(actor, load_routing_trees(directory, meta))  # type: ignore[arg-type]
     actor.load_state_dict(tensors)
     actor.eval()
     return actor, meta

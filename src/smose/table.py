@@ -35,6 +35,7 @@ import numpy as np
 from smose.config import TrainConfig, read_run_config
 from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR, stale_trees
 from smose.errors import SmoseError
+from smose.finetune import read_record
 from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS, task_name
 from smose.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
 from smose.stats import iqm_ci as bootstrap_ci
@@ -190,6 +191,14 @@ def load_runs(directory: Path, exclude: Path | None = None,
             skipped.append(f"{run_dir}: {exc}")
             continue
         if budget is not None and config.steps != budget:
+            continue
+        try:
+            fine_tuned = read_record(run_dir) is not None
+        except SmoseError as exc:
+            skipped.append(str(exc))
+            continue
+        if fine_tuned:
+            skipped.append(f"{run_dir}: fine-tuned under fixed trees (smose finetune), not trained as configured")
             continue
         steps = finished_steps(run_dir)
         if steps is None or steps != config.steps:

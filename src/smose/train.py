@@ -217,8 +217,12 @@ class RunLogger:
 class Trainer:
     """Holds the whole training state; ``run(total_steps)`` advances it, reading top to bottom like CleanRL."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None = None):
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, routing_trees: dict | None = None,
+                 record: dict | None = None):
+        """``routing_trees``: train the controller those fixed trees route (smose.tree_policy; SMOSE only);
+        ``record``: further keys of config.json (a fine-tuning run's ``finetune``, smose.finetune)."""
         self.config = config
+        self.record = dict(record or {})
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -227,6 +231,10 @@ class Trainer:
         n_obs, n_act = self.env.observation_space.shape[0], self.env.action_space.shape[0]
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
+        if routing_trees is not None:
+            from smose.tree_policy import TreeRoutedActor
+
+            actor = TreeRoutedActor.from_smose(actor, routing_trees)  # type: ignore[arg-type]
         self.learner = make_learner(actor, config.hyperparams(), config.update)
         self.actor = actor
         self.n_experts = getattr(actor, "n_experts", 0)
@@ -263,7 +271,10 @@ class Trainer:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise SmoseError(f"{run_dir}: no such run directory")
+        from smose.finetune import fixed_trees
+
         config = read_run_config(run_dir / CONFIG_FILE)
+        record, routing_trees = fixed_trees(run_dir)  # a fine-tuning run goes on under its trees
         data = read_checkpoint_json(run_dir)
         step = data["step"]
         if steps is not None:
@@ -278,7 +289,7 @@ class Trainer:
             raise SmoseError(f"{run_dir}: the run already finished at step {step}; pass --steps N (> {step}) "
                              f"to train it further")
         try:
-            trainer = cls(config, run_dir)
+            trainer = cls(config, run_dir, routing_trees, record)
         except SmoseError as exc:  # the constructor's errors are about config.json's values (env id, buffer size)
             raise SmoseError(f"{run_dir / CONFIG_FILE}: {exc}") from None
         try:
@@ -295,7 +306,7 @@ class Trainer:
         assert self.run_dir is not None
         write_json(self.run_dir / CONFIG_FILE, run_config_json(self.config, {
             "smose": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), **env_versions()}))
+            "python": platform.python_version(), **env_versions()}) | self.record)
 
     def save(self, directory: Path | None = None) -> None:
         target = Path(directory) if directory is not None else self.run_dir

@@ -122,8 +122,8 @@ class _Writer:
 def record_video(
     run_dir: Path | str,
     out: Path | str,
-    router: str = "neural",
-    tree_kind: str = "per-expert",
+    router: str | None = None,
+    tree_kind: str | None = None,
     seed: int = 0,
     max_steps: int | None = None,
 ) -> dict:
@@ -131,6 +131,7 @@ def record_video(
     ``smose eval --seed seed``) to ``out`` (.mp4 or .gif); returns a summary of what was written."""
     from smose.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
+    from smose.tree_policy import routing
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
@@ -140,10 +141,11 @@ def record_video(
         raise SmoseError(f"--out {out}: directory {out.parent} does not exist")
     if max_steps is not None and max_steps < 1:
         raise SmoseError(f"--max-steps must be positive, got {max_steps}")
-    if router not in ("neural", "tree"):
+    if router not in (None, "neural", "tree"):
         raise SmoseError(f"unknown router {router!r}; expected 'neural' or 'tree'")
     run_dir = Path(run_dir)
     actor, meta = load_model(run_dir)
+    router, tree_kind = routing(actor, run_dir, router, tree_kind)  # a fine-tuned controller: its own trees
     algo = meta["architecture"]["algo"]
     tree_router = None
     if router == "tree":

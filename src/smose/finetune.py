@@ -1,0 +1,232 @@
+"""``smose finetune``: train the deployable controller itself, the experts routed by fixed distilled trees.
+
+A run's distilled trees stand in for its router's argmax; the experts were trained under the router, so the
+tree-routed controller loses some return. Fine-tuning continues SAC from the run's last checkpoint (networks,
+optimisers, temperature, replay buffer, random streams and env state) with the choice of expert taken from the trees
+(:class:`smose.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what ``smose eval --router
+tree`` evaluates and ``smose export`` writes; the trees never change. Why each setting is what it is: docs/finetune.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from smose import runlock
+from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint, read_checkpoint_json
+from smose.choices import KINDS
+from smose.config import TrainConfig, read_run_config
+from smose.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
+from smose.errors import SmoseError
+from smose.evaluate import evaluate
+from smose.limits import MAX_STEPS
+from smose.policy import SMOSEActor
+from smose.serialization import load_model, read_json
+from smose.train import (CONFIG_FILE, RunLogger, Trainer, _run_locked, check_run_dir, clear_run_dir, create_run_dir,
+                         resume)
+from smose.tree_policy import TreeRoutedActor, trees_digest
+
+# config.json's record of a fine-tuning run: source run and step, tree kind, the trees' SHA-256, returns before.
+FINETUNE_KEY = "finetune"
+# What a fine-tuning run sets differently from its source run, besides steps and out. The load-balancing loss and the
+# router noise act on which expert the router's argmax picks, which no longer acts (lb_loss "none" turns both off);
+# the fused update's hand-written passes take the router's argmax, so the tree-routed actor trains with autograd.
+FINETUNE_SETTINGS: dict[str, Any] = {"lb_loss": "none", "lb_weight": None, "update": "autograd"}
+
+
+def default_out(run_dir: Path, tree_kind: str) -> Path:
+    """RUN-finetune-<kind>, beside RUN."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f"{run_dir.name}-finetune-{tree_kind}"
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The ``finetune`` record of a run's config.json, checked; None for a run that is not a fine-tuning run."""
+    path = Path(run_dir) / CONFIG_FILE
+    data = read_json(path, "run configuration")
+    record = data.get(FINETUNE_KEY) if isinstance(data, dict) else None
+    if record is None:
+        return None
+    if not (isinstance(record, dict) and record.get("tree_kind") in KINDS
+            and isinstance(record.get("trees_sha256"), str) and isinstance(record.get("source_step"), int)
+            and isinstance(record.get("source_run"), str)):
+        raise SmoseError(f"{path}: invalid {FINETUNE_KEY} record (needs source_run, source_step, tree_kind and "
+                         "trees_sha256)")
+    return record
+
+
+def fixed_trees(run_dir: Path) -> tuple[dict, dict | None]:
+    """(config.json keys to keep, the fixed trees) of a fine-tuning run; ({}, None) for any other run."""
+    record = read_record(run_dir)
+    if record is None:
+        return {}, None
+    path = tree_file(run_dir, record["tree_kind"])
+    trees = validate_trees(read_json(path, "tree file"), path)
+    if trees_digest(trees) != record["trees_sha256"]:
+        raise SmoseError(f"{path}: not the trees {run_dir} was fine-tuned under (their SHA-256 differs from the one in "
+                         f"{CONFIG_FILE}): the file was changed or replaced")
+    return {FINETUNE_KEY: record}, trees
+
+
+@dataclasses.dataclass
+class Source:
+    """A run checked for fine-tuning: its model, configuration, checkpoint and the trees to route with."""
+
+    run_dir: Path
+    actor: SMOSEActor
+    config: TrainConfig
+    checkpoint: dict
+    trees: dict
+
+
+def check_source(run_dir: Path | str, tree_kind: str) -> Source:
+    """Everything that could refuse fine-tuning ``run_dir`` under its ``tree_kind`` trees, checked without writing."""
+    run_dir = Path(run_dir)
+    if tree_kind not in KINDS:
+        raise SmoseError(f"unknown tree kind {tree_kind!r}; expected one of {', '.join(KINDS)}")
+    actor, meta = load_model(run_dir)
+    if not isinstance(actor, SMOSEActor):
+        raise SmoseError(f"{run_dir} holds a dense {meta['architecture']['algo']} baseline: fine-tuning replaces a "
+                         "SMOSE router's choice of expert with distilled trees, and a dense actor has neither")
+    if isinstance(actor, TreeRoutedActor):
+        raise SmoseError(f"{run_dir} is already fine-tuned under its {actor.tree_kind} trees; continue it with "
+                         f"`smose finetune --resume {run_dir} --steps N`")
+    path = tree_file(run_dir, tree_kind)
+    if not path.is_file():
+        present = [k for k in KINDS if tree_file(run_dir, k).is_file()]
+        has = f" (it has {', '.join(present)} trees)" if present else " (it has no distilled trees)"
+        raise SmoseError(f"{run_dir}: no {tree_kind} trees to fine-tune under{has}; distil them first: "
+                         f"`smose distill {run_dir} --kind {tree_kind}` (with --dagger 4, say)")
+    stale = stale_trees(run_dir, router_digest(actor))
+    if stale is not None:
+        raise SmoseError(stale)
+    trees = load_trees(path, actor, meta["env_id"])
+    if not (run_dir / CHECKPOINT_DIR / CHECKPOINT_JSON).is_file():
+        raise SmoseError(f"{run_dir}: no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_JSON}): fine-tuning continues "
+                         "SAC from the run's last checkpoint (networks, optimisers, replay buffer); a copy of a run's "
+                         "small files has none, so fine-tune the run directory that trained it")
+    checkpoint = read_checkpoint_json(run_dir)
+    config = read_run_config(run_dir / CONFIG_FILE)
+    if checkpoint["step"] < config.learning_starts:
+        raise SmoseError(f"{run_dir}: its checkpoint is at step {checkpoint['step']}, before learning starts "
+                         f"({config.learning_starts}): there is no trained controller to fine-tune")
+    if runlock.is_held(run_dir):
+        raise SmoseError(f"{run_dir}: a trainer is working there ({runlock.holder(run_dir)}); fine-tune it once it "
+                         "has stopped")
+    return Source(run_dir, actor, config, checkpoint, trees)
+
+
+def _check_out(source: Source, out: Path, force: bool) -> Path:
+    inside = out.resolve()
+    if inside == source.run_dir.resolve() or source.run_dir.resolve() in inside.parents:
+        raise SmoseError(f"--out {out} would write into {source.run_dir}, the run being fine-tuned; choose another "
+                         "directory")
+    return check_run_dir(out, force)
+
+
+def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None = None) -> Trainer:
+    """A trainer for ``out`` holding ``source``'s checkpoint, its expert chosen by the source's trees; writes nothing.
+    """
+    start = source.checkpoint["step"]
+    if start + steps > MAX_STEPS:
+        raise SmoseError(f"{source.run_dir} is at step {start:,}: {steps:,} more steps would pass the limit of "
+                         f"{MAX_STEPS:,}")
+    changes = {"steps": start + steps, "out": str(out), **FINETUNE_SETTINGS}
+    if checkpoint_every is not None:
+        changes["checkpoint_every"] = checkpoint_every
+    config = dataclasses.replace(source.config, **changes)  # validated by __post_init__
+    record = {"source_run": str(source.run_dir), "source_step": start, "tree_kind": source.trees["kind"],
+              "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"]}
+    trainer = Trainer(config, out, routing_trees=source.trees, record={FINETUNE_KEY: record})
+    try:
+        load_checkpoint(trainer, source.checkpoint, source=source.run_dir, may_differ=tuple(FINETUNE_SETTINGS))
+        if router_digest(trainer.actor) != source.trees["router_sha256"]:
+            raise SmoseError(f"{source.run_dir / CHECKPOINT_DIR}: the checkpoint (step {start:,}) holds another model "
+                             f"than the one its trees were distilled from (model.safetensors); distil the model of "
+                             "the checkpoint first")
+    except BaseException:
+        trainer.close()
+        raise
+    # A new run directory: nothing of the source's logs to continue, no checkpoint of its own yet.
+    trainer.checkpoint_step = trainer.resume_metrics_bytes = trainer.last_eval = None
+    return trainer
+
+
+def finetune(run_dir: Path | str, steps: int, tree_kind: str = "per-expert", out: Path | str | None = None,
+             force: bool = False, checkpoint_every: int | None = None, progress: bool = True) -> Path:
+    """Fine-tune the SMOSE run in ``run_dir`` for ``steps`` steps under its ``tree_kind`` trees into ``out`` (default
+    RUN-finetune-<kind> beside it); returns ``out``, an ordinary run directory. Anything refused (SmoseError) is
+    refused before ``out`` is created."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise SmoseError(f"--steps must be an integer from 1 to {MAX_STEPS:,}, got {steps!r}")
+    source = check_source(run_dir, tree_kind)
+    out = _check_out(source, Path(out) if out is not None else default_out(source.run_dir, tree_kind), force)
+    trainer = prepare(source, steps, out, checkpoint_every)
+    try:
+        create_run_dir(out)
+    except BaseException:
+        trainer.close()
+        raise
+
+    def fresh_trainer() -> Trainer:
+        clear_run_dir(out)  # under the lock, as `smose train --force`
+        return _evaluate_before(trainer, source)
+
+    _run_locked(out, fresh_trainer, progress)
+    return out
+
+
+def _evaluate_before(trainer: Trainer, source: Source) -> Trainer:
+    """The source's neural router and the tree-routed controller before fine-tuning, on the episodes of every later
+    evaluation (the run's eval_episodes and seed): the first row of metrics.csv and the record's ``before``."""
+    config, step = trainer.config, trainer.global_step
+    assert trainer.run_dir is not None
+    trainer.logger = RunLogger(trainer.run_dir, trainer.n_experts)
+    trees = trainer._evaluate(step)
+    neural = evaluate(source.actor, trainer.eval_env, config.eval_episodes, config.seed)
+    trainer.record[FINETUNE_KEY]["before"] = {"episodes": config.eval_episodes, "seed": config.seed,
+                                              "mode": trees["mode"], "neural_return": neural["mean"],
+                                              "tree_return": trees["mean"]}
+    return trainer
+
+
+def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_every: int | None = None,
+                    progress: bool = True) -> Path:
+    """Continue the fine-tuning run in ``run_dir`` from its last checkpoint; ``steps`` counts fine-tuning steps (from
+    the source's checkpoint), so it may extend the run. The same as ``smose train --resume`` with absolute steps."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SmoseError(f"{run_dir}: no such run directory")
+    record = read_record(run_dir)
+    if record is None:
+        raise SmoseError(f"{run_dir} is not a fine-tuning run ({CONFIG_FILE} has no {FINETUNE_KEY} record); continue "
+                         f"it with `smose train --resume {run_dir}`")
+    checkpoint = read_checkpoint_json(run_dir)
+    start, done = record["source_step"], checkpoint["step"] - record["source_step"]
+    if steps is not None and steps < done:
+        raise SmoseError(f"{run_dir}: --steps {steps} is below the {done:,} fine-tuning steps already taken")
+    if (steps is None or steps == done) and checkpoint.get("finished") is True:
+        raise SmoseError(f"{run_dir}: fine-tuning already finished after {done:,} steps; pass --steps N (> {done}) to "
+                         "fine-tune it further")
+    return resume(run_dir, None if steps is None else start + steps, checkpoint_every, progress=progress)
+
+
+def summary(run_dir: Path) -> dict:
+    """What `smose finetune` prints: the run, its source, the returns before and after (the same episodes)."""
+    from smose.serialization import read_eval
+
+    record = read_record(run_dir) or {}
+    before = record.get("before", {})
+    after = read_eval(Path(run_dir) / "eval.json")
+    neural = before.get("neural_return")
+
+    def ratio(value: float | None) -> float | None:  # defined for positive returns, as smose distill's ratio
+        return None if value is None or neural is None or neural <= 0 else value / neural
+
+    return {"run_dir": str(run_dir), "source_run": record.get("source_run"), "tree_kind": record.get("tree_kind"),
+            "fine_tuning_steps": read_checkpoint_json(run_dir)["step"] - record.get("source_step", 0),
+            "neural_return": neural, "tree_return_before": before.get("tree_return"),
+            "final_eval_mean": after["mean"], "final_eval_std": after["std"],
+            "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"])}
+

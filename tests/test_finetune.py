@@ -1,0 +1,362 @@
+"""`smose finetune`: SAC continued from a run's checkpoint with the expert chosen by its fixed distilled trees, into an
+ordinary run directory that every command reads as the tree-routed controller."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from smose.api import SMOSE
+from smose.buffer import Batch
+from smose.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
+from smose.cli import main
+from smose.config import SACHyperParams
+from smose.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
+from smose.errors import SmoseError
+from smose.export import export_policy
+from smose.finetune import check_source, prepare
+from smose.policy import SMOSEActor, make_actor
+from smose.sac_autograd import SAC
+from smose.serialization import load_model, save_model
+from smose.train import Trainer
+from smose.tree_policy import TreeRoutedActor, trees_digest
+
+STEPS = 200
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def source(pendulum_run, tmp_path_factory) -> Path:
+    """The pendulum run (1,500 steps, with its final checkpoint) distilled into all three kinds of depth-2 trees."""
+    run = tmp_path_factory.mktemp("finetune") / "pendulum"
+    shutil.copytree(pendulum_run, run)  # the session fixture is shared: never write into it
+    distill(run, depth=2, episodes=2, kind="all", eval_episodes=1, cma_iterations=5)
+    return run
+
+
+@pytest.fixture(scope="module")
+def tuned(source) -> Path:
+    """`smose finetune` for STEPS steps under the multiclass tree, into the default directory beside the source."""
+    assert main(["finetune", str(source), "--steps", str(STEPS), "--tree-kind", "multiclass", "--quiet"]) == 0
+    return source.parent / f"{source.name}-finetune-multiclass"
+
+
+def listing(path: Path) -> dict[str, int]:
+    """Every file below ``path`` with its modification time: what "nothing written" compares."""
+    return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*"))}
+
+
+# ------------------------------------------------------------------------------------------------- what is trained
+
+
+def test_the_fine_tuned_run_records_its_source_and_trees(source, tuned, capsys):
+    config = json.loads((tuned / "config.json").read_text())
+    record = config["finetune"]
+    trees = load_trees(tree_file(source, "multiclass"))
+    start = read_checkpoint_json(source)["step"]
+    assert record["source_run"] == str(source) and record["source_step"] == start == 1500
+    assert record["tree_kind"] == "multiclass" and record["trees_sha256"] == trees_digest(trees)
+    assert record["router_sha256"] == trees["router_sha256"]
+    assert config["steps"] == start + STEPS and config["lb_loss"] == "none" and config["update"] == "autograd"
+    assert config["lb_weight_effective"] == 0.0
+    # The trees travel with the model, unchanged; model.json names them.
+    assert load_trees(tree_file(tuned, "multiclass")) == trees
+    assert sorted(p.name for p in (tuned / "trees").iterdir()) == ["multiclass.json", "multiclass.txt"]
+    meta = json.loads((tuned / "model.json").read_text())
+    assert meta["format_version"] == 2 and meta["trained_steps"] == start + STEPS
+    assert meta["architecture"] == {"algo": "smose", "n_obs": 3, "n_act": 1, "n_experts": 4, "router": "trees",
+                                         "tree_kind": "multiclass", "trees_sha256": trees_digest(trees)}
+    # metrics.csv starts with the tree-routed evaluation before fine-tuning, at the source's step
+    with open(tuned / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first = rows[0]
+    assert first["event"] == "eval" and int(first["step"]) == start
+    assert float(first["eval_return_mean"]) == pytest.approx(record["before"]["tree_return"], rel=1e-5)
+    assert int(rows[-1]["step"]) == start + STEPS
+    assert read_checkpoint_json(tuned)["finished"] is True
+
+
+def test_the_trees_choose_and_the_router_and_experts_learn(source, tuned):
+    actor, _ = load_model(tuned)
+    before, _ = load_model(source)
+    assert isinstance(actor, TreeRoutedActor) and not isinstance(before, TreeRoutedActor)
+    trees = TreeRouter(load_trees(tree_file(source, "multiclass")))
+    obs = torch.from_numpy(np.random.default_rng(0).uniform([-1, -1, -8], [1, 1, 8], size=(2000, 3)).astype("f4"))
+    expert = trees(obs)
+    assert len(np.unique(expert.numpy())) >= 2  # guards the comparison: the tree routes to several experts
+    plain = SMOSEActor(3, 1, [-2.0], [2.0], n_experts=4)
+    plain.load_state_dict(actor.state_dict())
+    for mode in ("gated", "linear"):  # the action `smose eval --router tree` takes with these weights
+        action, chosen = actor.act(obs, mode)
+        torch.testing.assert_close(chosen, expert, rtol=0, atol=0)
+        torch.testing.assert_close(action, plain.act_with_experts(obs, expert, mode), rtol=0, atol=0)
+    torch.testing.assert_close(actor(obs).expert, expert, rtol=0, atol=0)  # what SAC samples from
+    # fine-tuning changed the experts (mean and log-std heads) and the router, whose softmax gates the action
+    assert not torch.equal(actor.expert_weight[:, :1], before.expert_weight[:, :1])
+    assert not torch.equal(actor.expert_weight[:, 1:], before.expert_weight[:, 1:])
+    assert not torch.equal(actor.router.weight, before.router.weight)
+
+
+def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path):
+    out = tmp_path / "prepared"
+    trainer = prepare(check_source(source, "oblique"), 10, out)
+    try:
+        assert not out.exists()  # nothing written before the run starts
+        assert trainer.global_step == 1500 and trainer.config.steps == 1510
+        assert type(trainer.learner) is SAC and trainer.learner.hp.lb_loss == "none"  # autograd, no balancing
+        assert isinstance(trainer.actor, TreeRoutedActor) and trainer.actor.tree_kind == "oblique"
+        data = read_checkpoint_json(source)
+        assert trainer.buffer.size == data["buffer"]["size"]
+        assert trainer.learner.n_updates == data["learner"]["n_updates"]
+        with safe_open(str(source / CHECKPOINT_DIR / data["tensor_file"]), framework="pt") as saved:
+            for name, value in trainer.learner.critic.state_dict().items():
+                torch.testing.assert_close(value, saved.get_tensor(f"critic/{name}"), rtol=0, atol=0)
+            for name, value in trainer.learner.critic_target.state_dict().items():
+                torch.testing.assert_close(value, saved.get_tensor(f"critic_target/{name}"), rtol=0, atol=0)
+            torch.testing.assert_close(trainer.learner.log_alpha.detach(), saved.get_tensor("log_alpha"))
+            torch.testing.assert_close(trainer.buffer.data[: trainer.buffer.size], saved.get_tensor("buffer").numpy())
+    finally:
+        trainer.close()
+
+
+def test_an_update_trains_the_chosen_expert_and_the_gate_only():
+    """Fixed trees that always choose expert 2: SAC steps change expert 2's heads and the router (through the gate
+    g = softmax(z)_2 that scales expert 2's output), and no other expert."""
+    torch.manual_seed(0)
+    base = make_actor("smose", 3, 1, [-2.0], [2.0], n_experts=4)
+    states = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    trees = fit_multiclass(base, states, np.full(64, 2), depth=2, env_id="Synthetic-v0")
+    actor = TreeRoutedActor.from_smose(base, trees)
+    learner = SAC(actor, SACHyperParams(lb_loss="none", lb_weight=0.0, policy_frequency=1))
+    before = {name: value.detach().clone() for name, value in actor.named_parameters()}
+    obs = torch.from_numpy(states)
+    batch = Batch(obs=obs, actions=torch.rand(64, 1) * 4 - 2, rewards=torch.randn(64), next_obs=obs.flip(0),
+                  dones=torch.zeros(64))
+    for _ in range(3):
+        stats = learner.update(batch)
+    assert float(stats["lb_loss"]) == 0.0
+    assert (actor(obs).expert == 2).all()
+    changed = (actor.expert_weight - before["expert_weight"]).abs().sum(dim=(1, 2)) > 0
+    assert changed.tolist() == [False, False, True, False]
+    assert not torch.equal(actor.router.weight, before["router.weight"])
+
+
+# ----------------------------------------------------------------------------------------------------- resuming
+
+
+def test_resume_extends_fine_tuning_exactly(source, tuned, tmp_path, capsys):
+    longer = tmp_path / "longer"
+    assert main(["finetune", str(source), "--steps", str(STEPS + 100), "--tree-kind", "multiclass", "--out",
+                 str(longer), "--quiet"]) == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tuned, resumed)
+    capsys.readouterr()
+    assert main(["finetune", "--resume", str(resumed), "--quiet"]) == 2  # finished: --steps must extend it
+    assert f"already finished after {STEPS} steps" in capsys.readouterr().err
+    assert main(["finetune", "--resume", str(resumed), "--steps", str(STEPS + 100), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["fine_tuning_steps"] == STEPS + 100 and summary["tree_kind"] == "multiclass"
+    assert (resumed / "model.safetensors").read_bytes() == (longer / "model.safetensors").read_bytes()
+    assert json.loads((resumed / "config.json").read_text())["finetune"] == \
+        json.loads((longer / "config.json").read_text())["finetune"]
+    # `smose train --resume` continues it under its trees too
+    trainer = Trainer.resume(resumed, steps=1500 + STEPS + 150)
+    try:
+        assert isinstance(trainer.actor, TreeRoutedActor) and trainer.actor.tree_kind == "multiclass"
+        assert trainer.record["finetune"]["trees_sha256"] == trainer.actor.trees_sha256
+    finally:
+        trainer.close()
+
+
+# ------------------------------------------------------------------------------------------------- every command
+
+
+def test_eval_info_distill_and_explain_read_the_fine_tuned_run(source, tuned, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tuned, run)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "1", "--seed", "3"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["router"] == "tree" and own["tree_kind"] == "multiclass"
+    assert json.loads((run / "eval.json").read_text())["returns"] == own["returns"]
+    assert main(["eval", str(run), "--router", "tree", "--tree-kind", "multiclass", "--episodes", "1", "--seed",
+                 "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == own["returns"]
+    assert json.loads((run / "trees" / "eval-multiclass.json").read_text())["returns"] == own["returns"]
+    for argv, message in ((["eval", str(run), "--router", "neural"], "its router only gates the action"),
+                          (["eval", str(run), "--router", "tree", "--tree-kind", "oblique"], "has no oblique trees"),
+                          (["distill", str(run)], "no routing left to distil"),
+                          (["export", str(run), "--format", "c", "--router", "neural", "--out", str(tmp_path)],
+                           "its router only gates the action")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("smose: error: ") and err.count("\n") == 1 and message in err, err
+    assert main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finetune"]["tree_kind"] == "multiclass"
+    assert main(["info", str(run)]) == 0
+    assert "routing    fixed multiclass trees" in capsys.readouterr().out
+
+    assert main(["explain", str(run), "--episodes", "1"]) == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "Fixed multiclass trees choose the expert" in report
+    assert "These trees choose the expert at every step" in report
+    assert (run / "trees" / "multiclass.txt").read_text().splitlines()[1] in report
+    assert "source run, its trees (before fine-tuning)" in report and "fidelity.json" not in \
+        [p.name for p in (run / "trees").iterdir()]
+
+
+def run_python(path: Path, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    spec = importlib.util.spec_from_file_location("exported", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pairs = [module.act_and_route(list(map(float, s))) for s in obs]
+    return np.asarray([a for a, _ in pairs]), np.asarray([k for _, k in pairs])
+
+
+def test_every_export_format_holds_the_trees(source, tuned, tmp_path):
+    actor, _ = load_model(tuned)
+    obs = np.random.default_rng(1).uniform([-1, -1, -8], [1, 1, 8], size=(500, 3)).astype(np.float32)
+    want_action, want_expert = (t.numpy() for t in actor.act(torch.from_numpy(obs)))
+    py = export_policy(tuned, "python", tmp_path / "policy.py")
+    assert "--router tree --tree-kind multiclass" in py.read_text()
+    action, expert = run_python(py, obs)
+    np.testing.assert_array_equal(expert, want_expert)
+    assert np.abs(action - want_action).max() <= 1e-5
+    doc = json.loads(export_policy(tuned, "json", tmp_path / "policy.json").read_text())
+    assert (doc["router"], doc["tree_kind"]) == ("tree", "multiclass")
+    assert doc["trees"] == {"multiclass": load_trees(tree_file(tuned, "multiclass"))}
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(export_policy(tuned, "onnx", tmp_path / "p.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    action, expert = session.run(None, {"obs": obs})
+    np.testing.assert_array_equal(expert, want_expert)
+    assert np.abs(action - want_action).max() <= 1e-5
+    header = export_policy(tuned, "c", tmp_path / "smose_policy.h")
+    if shutil.which("gcc"):
+        (tmp_path / "main.c").write_text('#include "smose_policy.h"\nint main(void){float o[3]={0.5f,-0.2f,1.0f};'
+                                         'float a[1];return smose_act_route(o, a) < 0;}\n')
+        build = subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "main.c", "-o",
+                                "main", "-lm"], cwd=tmp_path, capture_output=True, text=True, check=False)
+        assert build.returncode == 0, build.stderr
+    assert "smose_choose_" in header.read_text()
+
+
+def test_api_fine_tunes_a_loaded_run_under_the_oblique_tree(source, tmp_path):
+    tuned = SMOSE.load(source).finetune(1, tree_kind="oblique", out=tmp_path / "oblique")
+    assert isinstance(tuned.actor, TreeRoutedActor) and tuned.actor.tree_kind == "oblique"
+    obs = np.random.default_rng(2).uniform([-1, -1, -8], [1, 1, 8], size=(50, 3)).astype(np.float32)
+    trees = TreeRouter(load_trees(tree_file(source, "oblique")))
+    action, _ = tuned.predict(obs)
+    want = tuned.actor.act_with_experts(torch.from_numpy(obs), trees(torch.from_numpy(obs)))
+    np.testing.assert_array_equal(action, want.numpy())
+    py = export_policy(tmp_path / "oblique", "python", tmp_path / "oblique.py")
+    got_action, got_expert = run_python(py, obs)
+    np.testing.assert_array_equal(got_expert, trees.predict(obs))
+    assert np.abs(got_action - want.numpy()).max() <= 1e-5
+    with pytest.raises(SmoseError, match="load one with SMOSE.load"):
+        SMOSE("Pendulum-v1", learning_starts=10, batch_size=8, buffer_size=100).finetune(1)
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+def refused(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def copy_run(source: Path, target: Path, skip: tuple[str, ...] = ()) -> Path:
+    shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in skip])
+    return target
+
+
+def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_path, capsys):
+    dense = tmp_path / "dense"
+    save_model(make_actor("sac-s", 3, 1, [-2.0], [2.0], n_experts=4), dense, "Pendulum-v1")
+    no_trees = copy_run(source, tmp_path / "no-trees", skip=("trees",))
+    no_checkpoint = copy_run(source, tmp_path / "no-checkpoint", skip=(CHECKPOINT_DIR,))
+    one_kind = copy_run(source, tmp_path / "one-kind", skip=("oblique.json", "multiclass.json"))
+    stale = copy_run(source, tmp_path / "stale")
+    fidelity = json.loads((stale / "trees" / "fidelity.json").read_text())
+    (stale / "trees" / "fidelity.json").write_text(json.dumps(fidelity | {"router_sha256": "0" * 64}))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("keep")
+    committed = REPO / "benchmarks" / "results" / "runs" / "Ant-v4__smose__s0"
+    cases = [
+        ((str(dense), "--steps", "10"), "dense sac-s baseline"),
+        ((str(no_trees), "--steps", "10"), "no per-expert trees to fine-tune under (it has no distilled trees); "
+                                           "distil them first"),
+        ((str(one_kind), "--steps", "10", "--tree-kind", "oblique"), "no oblique trees to fine-tune under (it has "
+                                                                      "per-expert trees)"),
+        ((str(no_checkpoint), "--steps", "10"), "no checkpoint (checkpoint/checkpoint.json)"),
+        ((str(committed), "--steps", "10"), "no checkpoint"),
+        ((str(stale), "--steps", "10"), "stale trees"),
+        ((str(tuned), "--steps", "10"), "already fine-tuned under its multiclass trees"),
+        ((str(source), "--steps", "10", "--out", str(busy)), "not empty"),
+        ((str(source), "--steps", "10", "--out", str(source)), "would write into"),
+        ((str(source), "--steps", "10", "--out", str(source / "inner")), "would write into"),
+        ((str(tmp_path / "missing"), "--steps", "10"), "no such run directory"),
+        ((str(source), "--steps", "0"), "expected an integer from 1"),
+        ((str(source), "--steps", "-5"), "expected an integer from 1"),
+        ((str(source),), "--steps N"),
+        (("--resume", str(source)), "not a fine-tuning run"),
+        (("--resume", str(tuned), "--tree-kind", "oblique"), "only --steps and --checkpoint-every"),
+    ]
+    watched = [source, tuned, busy, no_trees, no_checkpoint, one_kind, stale, committed]
+    before = {path: listing(path) for path in watched}
+    siblings = {path: sorted(path.parent.iterdir()) for path in (source, tmp_path, committed)}
+    for argv, message in cases:
+        try:
+            err = refused(capsys, "finetune", *argv)
+        except SystemExit as exc:  # argparse refuses bad numbers with its own exit, in one line as well
+            assert exc.code == 2
+            err = capsys.readouterr().err
+            assert err.startswith("smose: error: ") and err.count("\n") == 1
+        assert message in err, (argv, err)
+    assert {path: listing(path) for path in watched} == before
+    assert {path: sorted(path.parent.iterdir()) for path in siblings} == siblings
+
+
+def test_a_fine_tuned_model_is_refused_without_its_own_trees(tuned, tmp_path, capsys):
+    from smose.serialization import seal
+
+    def variant(name: str) -> Path:
+        return copy_run(tuned, tmp_path / name)
+
+    edited = variant("edited")
+    path = tree_file(edited, "multiclass")
+    trees = json.loads(path.read_text())
+    leaf = next(node for node in trees["trees"][0]["nodes"] if node["leaf"])
+    leaf["probability"] = leaf["probability"][::-1]
+    path.write_text(json.dumps(trees))
+    missing = variant("missing")
+    tree_file(missing, "multiclass").unlink()
+    meta = json.loads((tuned / "model.json").read_text())
+    meta.pop("content_sha256")
+    old_version = variant("old-version")
+    (old_version / "model.json").write_text(json.dumps(seal(meta | {"format_version": 1})))
+    no_router = variant("no-router")
+    arch = {k: v for k, v in meta["architecture"].items() if k != "router"}
+    (no_router / "model.json").write_text(json.dumps(seal(meta | {"architecture": arch})))
+    for run, message in ((edited, "not the trees this controller routes with"),
+                         (missing, "missing: the model routes with these multiclass trees"),
+                         (old_version, "architecture.router needs format_version 2"),
+                         (no_router, "format_version 2 is a SMOSE model routed by trees")):
+        with pytest.raises(SmoseError, match=message):
+            load_model(run)
+    assert "not the trees this controller routes with" in refused(capsys, "eval", str(edited))
+    with pytest.raises(SmoseError, match="not the trees"):
+        Trainer.resume(edited, steps=1500 + STEPS + 10)  # nor is it trained further under other trees
