@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
-from smose.envs import make_env
+from smose.interpret.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
+from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.serialization import load_model

@@ -50,11 +50,11 @@ import torch
 from safetensors.torch import load_file
 
 from smose import __version__, serialization
-from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 from smose.cli import main
 from smose.errors import SmoseError
 from smose.serialization import load_model, read_eval
-from smose.train import Trainer
+from smose.training.trainer import Trainer
 
 CONFIG = dict(env="Hopper-v5", steps=3000, learning_starts=500, batch_size=64, experts=4, eval_every=1000,
               eval_episodes=2, buffer_size=3000, checkpoint_every=250, seed=0)

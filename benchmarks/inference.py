@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.distill import collect_states
-from smose.envs import make_env
+from smose.interpret.distill import collect_states
+from smose.tasks.envs import make_env
 from smose.export import export_policy
 from smose.serialization import load_model
 

@@ -3,7 +3,7 @@
     python benchmarks/throughput.py --repeats 3 --out benchmarks/results/throughput
 """
 
-from smose.bench import main
+from smose.experiments.bench import main
 
 if __name__ == "__main__":
     main(prog="python benchmarks/throughput.py")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from smose.config import TrainConfig
-from smose.train import train
+from smose.training.config import TrainConfig
+from smose.training.trainer import train
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from smose.actor_passes import MixturePasses, MLPPasses, make_passes
-from smose.critic import TwinQPasses
-from smose.losses import balance_loss, router_noise
-from smose.policy import MLPActor, SMOSEActor, TwinQ
+from smose.algo.fast.actor_passes import MixturePasses, MLPPasses, make_passes
+from smose.algo.fast.critic_passes import TwinQPasses
+from smose.algo.losses import balance_loss, router_noise
+from smose.algo.policy import MLPActor, SMOSEActor, TwinQ
 
 N_OBS, N_ACT, N_EXPERTS, BATCH = 7, 3, 5, 300
 LOW, HIGH = [-1.0, -2.0, -0.5], [1.0, 3.0, 0.5]  # unequal scales and a non-zero bias exercise the action bounds

@@ -5,7 +5,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from smose import SMOSE, SmoseError
-from smose.envs import make_env
+from smose.tasks.envs import make_env
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from smose.buffer import ReplayBuffer
+from smose.training.buffer import ReplayBuffer
 
 
 def test_rows_round_trip_and_wrap_around():

@@ -11,7 +11,7 @@ import pytest
 
 from smose import SMOSE
 from smose.cli import main
-from smose.distill import stale_trees
+from smose.interpret.distill import stale_trees
 
 COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "runs" / "Hopper-v4__smose__s0"
 

@@ -6,8 +6,8 @@ import copy
 
 import torch
 
-from smose.critic import TwinQPasses
-from smose.policy import TwinQ
+from smose.algo.fast.critic_passes import TwinQPasses
+from smose.algo.policy import TwinQ
 
 N_OBS, N_ACT, BATCH = 6, 3, 200
 

@@ -8,7 +8,7 @@ import pytest
 
 from smose.api import SMOSE
 from smose.cli import main
-from smose.envs import make_env
+from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.serialization import check_env_compatible, load_model
 

@@ -9,7 +9,7 @@ import torch
 from sklearn.tree import DecisionTreeClassifier
 
 from smose.cli import main
-from smose.distill import (
+from smose.interpret.distill import (
     DAGGER_SEED_OFFSET,
     TreeRouter,
     collect_states,
@@ -23,10 +23,10 @@ from smose.distill import (
     router_features,
     rules_text,
 )
-from smose.envs import make_env
+from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET, evaluate
-from smose.policy import SMOSEActor, make_actor
+from smose.algo.policy import SMOSEActor, make_actor
 from smose.serialization import load_model, save_model, write_json
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]

@@ -8,12 +8,12 @@ import pytest
 
 from smose.api import SMOSE
 from smose.cli import main
-from smose.config import TrainConfig, read_run_config
-from smose.envs import make_env, parse_env_kwargs
+from smose.training.config import TrainConfig, read_run_config
+from smose.tasks.envs import make_env, parse_env_kwargs
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.serialization import load_model
-from smose.sweep import Grid, check_compatible, result_key, train_command
+from smose.experiments.sweep import Grid, check_compatible, result_key, train_command
 
 TINY = ["--env", "Pendulum-v1", "--steps", "200", "--learning-starts", "100", "--batch-size", "32",
         "--eval-every", "0", "--eval-episodes", "1", "--experts", "2", "--quiet"]
@@ -83,7 +83,7 @@ def test_train_records_env_kwargs_and_eval_distill_and_resume_use_them(tmp_path,
     assert fidelity["returns"]["neural"]["mean"] == pytest.approx(
         evaluate(actor, make_env("Pendulum-v1", env_kwargs={"g": 2.0}), 1, 0)["mean"])
 
-    from smose.report import explain
+    from smose.interpret.report import explain
 
     report = explain(run_dir, episodes=1, distill_missing=False).with_name("report.md").read_text()
     assert "Pendulum-v1 (3 observations, 1 actions), g=2.0" in report
@@ -133,7 +133,7 @@ def test_sweep_passes_and_records_env_kwargs(tmp_path):
 
 
 def test_checkpoints_and_configs_written_before_env_kwargs_still_resume(tmp_path):
-    from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+    from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
     from smose.serialization import seal
 
     run_dir = tmp_path / "run"

@@ -22,17 +22,17 @@ import pytest
 import torch
 
 from smose.api import SMOSE
-from smose.boundary import (decision_states, invalid_observations, limit_observations, logit_tie_states,
+from smose.interpret.boundary import (decision_states, invalid_observations, limit_observations, logit_tie_states,
                             threshold_states, to_float32)
 from smose.cli import main
-from smose.distill import TreeRouter, collect_states, distill, load_trees, tree_file
-from smose.envs import make_env
+from smose.interpret.distill import TreeRouter, collect_states, distill, load_trees, tree_file
+from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET
 from smose import export
 from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy
-from smose.features import action_names, observation_names
-from smose.policy import make_actor
+from smose.tasks.features import action_names, observation_names
+from smose.algo.policy import make_actor
 from smose.serialization import load_model, save_model
 
 TOLERANCE = 1e-5

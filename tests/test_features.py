@@ -3,7 +3,7 @@ import warnings
 import gymnasium as gym
 import pytest
 
-from smose.features import action_names, observation_names
+from smose.tasks.features import action_names, observation_names
 
 TASKS = ["Hopper", "Walker2d", "Ant", "HalfCheetah", "Reacher", "Swimmer"]
 
@@ -110,7 +110,7 @@ HUMANOID_BODIES = ("torso lwaist pelvis right_thigh right_shin right_foot left_t
 
 
 def _derived(env_id: str, **kwargs) -> tuple[list[str] | None, list[str] | None]:
-    from smose.features import mujoco_action_names, mujoco_observation_names
+    from smose.tasks.features import mujoco_action_names, mujoco_observation_names
 
     env = _make(env_id, **kwargs)
     try:
@@ -175,7 +175,7 @@ def test_derived_names_point_at_the_values_they_name():
 
 
 def test_other_envs_keep_the_table_or_the_generic_names():
-    from smose.features import mujoco_observation_names
+    from smose.tasks.features import mujoco_observation_names
 
     reacher = _make("Reacher-v5")  # its observation is computed (cos, sin, distances), not a qpos/qvel layout
     assert mujoco_observation_names(reacher.unwrapped, 10) is None
@@ -199,18 +199,18 @@ def test_the_feature_names_module_needs_numpy_only():
     import subprocess
     import sys
 
-    import smose.features
+    import smose.tasks.features
 
     code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('features', sys.argv[1]); "
             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
             "heavy = {'gymnasium', 'mujoco', 'torch', 'smose'} & set(sys.modules); assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code, smose.features.__file__], check=True)
+    subprocess.run([sys.executable, "-c", code, smose.tasks.features.__file__], check=True)
 
 
 def test_distill_and_export_name_the_features_of_an_env_without_a_table(tmp_path):
-    from smose.config import TrainConfig
-    from smose.envs import feature_names
-    from smose.train import train
+    from smose.training.config import TrainConfig
+    from smose.tasks.envs import feature_names
+    from smose.training.trainer import train
 
     run_dir = train(TrainConfig(env="InvertedPendulum-v5", steps=60, learning_starts=50, batch_size=8, experts=2,
                                 eval_every=0, eval_episodes=1), tmp_path / "run", progress=False)
@@ -222,7 +222,7 @@ def test_distill_and_export_name_the_features_of_an_env_without_a_table(tmp_path
 
     exported = json.loads(export_policy(run_dir, "json", tmp_path / "p.json").read_text())
     assert exported["observation_names"] == PENDULUM_DOC and exported["action_names"] == ["slider"]
-    from smose.distill import distill
+    from smose.interpret.distill import distill
 
     distill(run_dir, depth=1, episodes=1, eval_episodes=1, kind="multiclass")
     assert json.loads((run_dir / "trees" / "multiclass.json").read_text())["feature_names"] == PENDULUM_DOC

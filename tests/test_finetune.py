@@ -16,19 +16,19 @@ import torch
 from safetensors import safe_open
 
 from smose.api import SMOSE
-from smose.buffer import Batch
-from smose.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
+from smose.training.buffer import Batch
+from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
 from smose.cli import main
-from smose.config import SACHyperParams
-from smose.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
+from smose.training.config import SACHyperParams
+from smose.interpret.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
 from smose.errors import SmoseError
 from smose.export import export_policy
-from smose.finetune import check_source, prepare
-from smose.policy import SMOSEActor, make_actor
-from smose.sac_autograd import SAC
+from smose.training.finetune import check_source, prepare
+from smose.algo.policy import SMOSEActor, make_actor
+from smose.algo.sac import SAC
 from smose.serialization import load_model, save_model
-from smose.train import Trainer
-from smose.tree_policy import TreeRoutedActor, trees_digest
+from smose.training.trainer import Trainer
+from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
 
 STEPS = 200
 REPO = Path(__file__).resolve().parents[1]

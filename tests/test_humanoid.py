@@ -7,9 +7,9 @@ import numpy as np
 from PIL import Image
 
 from smose.cli import main
-from smose.envs import make_env
-from smose.features import action_names, observation_names
-from smose.report import HEATMAP_MAX_FEATURES, shown_features
+from smose.tasks.envs import make_env
+from smose.tasks.features import action_names, observation_names
+from smose.interpret.report import HEATMAP_MAX_FEATURES, shown_features
 from smose.serialization import load_model
 
 

@@ -32,8 +32,8 @@ def test_import_smose_leaves_torch_gymnasium_matplotlib_and_tensorboard_out():
 def test_feature_names_and_tree_router_need_numpy_only():
     code = textwrap.dedent("""
         import numpy as np
-        from smose.features import observation_names
-        from smose.tree_router import TreeRouter
+        from smose.tasks.features import observation_names
+        from smose.interpret.tree_router import TreeRouter
 
         split = {"id": 0, "leaf": False, "feature": 2, "threshold": 0.0, "left": 1, "right": 2}
         nodes = [split | {"probability": [0.5, 0.5]}, {"id": 1, "leaf": True, "probability": [0.25, 0.75]},
@@ -56,7 +56,7 @@ def test_the_api_class_is_imported_on_first_use():
 
 
 def test_old_import_paths_of_the_tree_router_still_work():
-    from smose import distill, tree_router
+    from smose.interpret import distill, tree_router
 
     assert distill.TreeRouter is tree_router.TreeRouter and distill.router_features is tree_router.router_features
 
@@ -181,6 +181,6 @@ def test_the_cycle_finder_finds_a_cycle_through_the_package_init(tmp_path):
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph(PACKAGE_DIR)
-    assert {"smose", "smose.cli", "smose.train", "smose.checkpoint"} <= set(graph)
-    assert "smose.checkpoint" in graph["smose.train"]  # the graph does see real imports
+    assert {"smose", "smose.cli", "smose.training.trainer", "smose.training.checkpoint"} <= set(graph)
+    assert "smose.training.checkpoint" in graph["smose.training.trainer"]  # the graph does see real imports
     assert find_cycle(graph) is None

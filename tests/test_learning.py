@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from smose import SMOSE
-from smose.envs import make_env
+from smose.tasks.envs import make_env
 from smose.evaluate import EVAL_SEED_OFFSET, evaluate
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from smose import runlock
 from smose.cli import build_parser, main
-from smose.config import UPPER_BOUNDS, TrainConfig
+from smose.training.config import UPPER_BOUNDS, TrainConfig
 from smose.errors import SmoseError
 from smose.limits import Count
 

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 from smose.cli import main
-from smose.config import TrainConfig
+from smose.training.config import TrainConfig
 from smose.errors import SmoseError
 from smose.serialization import load_model, read_eval, seal
-from smose.train import Trainer, train
+from smose.training.trainer import Trainer, train
 
 STEPS = 150
 FUZZ = settings(max_examples=40, deadline=None, database=None,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from smose.buffer import ReplayBuffer
-from smose.losses import balance_loss, cv2_balance_loss, cv_squared, importance, load, router_noise, z_loss
-from smose.policy import SMOSEActor
-from smose.sac import SACHyperParams, SACLearner
+from smose.training.buffer import ReplayBuffer
+from smose.algo.losses import balance_loss, cv2_balance_loss, cv_squared, importance, load, router_noise, z_loss
+from smose.algo.policy import SMOSEActor
+from smose.algo.fast.fused import SACHyperParams, SACLearner
 
 
 def phi(x: float) -> float:

@@ -3,7 +3,7 @@ before the column existed keep their own columns when a run resumes."""
 
 import csv
 
-from smose.train import TIME_COLUMN, RunLogger
+from smose.training.trainer import TIME_COLUMN, RunLogger
 
 
 def read_rows(path):

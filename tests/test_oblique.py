@@ -8,13 +8,13 @@ import pytest
 import torch
 from sklearn.tree import DecisionTreeClassifier
 
-from smose import oblique
+from smose.interpret import oblique
 from smose.cli import main
-from smose.distill import TreeRouter, distill, distill_settings, fit_oblique, load_trees, rules_text, stale_trees
+from smose.interpret.distill import TreeRouter, distill, distill_settings, fit_oblique, load_trees, rules_text, stale_trees
 from smose.errors import SmoseError
-from smose.policy import SMOSEActor
+from smose.algo.policy import SMOSEActor
 from smose.serialization import write_json
-from smose.table import Row, TreeRecord, _trees_table
+from smose.experiments.table import Row, TreeRecord, _trees_table
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
 

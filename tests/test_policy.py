@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Normal, TransformedDistribution
 from torch.distributions.transforms import AffineTransform, TanhTransform
 
-from smose.policy import (
+from smose.algo.policy import (
     LOG_STD_MAX,
     LOG_STD_MIN,
     MLPActor,

@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from smose.cli import main
-from smose.config import TrainConfig
-from smose.envs import make_env
+from smose.training.config import TrainConfig
+from smose.tasks.envs import make_env
 from smose.evaluate import evaluate
-from smose.features import observation_names
-from smose.report import segments
+from smose.tasks.features import observation_names
+from smose.interpret.report import segments
 from smose.serialization import load_model
-from smose.train import train
+from smose.training.trainer import train
 
 SECTIONS = ("summary", "router", "experts", "usage", "means", "trees", "returns")
 MIN_PNG_BYTES = 2_000

@@ -1,4 +1,4 @@
-"""The fused SAC update against the autograd reference (``smose.sac_autograd``), and its determinism.
+"""The fused SAC update against the autograd reference (``smose.algo.sac``), and its determinism.
 
 The fused learner computes the passes by hand and skips work whose result is known (zero gradients); the reference
 is the textbook form: CleanRL's update, autograd everywhere, torch's Adam. Both run
@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from smose.buffer import Batch, ReplayBuffer
-from smose.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
-from smose.sac import FusedAdam, SACHyperParams, SACLearner, make_learner
-from smose.sac_autograd import SAC
+from smose.training.buffer import Batch, ReplayBuffer
+from smose.algo.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
+from smose.algo.fast.fused import FusedAdam, SACHyperParams, SACLearner, make_learner
+from smose.algo.sac import SAC
 
 N_OBS, N_ACT = 5, 2
 
@@ -230,7 +230,7 @@ def test_hyperparams_come_from_the_training_configuration():
     in effect for the chosen loss)."""
     import dataclasses
 
-    from smose.config import TrainConfig
+    from smose.training.config import TrainConfig
 
     assert TrainConfig().hyperparams() == SACHyperParams()
     config = TrainConfig(gamma=0.9, tau=0.01, actor_lr=1e-4, policy_frequency=3, autotune=False, alpha=0.5,

@@ -9,12 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from smose import suites
+from smose.tasks import suites
 from smose.cli import main
-from smose.config import TrainConfig
+from smose.training.config import TrainConfig
 from smose.evaluate import episode_success, step_success, success_fields
-from smose.report import read_metrics
-from smose.train import Trainer, default_run_dir
+from smose.interpret.report import read_metrics
+from smose.training.trainer import Trainer, default_run_dir
 
 ENV_ID = "SmoseSuccessLine-v0"
 
@@ -130,7 +130,7 @@ class PendulumSuccess(gym.Wrapper):
 
 @pytest.mark.parametrize("env_id", [ENV_ID, "SmosePendulumSuccess-v0"])
 def test_a_resumed_run_keeps_the_success_of_its_unfinished_episode_where_it_keeps_the_episode(tmp_path, env_id):
-    from smose.checkpoint import env_state_kind
+    from smose.training.checkpoint import env_state_kind
 
     gym.register(id="SmosePendulumSuccess-v0", entry_point=PendulumSuccess, max_episode_steps=1000)
     try:
@@ -172,7 +172,7 @@ def test_run_names_carry_the_task_of_an_id_that_takes_it_as_an_argument(tmp_path
     assert suites.env_label("dm_control/walker-walk-v0", {}) == "dm_control~walker-walk-v0"
     assert suites.env_label("Hopper-v5", {"env_name": "x"}) == "Hopper-v5"
     assert str(default_run_dir(TrainConfig(env="Hopper-v5"))) == "runs/Hopper-v5__smose__0"
-    from smose.sweep import Grid, expand
+    from smose.experiments.sweep import Grid, expand
 
     grid = Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=100, env_kwargs=(("g", 9.0),))
     assert [run.name for run in expand(grid, tmp_path)] == ["Pendulum-v1__smose__s0"]
@@ -187,8 +187,8 @@ def test_a_suite_that_is_not_installed_is_named_in_one_line(monkeypatch, capsys)
 
 
 def test_the_table_reports_success_rates_beside_returns(tmp_path):
-    from smose.table import write_tables
-    from smose.train import train
+    from smose.experiments.table import write_tables
+    from smose.training.trainer import train
 
     for seed in (0, 1):
         train(TrainConfig(env=ENV_ID, steps=45, learning_starts=30, batch_size=8, experts=2, eval_every=0,

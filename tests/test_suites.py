@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from smose.cli import main
-from smose.envs import make_env
-from smose.features import action_names, observation_names
+from smose.tasks.envs import make_env
+from smose.tasks.features import action_names, observation_names
 from smose.serialization import load_model
 
 MISSING = [name for name in ("shimmy", "dm_control", "metaworld") if importlib.util.find_spec(name) is None]
@@ -146,7 +146,7 @@ def test_a_suite_trains_evaluates_distils_explains_exports_and_resumes(tmp_path,
 
 
 def test_a_meta_world_sweep_names_its_runs_after_the_task(tmp_path):
-    from smose.sweep import Grid, expand
+    from smose.experiments.sweep import Grid, expand
 
     grid = Grid(envs=(MT1,), algos=("smose", "sac-l"), seeds=(0,), steps=1000, env_kwargs=(("env_name", "reach-v3"),))
     assert [run.name for run in expand(grid, tmp_path)] == ["Meta-World~MT1-reach-v3__smose__s0",

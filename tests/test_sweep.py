@@ -22,19 +22,19 @@ import torch
 
 from smose import runlock
 from smose.cli import build_parser, main
-from smose.config import TrainConfig, config_from_args, run_config_json
-from smose.distill import model_digest
-from smose.envs import make_env
+from smose.training.config import TrainConfig, config_from_args, run_config_json
+from smose.interpret.distill import model_digest
+from smose.tasks.envs import make_env
 from smose.errors import SmoseError
-from smose.policy import ALGOS, make_actor
+from smose.algo.policy import ALGOS, make_actor
 from smose.serialization import save_model
-from smose.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, Job, SweepResult,
+from smose.experiments.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, Job, SweepResult,
                          check_reachable, execute, execute_jobs, expand, format_seeds, index_finished, interrupt_live,
                          is_finished, parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
                          write_sweep_file)
-from smose.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
+from smose.experiments.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
                          probability_of_improvement, usage_balance, versus, write_tables)
-from smose.train import Trainer, prepare_run_dir, train
+from smose.training.trainer import Trainer, prepare_run_dir, train
 
 
 # ---- units -----------------------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 
 from smose.api import SMOSE
 from smose.cli import main
-from smose.config import TrainConfig, read_run_config
+from smose.training.config import TrainConfig, read_run_config
 from smose.errors import SmoseError
-from smose.sac import SACLearner
-from smose.sac_autograd import SAC
-from smose.sweep import result_key
-from smose.table import other_settings
-from smose.train import Trainer
+from smose.algo.fast.fused import SACLearner
+from smose.algo.sac import SAC
+from smose.experiments.sweep import result_key
+from smose.experiments.table import other_settings
+from smose.training.trainer import Trainer
 
 TINY = ["--env", "Pendulum-v1", "--learning-starts", "100", "--batch-size", "32", "--eval-every", "150",
         "--eval-episodes", "1", "--experts", "3", "--quiet", "--update", "autograd"]
@@ -89,5 +89,5 @@ def test_committed_runs_read_as_fused_and_keep_their_identity(tmp_path):
 
 
 def test_private_torch_calls_stay_in_the_fused_path():
-    source = (Path(__file__).resolve().parent.parent / "src" / "smose" / "sac_autograd.py").read_text()
+    source = (Path(__file__).resolve().parent.parent / "src" / "smose" / "algo" / "sac.py").read_text()
     assert "torch._" not in source

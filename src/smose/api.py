@@ -9,13 +9,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from smose.config import TrainConfig, read_run_config, run_config_json
-from smose.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
+from smose.training.config import TrainConfig, read_run_config, run_config_json
+from smose.tasks.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.policy import Actor, DeterministicMode, SMOSEActor, check_observations
+from smose.algo.policy import Actor, DeterministicMode, SMOSEActor, check_observations
 from smose.serialization import check_env_compatible, load_model, save_model, write_json
-from smose.train import CONFIG_FILE, Trainer
+from smose.training.trainer import CONFIG_FILE, Trainer
 
 
 class SMOSE:
@@ -139,7 +139,7 @@ class SMOSE:
         """Fine-tune the loaded run for ``steps`` steps with its expert chosen by its distilled ``tree_kind`` trees
         (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); returns the
         fine-tuned controller, loaded. Needs a run directory with a checkpoint and trees."""
-        from smose.finetune import finetune
+        from smose.training.finetune import finetune
 
         if getattr(self, "path", None) is None:
             raise SmoseError("fine-tuning continues a run directory's checkpoint: load one with SMOSE.load(RUN_DIR)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from smose._version import __version__
-from smose.config import add_config_arguments, config_from_args, explicit_options
+from smose.training.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
 from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION, KIND_GROUPS, KINDS
 from smose.limits import (MAX_BATCH_SIZE, MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS,
@@ -39,7 +39,7 @@ RESUME_OPTIONS = ("steps", "checkpoint_every")
 
 def cmd_train(args: argparse.Namespace) -> int:
     from smose.serialization import read_eval
-    from smose.train import TrainingInterrupted, resume, train
+    from smose.training.trainer import TrainingInterrupted, resume, train
 
     try:
         if args.resume is not None:
@@ -67,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from smose.finetune import finetune, resume_finetune, summary
-    from smose.train import TrainingInterrupted
+    from smose.training.finetune import finetune, resume_finetune, summary
+    from smose.training.trainer import TrainingInterrupted
 
     try:
         if args.resume is not None:
@@ -107,10 +107,10 @@ def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from smose.envs import make_run_env
+    from smose.tasks.envs import make_run_env
     from smose.evaluate import evaluate
     from smose.serialization import check_env_compatible, eval_file, load_model, write_eval, write_json
-    from smose.tree_policy import TreeRoutedActor, routing
+    from smose.interpret.tree_policy import TreeRoutedActor, routing
 
     protocols = _eval_protocols(args)
     loaded = []
@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         own = actor.tree_kind if isinstance(actor, TreeRoutedActor) and args.router is None else None
         chosen, kind = routing(actor, run_dir, args.router, args.tree_kind)
         if chosen == "tree" and own is None:
-            from smose.distill import load_tree_router, require_smose
+            from smose.interpret.distill import load_tree_router, require_smose
 
             router = load_tree_router(run_dir, kind, require_smose(actor, meta, run_dir), meta["env_id"])
         loaded.append((run_dir, actor, meta, router, kind, own))
@@ -142,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 other_env = env.spec.id if env.spec.id != meta["env_id"] else None
                 write_eval(run_dir / eval_file(mode, other_env), result | {"source": "eval"})
             else:  # the neural evaluation in eval.json stays the run's reference
-                from smose.distill import tree_eval_file
+                from smose.interpret.distill import tree_eval_file
 
                 result["tree_kind"] = kind
                 write_json(tree_eval_file(run_dir, kind), result | {"source": "eval"})
@@ -169,7 +169,7 @@ def _last_metrics(path: Path) -> dict[str, str]:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from smose.distill import distill, print_summary
+    from smose.interpret.distill import distill, print_summary
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
                       eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger,
@@ -193,7 +193,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         **_last_metrics(run_dir / "metrics.csv"),
     }
     if (run_dir / "config.json").is_file():
-        from smose.finetune import FINETUNE_KEY, read_record
+        from smose.training.finetune import FINETUNE_KEY, read_record
 
         record = read_record(run_dir)
         if record is not None:
@@ -212,10 +212,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"run        {run_dir}")
     print(f"env        {meta['env_id']}  ({arch['n_obs']} observations, {arch['n_act']} actions)")
     if info["env_kwargs"]:
-        from smose.envs import format_env_kwargs
+        from smose.tasks.envs import format_env_kwargs
 
         print(f"env kwargs {' '.join(format_env_kwargs(info['env_kwargs']))}")
-    if "router" in arch:  # fine-tuned under fixed trees (smose.tree_policy)
+    if "router" in arch:  # fine-tuned under fixed trees (smose.interpret.tree_policy)
         shape = (f"{arch['n_experts']} linear experts chosen by fixed {arch['tree_kind']} trees, gated by a linear "
                  "router")
     elif arch["algo"] == "smose":
@@ -238,7 +238,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from smose.report import explain
+    from smose.interpret.report import explain
 
     path = explain(args.run_dir, episodes=args.episodes, seed=args.seed, distill_missing=not args.no_distill,
                    progress=lambda message: print(f"smose: {message}", file=sys.stderr))
@@ -247,7 +247,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from smose.video import record_video
+    from smose.interpret.video import record_video
 
     summary = record_video(args.run_dir, args.out, router=args.router, tree_kind=args.tree_kind, seed=args.seed,
                            max_steps=args.max_steps)
@@ -265,8 +265,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from smose.envs import parse_env_kwargs
-    from smose.sweep import Distillation, Grid, parse_list, parse_seeds, run_sweep
+    from smose.tasks.envs import parse_env_kwargs
+    from smose.experiments.sweep import Distillation, Grid, parse_list, parse_seeds, run_sweep
 
     if args.dagger is not None and args.distill is None:
         raise SmoseError("--dagger needs --distill DEPTH")
@@ -290,14 +290,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from smose.bench import main as bench_main
+    from smose.experiments.bench import main as bench_main
 
     bench_main(args.bench_args, prog=f"smose bench {args.benchmark}")
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from smose.table import write_tables
+    from smose.experiments.table import write_tables
 
     paths = write_tables(Path(args.directory), Path(args.out) if args.out else None, args.steps)
     print(paths["markdown"].read_text(), end="")

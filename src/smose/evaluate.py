@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from smose.policy import Actor, DeterministicMode
+from smose.algo.policy import Actor, DeterministicMode
 
 # Evaluation episodes use seeds far from the training seed so the two never share initial states.
 EVAL_SEED_OFFSET = 10_000

@@ -13,7 +13,7 @@ by the neural router or by the trees of ``smose distill`` (``--router tree``):
   run once with onnxruntime against the library's policy before it is written.
 
 Every format makes exactly the library's routing decision, also where rounding decides it (float64 observations,
-states on split thresholds, router-logit ties), and rejects observations that ``smose.policy.check_observations``
+states on split thresholds, router-logit ties), and rejects observations that ``smose.algo.policy.check_observations``
 rejects (docs/export.md, "Decisions and rounding"). Dense baselines (sac-l/m/s) export to every format (gated mode,
 neural "router" only).
 """
@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from smose import __version__
-from smose.boundary import decision_states, invalid_observations, logit_tie_states, to_float32
+from smose.interpret.boundary import decision_states, invalid_observations, logit_tie_states, to_float32
 from smose.errors import SmoseError
 from smose.choices import KINDS
-from smose.envs import feature_names
+from smose.tasks.envs import feature_names
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
-from smose.policy import Actor, MLPActor, SMOSEActor
+from smose.algo.policy import Actor, MLPActor, SMOSEActor
 from smose.serialization import MODEL_WEIGHTS, atomic_write_bytes, load_model
 
 EXPORT_FORMAT = "smose-policy"
@@ -129,7 +129,7 @@ def _file_sha256(path: Path) -> str:
 
 def _load_trees(run_dir: Path, actor: SMOSEActor, env_id: str, kinds: tuple[str, ...]) -> dict[str, dict]:
     """The tree files of ``kinds`` that ``smose distill`` left in the run, validated against the model."""
-    from smose.distill import load_trees, tree_file
+    from smose.interpret.distill import load_trees, tree_file
 
     return {kind: load_trees(tree_file(run_dir, kind), actor, env_id)
             for kind in kinds if tree_file(run_dir, kind).is_file()}
@@ -143,7 +143,7 @@ def collect(run_dir: Path | str, router: str | None = None, mode: str = "gated",
     under its trees to those trees (its only router). Only the routing trees are read unless ``all_trees`` (the JSON
     format carries every distilled kind), so a neural-router export never depends on tree files.
     """
-    from smose.tree_policy import TreeRoutedActor, routing
+    from smose.interpret.tree_policy import TreeRoutedActor, routing
 
     run_dir = Path(run_dir)
     if router not in (None, *ROUTERS):
@@ -163,7 +163,7 @@ def collect(run_dir: Path | str, router: str | None = None, mode: str = "gated",
     if isinstance(actor, TreeRoutedActor):  # its own trees are part of the model; it has no others
         kinds = (tree_kind,)
     if router == "neural" and kinds and isinstance(actor, SMOSEActor):
-        from smose.distill import router_digest, stale_trees
+        from smose.interpret.distill import router_digest, stale_trees
 
         if stale_trees(run_dir, router_digest(actor)) is not None:
             kinds = ()  # trees of another model describe another policy: the file carries none (it needs none)
@@ -715,7 +715,7 @@ def c_source(p: ExportedPolicy) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The library's rule for observations (smose.policy.check_observations), shared by SMOSE and dense headers.
+# The library's rule for observations (smose.algo.policy.check_observations), shared by SMOSE and dense headers.
 _C_OBSERVATION = [
     f"#define SMOSE_OBS_LIMIT 0x1p{OBS_LIMIT_LOG2}f /* 2^{OBS_LIMIT_LOG2}: observations must be finite and within "
     "+-SMOSE_OBS_LIMIT */",
@@ -922,7 +922,7 @@ def _c_dense(p: ExportedPolicy, obs_labels: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Oblique trees in Python and C: hyperplanes on the standardised observation (smose.oblique.node_activations)
+# Oblique trees in Python and C: hyperplanes on the standardised observation (smose.interpret.oblique.node_activations)
 
 
 def _oblique_description() -> list[str]:
@@ -940,7 +940,7 @@ def _oblique_tests(trees: dict) -> tuple[list[dict], dict[int, int]]:
 
 def _oblique_note(p: ExportedPolicy, node: dict) -> str:
     """The test restated on the physical observation (strongest terms), for the comment beside it."""
-    from smose.oblique import describe_hyperplane
+    from smose.interpret.oblique import describe_hyperplane
 
     test, _ = describe_hyperplane(np.asarray(node["state_weights"]), node["state_threshold"],
                                   np.asarray(node["weights"]), [_clean(name) for name in p.obs_names])
@@ -983,7 +983,7 @@ def _oblique_arrays(trees: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return mean, np.asarray(standardisation["scale"], dtype=np.float32), weight, bias
 
 
-# How the Python file standardises component i, as the library does (smose.oblique.standardised).
+# How the Python file standardises component i, as the library does (smose.interpret.oblique.standardised).
 _PY_STANDARDISED = "_f32(_f32(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i])"
 
 
@@ -1175,7 +1175,7 @@ class _OnnxSMOSE(nn.Module):
                            self._tree(nodes, node["right"], inputs, leaf))
 
     def _oblique_route(self, obs: torch.Tensor) -> torch.Tensor:
-        """The oblique tree as the library computes it (smose.oblique.node_activations): the standardisation in
+        """The oblique tree as the library computes it (smose.interpret.oblique.node_activations): the standardisation in
         float32, each hyperplane in float64 summed feature by feature (exact products, index order)."""
         assert self.trees is not None
         nodes = self.trees["trees"][0]["nodes"]
@@ -1290,7 +1290,7 @@ def _check_onnx_against_actor(onnxruntime: Any, data: bytes, actor: Actor, p: Ex
 
 def self_check_states(actor: Actor, p: ExportedPolicy) -> tuple[np.ndarray, np.ndarray]:
     """(random, boundary), float64 [N, n_obs] each: random N(0, 1) states, and around a few of them states on every
-    split threshold or hyperplane of the routing trees and on every tie between two router logits (smose.boundary),
+    split threshold or hyperplane of the routing trees and on every tie between two router logits (smose.interpret.boundary),
     where rounding decides the expert (none for dense baselines)."""
     random = np.random.default_rng(0).standard_normal((SELF_CHECK_RANDOM_STATES, p.n_obs))
     base = random[:SELF_CHECK_BOUNDARY_BASES]
@@ -1310,7 +1310,7 @@ def _compare_with_library(actor: Actor, p: ExportedPolicy, states: np.ndarray, a
     if p.routing_trees is None:
         want_action, want_expert = actor.act(obs, p.mode)  # type: ignore[arg-type]
     else:
-        from smose.distill import TreeRouter
+        from smose.interpret.distill import TreeRouter
 
         want_expert = TreeRouter(p.routing_trees)(obs)
         want_action = actor.act_with_experts(obs, want_expert, p.mode)  # type: ignore[attr-defined]

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from smose.errors import SmoseError
+from smose.run import LOCK_FILE  # noqa: F401 (re-exported)
 
-LOCK_FILE = ".lock"
 
 
 def holder(directory: Path) -> str:

@@ -27,14 +27,13 @@ from safetensors import SafetensorError, safe_open
 
 from smose._version import __version__
 from smose.errors import SmoseError
-from smose.features import flattened_keys
-from smose.policy import ALGOS, Actor, actor_from_architecture
+from smose.tasks.features import flattened_keys
+from smose.algo.policy import ALGOS, Actor, actor_from_architecture
+from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN  # noqa: F401
 
 MODEL_FORMAT = "smose-model"
 MODEL_FORMAT_VERSION = 1
-MODEL_FORMAT_VERSIONS = (1, 2)  # 2: a SMOSE model routed by fixed trees (smose.tree_policy)
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_META = "model.json"
+MODEL_FORMAT_VERSIONS = (1, 2)  # 2: a SMOSE model routed by fixed trees (smose.interpret.tree_policy)
 EVAL_FORMAT = "smose-eval"
 EVAL_FORMAT_VERSION = 1
 # Loaders refuse architecture numbers beyond these before allocating anything: a tampered model.json must not be
@@ -266,7 +265,7 @@ def save_model(actor: Actor, directory: Path, env_id: str, extra: dict | None = 
     architecture = actor.architecture()
     version = MODEL_FORMAT_VERSION
     if "router" in architecture:  # a tree-routed controller: its trees go first, model.json names them
-        from smose.tree_policy import TREE_ROUTED_MODEL_VERSION, save_routing_trees
+        from smose.interpret.tree_policy import TREE_ROUTED_MODEL_VERSION, save_routing_trees
 
         save_routing_trees(actor, directory)  # type: ignore[arg-type]
         version = TREE_ROUTED_MODEL_VERSION
@@ -327,9 +326,9 @@ def _check_model_meta(meta: dict, path: Path) -> None:
 
 
 def _check_tree_router(meta: dict, fail) -> None:
-    """Format version 2 is a SMOSE model routed by fixed trees (smose.tree_policy), and only that."""
+    """Format version 2 is a SMOSE model routed by fixed trees (smose.interpret.tree_policy), and only that."""
     from smose.choices import KINDS
-    from smose.tree_policy import TREE_ROUTED_MODEL_VERSION, TREE_ROUTER
+    from smose.interpret.tree_policy import TREE_ROUTED_MODEL_VERSION, TREE_ROUTER
 
     arch = meta["architecture"]
     if meta["format_version"] != TREE_ROUTED_MODEL_VERSION:
@@ -365,7 +364,7 @@ def load_model(directory: Path) -> tuple[Actor, dict]:
             raise SmoseError(f"{weights_path}: tensor {name!r} contains NaN or infinite values")
     actor = actor_from_architecture(arch, low, high)
     if "router" in arch:  # checked by _check_tree_router: fixed trees choose the expert
-        from smose.tree_policy import TreeRoutedActor, load_routing_trees
+        from smose.interpret.tree_policy import TreeRoutedActor, load_routing_trees
 
         actor = TreeRoutedActor.from_smose(actor, load_routing_trees(directory, meta))  # type: ignore[arg-type]
     actor.load_state_dict(tensors)
@@ -411,12 +410,6 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
 
 
 # ---- evaluations -----------------------------------------------------------------------------------------------------
-TIME_COLUMN = "time"  # metrics.csv: wall-clock seconds of training at the row, summed over resumed sessions
-# metrics.csv: on episode rows 1 or 0, whether the episode succeeded; on evaluation rows the share of episodes that
-# did. Empty for envs that report no success, absent from files written before the column existed.
-SUCCESS_COLUMN = "success_rate"
-EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by training and by `smose eval`
-LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
 
 
 def eval_file(mode: str, other_env: str | None = None) -> str:

@@ -15,7 +15,7 @@ from functools import partial
 
 import torch
 
-from smose.policy import TwinQ
+from smose.algo.policy import TwinQ
 
 
 def relu_backward_(grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:

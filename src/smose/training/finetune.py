@@ -3,7 +3,7 @@
 A run's distilled trees stand in for its router's argmax; the experts were trained under the router, so the
 tree-routed controller loses some return. Fine-tuning continues SAC from the run's last checkpoint (networks,
 optimisers, temperature, replay buffer, random streams and env state) with the choice of expert taken from the trees
-(:class:`smose.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what ``smose eval --router
+(:class:`smose.interpret.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what ``smose eval --router
 tree`` evaluates and ``smose export`` writes; the trees never change. Why each setting is what it is: docs/finetune.md.
 """
 
@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from smose import runlock
-from smose.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint, read_checkpoint_json
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint, read_checkpoint_json
 from smose.choices import KINDS
-from smose.config import TrainConfig, read_run_config
-from smose.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
+from smose.training.config import TrainConfig, read_run_config
+from smose.interpret.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.limits import MAX_STEPS
-from smose.policy import SMOSEActor
+from smose.algo.policy import SMOSEActor
 from smose.serialization import load_model, read_json
-from smose.train import (CONFIG_FILE, RunLogger, Trainer, _run_locked, check_run_dir, clear_run_dir, create_run_dir,
+from smose.training.trainer import (CONFIG_FILE, RunLogger, Trainer, _run_locked, check_run_dir, clear_run_dir, create_run_dir,
                          resume)
-from smose.tree_policy import TreeRoutedActor, trees_digest
+from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
 
 # config.json's record of a fine-tuning run: source run and step, tree kind, the trees' SHA-256, returns before.
 FINETUNE_KEY = "finetune"

@@ -36,8 +36,8 @@ def worker_ours(algo: str, env_id: str, learning_starts: int, warm: int, measure
     import numpy as np
     import torch
 
-    from smose.config import TrainConfig
-    from smose.train import Trainer
+    from smose.training.config import TrainConfig
+    from smose.training.trainer import Trainer
 
     config = TrainConfig(env=env_id, algo=algo, learning_starts=learning_starts, eval_every=0, threads=1, seed=seed)
     trainer = Trainer(config)
@@ -134,8 +134,8 @@ def worker_memory(env_id: str, capacity: int) -> dict:
     """Peak RSS of a trainer whose replay buffer of ``capacity`` rows is completely filled."""
     import numpy as np
 
-    from smose.config import TrainConfig
-    from smose.train import Trainer
+    from smose.training.config import TrainConfig
+    from smose.training.trainer import Trainer
 
     trainer = Trainer(TrainConfig(env=env_id, buffer_size=capacity, eval_every=0, threads=1))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -203,7 +203,7 @@ def _pin_to(cpu: int):
 def run_parallel(args_list: list[list[str]]) -> list[dict]:
     """Start one worker per entry, worker i pinned to core i, and wait for all of them."""
     env = {**os.environ, **SINGLE_THREAD_ENV}
-    procs = [subprocess.Popen([sys.executable, "-m", "smose.bench", "--worker", *a], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "smose.experiments.bench", "--worker", *a], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_pin_to(i))
              for i, a in enumerate(args_list)]
     out = []
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                          "floor_over_measured": floor_ms / update_ms[c]}
     single_sps = median([s["sps"] for s in samples["smose"]] + [single_after["sps"]]) if "smose" in samples else None
     result = {
-        "command": " ".join([prog or "python -m smose.bench", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join([prog or "python -m smose.experiments.bench", *(sys.argv[1:] if argv is None else argv)]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "env": args.env, "settings": {"learning_starts": args.learning_starts, "warm": args.warm,

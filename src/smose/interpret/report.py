@@ -36,17 +36,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from smose.envs import format_env_kwargs  # noqa: E402
+from smose.tasks.envs import format_env_kwargs  # noqa: E402
 from smose.errors import SmoseError  # noqa: E402
 from smose.evaluate import EVAL_SEED_OFFSET, episode_success, success_fields  # noqa: E402
 from smose.limits import MAX_EPISODES  # noqa: E402
-from smose.policy import Actor, SMOSEActor  # noqa: E402
+from smose.algo.policy import Actor, SMOSEActor  # noqa: E402
 from smose.serialization import SUCCESS_COLUMN, atomic_write_bytes, read_json  # noqa: E402
-from smose.tree_policy import TreeRoutedActor  # noqa: E402
+from smose.interpret.tree_policy import TreeRoutedActor  # noqa: E402
+from smose.run import REPORT_DIR, REPORT_HTML as HTML_FILE, REPORT_MARKDOWN as MARKDOWN_FILE  # noqa: F401
 
-REPORT_DIR = "report"
-HTML_FILE = "index.html"
-MARKDOWN_FILE = "report.md"
 DPI = 100
 # Matplotlib's tab10 then the light half of tab20: one fixed colour per expert in every figure and in `smose video`.
 EXPERT_COLORS = (
@@ -899,7 +897,7 @@ def _load_tree_files(
     """The run's tree files (per kind), fidelity.json, notes for the trees section and, for stale trees, the note
     that heads the report. Distils first when there are no trees, or stale ones (again with their settings), and
     that is allowed; stale trees that are not distilled again are not shown at all."""
-    from smose.distill import (FIDELITY_FILE, KINDS, TREES_DIR, distill, distill_settings, load_trees, router_digest,
+    from smose.interpret.distill import (FIDELITY_FILE, KINDS, TREES_DIR, distill, distill_settings, load_trees, router_digest,
                                stale_trees, tree_file)
 
     if view.fixed_trees is not None:  # the controller's own trees: part of the model, never distilled again
@@ -940,7 +938,7 @@ def _load_tree_files(
 
 
 def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list[Note]) -> Section:
-    from smose.distill import rules_text
+    from smose.interpret.distill import rules_text
 
     section = Section("trees", "Distilled decision trees")
     if view.smose is None:
@@ -1132,7 +1130,7 @@ def explain(
     with stale trees (distilled from another model than the run's), with the settings they were made with;
     otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
-    from smose.envs import feature_names, make_run_env
+    from smose.tasks.envs import feature_names, make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     if not isinstance(episodes, int) or episodes < 1:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smose.policy import OBS_LIMIT
+from smose.algo.policy import OBS_LIMIT
 
 # Float32 steps taken either side of a threshold, and where float64 observations sit between two of those steps
 # (0.5 is the exact midpoint, which float32 rounding sends to the even neighbour).
@@ -133,7 +133,7 @@ def _crossing(node: dict, mean: np.ndarray, scale: np.ndarray, state: np.ndarray
     """The float32 value of ``state[feature]`` at which the library's test of the oblique ``node`` changes side (the
     last value on the side of smaller values), searched within HYPERPLANE_SEARCH float32 steps of where the
     hyperplane crosses in exact arithmetic; None when it does not change there."""
-    from smose.oblique import node_activations, standardised
+    from smose.interpret.oblique import node_activations, standardised
 
     weight = np.asarray(node["weights"], dtype=np.float32)[None, :]
     bias = np.asarray([node["bias"]], dtype=np.float32)
@@ -159,7 +159,7 @@ def hyperplane_states(trees: dict, base: np.ndarray, features: int = 2) -> np.nd
     each value of ``_around`` the float32 value where the library's decision flips (states that leave the test's
     region on the way stay in: they are checked like any other).
     """
-    from smose.tree_router import TreeRouter, descend
+    from smose.interpret.tree_router import TreeRouter, descend
 
     base = np.atleast_2d(np.asarray(base, dtype=np.float64))
     router = TreeRouter(trees)

@@ -53,16 +53,17 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gymnasium as gym
 
-from smose import runlock, suites
-from smose.checkpoint import checkpoint_path
-from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, KIND_GROUPS, TREES_DIR, distill_settings, model_digest, stale_trees
-from smose.envs import check_env, format_env_kwargs
-from smose.oblique import DEFAULT_ITERATIONS
+from smose import runlock
+from smose.tasks import suites
+from smose.training.checkpoint import checkpoint_path
+from smose.training.config import TrainConfig, read_run_config
+from smose.interpret.distill import FIDELITY_FILE, KIND_GROUPS, TREES_DIR, distill_settings, model_digest, stale_trees
+from smose.tasks.envs import check_env, format_env_kwargs
+from smose.interpret.oblique import DEFAULT_ITERATIONS
 from smose.errors import SmoseError
-from smose.policy import ALGOS
+from smose.algo.policy import ALGOS
 from smose.serialization import LINEAR_EVAL_FILE, read_json, write_json
-from smose.train import clear_run_dir
+from smose.training.trainer import clear_run_dir
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "smose-sweep"

@@ -10,9 +10,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from smose import suites
+from smose.tasks import suites
 from smose.errors import SmoseError
-from smose.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
+from smose.tasks.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
 
 # model.json keys that say how the env was built (see env_record).
 ENV_RECORD_KEYS = ("env_kwargs", "observation_keys")
@@ -76,7 +76,7 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     FlattenDictObservation) and Box actions, or raise SmoseError saying why not.
 
     ``env_kwargs`` go to the env's constructor (``gymnasium.make(env_id, **env_kwargs)``, over the defaults that make
-    a suite's env the same at every rebuild, see smose.suites); an argument the env refuses is reported with the
+    a suite's env the same at every rebuild, see smose.tasks.suites); an argument the env refuses is reported with the
     env's own message. A suite's id imports the package that registers it.
     """
     suites.register(env_id)
@@ -114,7 +114,7 @@ def make_run_env(meta: dict, env_id: str | None = None, render_mode: str | None 
 
 
 def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], list[str]]:
-    """Names of the observation and action components of a saved model's env (see smose.features). The env (``env``
+    """Names of the observation and action components of a saved model's env (see smose.tasks.features). The env (``env``
     or, when the hand-written table does not name everything, one built here) supplies the names of other tasks;
     without it, a Dict observation is named by its recorded keys."""
     arch, env_id = meta["architecture"], meta["env_id"]

@@ -23,7 +23,7 @@ UPPER_BOUNDS = {"steps": MAX_STEPS, "experts": MAX_EXPERTS, "seed": MAX_SEED, "l
 RUN_CONFIG_FORMAT = "smose-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
 # Keys config.json holds besides the TrainConfig fields (written for the record, ignored when read back; a fine-tuning
-# run's "finetune" record is read by smose.finetune).
+# run's "finetune" record is read by smose.training.finetune).
 RUN_CONFIG_EXTRA_KEYS = ("format", "format_version", "lb_weight_effective", "versions", "finetune")
 _TYPES: dict[str, type] = {"int": numbers.Integral, "float": numbers.Real, "str": str, "bool": bool, "dict": dict}
 
@@ -147,7 +147,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SACHyperParams:
-    """What one SAC learning step needs (smose.sac); its defaults are TrainConfig's, so they are written once."""
+    """What one SAC learning step needs (smose.algo.fast.fused); its defaults are TrainConfig's, so they are written once."""
 
     gamma: float = TrainConfig.gamma
     tau: float = TrainConfig.tau
@@ -203,7 +203,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields given on the command line (``--env-kwargs`` words parsed into a dict)."""
-    from smose.envs import parse_env_kwargs
+    from smose.tasks.envs import parse_env_kwargs
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}

@@ -1,7 +1,7 @@
 """The table's sections about the paper's own budget: both evaluation protocols against the poster, the poster's
 published rows, aggregates across tasks (rliable), and when each run first reached the poster's SMOSE number.
 
-Pure functions of the table's rows and runs (``smose.table``'s ``Row`` and ``RunRecord``, passed in); no file I/O
+Pure functions of the table's rows and runs (``smose.experiments.table``'s ``Row`` and ``RunRecord``, passed in); no file I/O
 here except ``read_eval_times`` and the figures.
 """
 
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from smose.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS, task_name
+from smose.experiments.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS, task_name
 from smose.serialization import TIME_COLUMN
-from smose.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
+from smose.experiments.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
                          plot_aggregate, plot_profiles, probability_of_improvement)
 
 if TYPE_CHECKING:
-    from smose.table import Row, RunRecord
+    from smose.experiments.table import Row, RunRecord
 
 
 

@@ -102,7 +102,7 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-    from smose.tree_router import descend
+    from smose.interpret.tree_router import descend
 
     states = np.asarray(states, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)

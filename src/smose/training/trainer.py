@@ -2,7 +2,7 @@
 
 A run directory holds everything later commands read:
 ``config.json``, ``model.safetensors`` + ``model.json``, ``metrics.csv``, ``tensorboard/``, ``eval.json`` and
-``checkpoint/`` (the resumable training state, see ``smose.checkpoint``).
+``checkpoint/`` (the resumable training state, see ``smose.training.checkpoint``).
 """
 
 from __future__ import annotations
@@ -27,22 +27,20 @@ from tqdm import tqdm
 
 from smose import runlock
 from smose._version import __version__
-from smose.buffer import ReplayBuffer
-from smose.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
-from smose.config import TrainConfig, read_run_config, run_config_json
-from smose.distill import TREES_DIR
-from smose.envs import check_env, env_record, env_versions, make_env
+from smose.training.buffer import ReplayBuffer
+from smose.training.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
+from smose.training.config import TrainConfig, read_run_config, run_config_json
+from smose.interpret.distill import TREES_DIR
+from smose.tasks.envs import check_env, env_record, env_versions, make_env
 from smose.errors import SmoseError
 from smose.evaluate import episode_success, evaluate
-from smose.policy import make_actor
-from smose.sac import make_learner
+from smose.algo.policy import make_actor
+from smose.algo.fast.fused import make_learner
 from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN,
                                  WriteError, save_model, write_error, write_eval, write_json)
-from smose.suites import env_label
+from smose.tasks.suites import env_label
+from smose.run import CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR  # noqa: F401 (re-exported)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
 WRITE_PROBE = ".write-test"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
 LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
@@ -68,7 +66,7 @@ OTHER_EVAL_FILE = re.compile(r"\.?eval-[A-Za-z0-9_.:-]+\.json(\.tmp)?")
 def run_dir_entries() -> frozenset[str]:
     """Every name smose writes directly into a run directory: what training writes, the trees of `smose distill`,
     the report of `smose explain`, the lock, and the hidden temporaries of their atomic writes."""
-    from smose.report import REPORT_DIR  # imported here: it loads matplotlib
+    from smose.interpret.report import REPORT_DIR  # imported here: it loads matplotlib
 
     names = {CONFIG_FILE, METRICS_FILE, EVAL_FILE, LINEAR_EVAL_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, MODEL_WEIGHTS,
              MODEL_META, TREES_DIR, REPORT_DIR}
@@ -219,8 +217,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, routing_trees: dict | None = None,
                  record: dict | None = None):
-        """``routing_trees``: train the controller those fixed trees route (smose.tree_policy; SMOSE only);
-        ``record``: further keys of config.json (a fine-tuning run's ``finetune``, smose.finetune)."""
+        """``routing_trees``: train the controller those fixed trees route (smose.interpret.tree_policy; SMOSE only);
+        ``record``: further keys of config.json (a fine-tuning run's ``finetune``, smose.training.finetune)."""
         self.config = config
         self.record = dict(record or {})
         torch.set_num_threads(config.threads)
@@ -232,7 +230,7 @@ class Trainer:
         actor = make_actor(config.algo, n_obs, n_act, self.env.action_space.low, self.env.action_space.high,
                            config.experts)
         if routing_trees is not None:
-            from smose.tree_policy import TreeRoutedActor
+            from smose.interpret.tree_policy import TreeRoutedActor
 
             actor = TreeRoutedActor.from_smose(actor, routing_trees)  # type: ignore[arg-type]
         self.learner = make_learner(actor, config.hyperparams(), config.update)
@@ -271,7 +269,7 @@ class Trainer:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise SmoseError(f"{run_dir}: no such run directory")
-        from smose.finetune import fixed_trees
+        from smose.training.finetune import fixed_trees
 
         config = read_run_config(run_dir / CONFIG_FILE)
         record, routing_trees = fixed_trees(run_dir)  # a fine-tuning run goes on under its trees

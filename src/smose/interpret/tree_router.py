@@ -1,7 +1,7 @@
 """Routing with distilled trees: the tree walk over a tree file's nodes, in numpy alone.
 
 Deployment and reading of the trees need nothing else; fitting them (scikit-learn, CMA-ES), checking them against a
-model and scoring them live in :mod:`smose.distill`. The file format is in docs/trees.md.
+model and scoring them live in :mod:`smose.interpret.distill`. The file format is in docs/trees.md.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from smose import oblique
+from smose.interpret import oblique
 from smose.observations import check_observations
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class TreeRouter:
         self.n_experts: int = trees["n_experts"]
         self.feature_names: list[str] = list(trees["feature_names"])
         self.theta = (np.asarray(trees["router_weight"], dtype=np.float32) if self.kind == "per-expert" else None)
-        if self.kind == "oblique":  # float32, as the decision reads them (smose.oblique.node_activations)
+        if self.kind == "oblique":  # float32, as the decision reads them (smose.interpret.oblique.node_activations)
             self.mean = np.asarray(trees["standardisation"]["mean"], dtype=np.float32)
             self.scale = np.asarray(trees["standardisation"]["scale"], dtype=np.float32)
         self._trees = []
@@ -82,7 +82,7 @@ class TreeRouter:
     def go_left(self, obs: np.ndarray) -> list[np.ndarray]:
         """Per tree, [B, n_nodes] whether each state would go left at each internal node: x[f] <= threshold (the
         float32 feature compared in float64) for axis-aligned splits; for oblique ones the activation
-        (smose.oblique.node_activations: float32 standardisation, float64 sum in index order) <= 0."""
+        (smose.interpret.oblique.node_activations: float32 standardisation, float64 sum in index order) <= 0."""
         tests = []
         for x, ((a, b), left, _, _) in zip(self._inputs(obs), self._trees):
             inner = left >= 0

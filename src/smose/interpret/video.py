@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET
-from smose.report import expert_color
+from smose.interpret.report import expert_color
 
 FORMATS = (".mp4", ".gif")
 TARGET_FPS = 30  # frames are rendered every ceil(render_fps / TARGET_FPS) steps: real-time playback, less rendering
@@ -129,9 +129,9 @@ def record_video(
 ) -> dict:
     """Render one deterministic episode (reset seed ``seed + EVAL_SEED_OFFSET``, the first episode of
     ``smose eval --seed seed``) to ``out`` (.mp4 or .gif); returns a summary of what was written."""
-    from smose.envs import make_run_env
+    from smose.tasks.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
-    from smose.tree_policy import routing
+    from smose.interpret.tree_policy import routing
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
@@ -149,7 +149,7 @@ def record_video(
     algo = meta["architecture"]["algo"]
     tree_router = None
     if router == "tree":
-        from smose.distill import load_tree_router, require_smose
+        from smose.interpret.distill import load_tree_router, require_smose
 
         tree_router = load_tree_router(run_dir, tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from smose.critic import relu_backward_
-from smose.losses import LBLoss
-from smose.policy import LOG_STD_MAX, LOG_STD_MIN, Actor, MLPActor, SMOSEActor
+from smose.algo.fast.critic_passes import relu_backward_
+from smose.algo.losses import LBLoss
+from smose.algo.policy import LOG_STD_MAX, LOG_STD_MIN, Actor, MLPActor, SMOSEActor
 
 LOG_STD_HALF_RANGE = 0.5 * (LOG_STD_MAX - LOG_STD_MIN)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -179,7 +179,7 @@ class MixturePasses(ActorPasses):
         kind: LBLoss, clean: torch.Tensor, s: MixtureSample, one_hot: torch.Tensor, weight: float,
         d_noisy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_aux (smose.losses) and d (loss) / d clean logits, given d loss / d noisy logits from the policy term."""
+        """L_aux (smose.algo.losses) and d (loss) / d clean logits, given d loss / d noisy logits from the policy term."""
         if kind in ("z", "z-noisy"):  # mean_s (Σ_m e^{z_m})², on the clean or the noisy logits
             # z̃ = z + ε with ε constant: a gradient with respect to the noisy logits is one with respect to the clean
             exp = (clean if kind == "z" else s.logits).exp()

@@ -32,17 +32,17 @@ from typing import Sequence
 
 import numpy as np
 
-from smose.config import TrainConfig, read_run_config
-from smose.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR, stale_trees
+from smose.training.config import TrainConfig, read_run_config
+from smose.interpret.distill import FIDELITY_FILE, FIDELITY_FORMAT, KINDS, TREES_DIR, stale_trees
 from smose.errors import SmoseError
-from smose.finetune import read_record
-from smose.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS, task_name
-from smose.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
-from smose.stats import iqm_ci as bootstrap_ci
-from smose.reproduction import (aggregate_section, poster_section, protocols_section, read_eval_times,
+from smose.training.finetune import read_record
+from smose.experiments.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULTS, PAPER_STEPS, task_name
+from smose.experiments.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, iqm, probability_of_improvement
+from smose.experiments.stats import iqm_ci as bootstrap_ci
+from smose.experiments.reproduction import (aggregate_section, poster_section, protocols_section, read_eval_times,
                                 time_to_poster_section)
 from smose.serialization import LINEAR_EVAL_FILE, read_eval, read_json
-from smose.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
+from smose.experiments.sweep import (DEFAULTS, RUNS_DIR, SWEEP_FILE, USES_EXPERTS, USES_LB, finished_steps, format_float,
                          last_step, result_key)
 
 ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
@@ -87,7 +87,7 @@ class TreeRecord:
 
 @dataclass(frozen=True)
 class StaleTrees:
-    """A run whose trees/ were distilled from another model than its own (see smose.distill.stale_trees): its tree
+    """A run whose trees/ were distilled from another model than its own (see smose.interpret.distill.stale_trees): its tree
     results are not reported, only why."""
 
     reason: str
@@ -450,7 +450,7 @@ def _task(row: Row) -> str:
 def markdown(rows: list[Row], skipped: list[str], source: Path, provenance: Sequence[str] = (),
              reproduction: Sequence[str] = ()) -> str:
     """The Markdown report; ``provenance``: lines saying how it was made (commands, date); ``reproduction``: the
-    sections about the paper's budget (smose.reproduction), after the comparison with the paper."""
+    sections about the paper's budget (smose.experiments.reproduction), after the comparison with the paper."""
     lines = [f"# Results: {source}", "", *(part for line in provenance for part in (line, "")),
              "Final deterministic evaluation of each run (`eval.json`), aggregated over seeds: mean ± sample std, "
              "IQM with a percentile-bootstrap 95% CI "

@@ -8,9 +8,9 @@ States come from deterministic rollouts of the trained policy and are labelled w
   YES probability (ties to the lowest index);
 - multiclass: one CART tree on the raw state with target ``k(s)``;
 - oblique (the authors' form, spec §8): one multiclass tree of depth ≤ 3 whose nodes test hyperplanes over the
-  standardised state, fitted with CMA-ES (smose.oblique).
+  standardised state, fitted with CMA-ES (smose.interpret.oblique).
 
-Trees are stored as JSON (format in docs/trees.md) and used through :class:`smose.tree_router.TreeRouter` (numpy only);
+Trees are stored as JSON (format in docs/trees.md) and used through :class:`smose.interpret.tree_router.TreeRouter` (numpy only);
 scikit-learn is only used to fit them.
 """
 
@@ -24,22 +24,21 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from smose import oblique
+from smose.interpret import oblique
 from smose.choices import KIND_GROUPS, KINDS
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.features import observation_names
+from smose.tasks.features import observation_names
 from smose.limits import MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
-from smose.policy import DeterministicMode, SMOSEActor
+from smose.algo.policy import DeterministicMode, SMOSEActor
 from smose.serialization import read_json, write_json
-from smose.tree_policy import TreeRoutedActor, routing, trees_digest
-from smose.tree_router import TreeRouter, descend, router_features  # noqa: F401 (re-exported)
+from smose.interpret.tree_policy import TreeRoutedActor, routing, trees_digest
+from smose.interpret.tree_router import TreeRouter, descend, router_features  # noqa: F401 (re-exported)
+from smose.run import FIDELITY_FILE, TREES_DIR  # noqa: F401 (re-exported)
 
-TREES_DIR = "trees"
 TREE_FORMAT = "smose-trees"
 TREE_FORMAT_VERSION = 1
 FIDELITY_FORMAT = "smose-fidelity"
-FIDELITY_FILE = "fidelity.json"
 # Held-out scoring episodes start from reset seeds this far from the fitting episodes' seeds (and from evaluate's).
 HOLDOUT_SEED_OFFSET = 5_000
 # DAgger round r rolls out the trees from reset seeds seed + DAGGER_SEED_OFFSET + r·episodes + i.
@@ -298,7 +297,7 @@ def _header(kind: str, actor: SMOSEActor, env_id: str, depth: int, names: list[s
 def fit_per_expert(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
                    names: list[str] | None = None) -> dict:
     """One binary tree per expert on u_m(s) = Θ_m ⊙ s with target 1[k(s) = m]; returns the tree-file dict.
-    ``names``: the state variables' names (default: smose.features' table for ``env_id``)."""
+    ``names``: the state variables' names (default: smose.tasks.features' table for ``env_id``)."""
     names = names or observation_names(env_id, actor.n_obs)
     theta = actor.router.weight.detach().to(torch.float32).numpy()
     features = router_features(theta, states)
@@ -323,7 +322,7 @@ def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth
                 iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
     target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own walk
-    (smose.oblique.node_activations)."""
+    (smose.interpret.oblique.node_activations)."""
     names = names or observation_names(env_id, actor.n_obs)
     fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
@@ -495,7 +494,7 @@ def load_trees(path: Path | str, actor: SMOSEActor | None = None, env_id: str | 
                 f"{path}: trees are for {data['n_obs']} observations and {data['n_experts']} experts, the model has "
                 f"{actor.n_obs} and {actor.n_experts}"
             )
-        fixed = getattr(actor, "trees_sha256", None)  # a tree-routed controller (smose.tree_policy)
+        fixed = getattr(actor, "trees_sha256", None)  # a tree-routed controller (smose.interpret.tree_policy)
         if fixed is not None:
             if trees_digest(data) != fixed:
                 raise SmoseError(f"{path}: not the trees this controller routes with (it was fine-tuned under "
@@ -672,7 +671,7 @@ def distill(
     the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
     generations of each oblique fit.
     """
-    from smose.envs import make_run_env
+    from smose.tasks.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
 
     for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes),

@@ -41,12 +41,11 @@ from smose._version import __version__
 from smose.errors import SmoseError
 from smose.serialization import (WriteError, check_format, check_seal, check_tensor_specs, fsync_dir, json_bytes,
                                  open_safetensors, read_json, replace_file, seal, tensor_spec, write_safetensors)
+from smose.run import CHECKPOINT_DIR, CHECKPOINT_JSON  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
-    from smose.train import Trainer
+    from smose.training.trainer import Trainer
 
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_FORMAT = "smose-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 TENSOR_FILE_RE = re.compile(r"step-\d{9,}-[0-9a-f]{8}\.safetensors")
@@ -67,7 +66,7 @@ def env_state_kind(env: gym.Env) -> str:
     unwrapped = env.unwrapped
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-    from smose.suites import keeps_state_beyond_physics
+    from smose.tasks.suites import keeps_state_beyond_physics
 
     if isinstance(unwrapped, MujocoEnv) and not keeps_state_beyond_physics(unwrapped):
         return "mujoco"
@@ -285,7 +284,7 @@ def load_checkpoint(trainer: Trainer, data: dict, source: Path | None = None,
 
     Everything is validated against the live trainer before it is used; any problem is a SmoseError naming the file.
     ``source``: the run directory the checkpoint is in (default: the trainer's own); ``may_differ``: configuration
-    fields besides RESUMABLE_FIELDS that may differ from the checkpoint's (a fine-tuning run's, smose.finetune).
+    fields besides RESUMABLE_FIELDS that may differ from the checkpoint's (a fine-tuning run's, smose.training.finetune).
     """
     assert trainer.run_dir is not None
     directory = Path(source if source is not None else trainer.run_dir) / CHECKPOINT_DIR

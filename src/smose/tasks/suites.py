@@ -16,7 +16,7 @@ import warnings
 from typing import Any, Callable
 
 from smose.errors import SmoseError
-from smose.features import actuator_name, body_name, joint_coordinate_names
+from smose.tasks.features import actuator_name, body_name, joint_coordinate_names
 
 SUITES_EXTRA = "pip install 'smose[suites]'"
 # Namespace of a Gymnasium id -> the package whose import registers the suite's ids.

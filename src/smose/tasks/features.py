@@ -4,7 +4,7 @@ The hand-written tables follow the observation and action tables of Gymnasium's 
 the paper's tasks; a name list is only used when its length matches the model's size. Any other Gymnasium MuJoCo env
 (or one built with other options) is named from its physics model and observation layout: joint names for the
 position and velocity coordinates, body names for the per-body blocks (``cinert``, ``cvel``, ``cfrc_ext``), actuator
-names for the actions. The suites of smose.suites (DeepMind Control, Meta-World) are named by their documented
+names for the actions. The suites of smose.tasks.suites (DeepMind Control, Meta-World) are named by their documented
 layouts and physics; other Dict observations by their keys. Everything else falls back to ``obs[i]`` / ``act[i]``.
 This module needs numpy only: callers pass an env they already made.
 """
@@ -125,7 +125,7 @@ def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
     derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``."""
     names = table_names(env_id, n_obs, 0)[0]
     if names is None and env is not None:
-        from smose import suites  # here: smose.suites builds on this module's names
+        from smose.tasks import suites  # here: smose.tasks.suites builds on this module's names
 
         keys = flattened_keys(env)
         names = suites.observation_names(env_id, n_obs, env, keys) or dict_observation_names(keys, n_obs)
@@ -135,7 +135,7 @@ def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
 
 
 def flattened_keys(env: Any) -> list[list] | None:
-    """``[[key, size], ...]`` of an env whose Dict observation smose.envs.make_env flattened; None otherwise."""
+    """``[[key, size], ...]`` of an env whose Dict observation smose.tasks.envs.make_env flattened; None otherwise."""
     try:
         return env.get_wrapper_attr("observation_keys")
     except AttributeError:
@@ -146,7 +146,7 @@ def action_names(env_id: str, n_act: int, env: Any = None) -> list[str]:
     """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``."""
     names = table_names(env_id, 0, n_act)[1]
     if names is None and env is not None:
-        from smose import suites
+        from smose.tasks import suites
 
         names = suites.action_names(env_id, n_act, env) or mujoco_action_names(env.unwrapped, n_act)
     return names if names is not None else [f"act[{i}]" for i in range(n_act)]

@@ -1,10 +1,10 @@
 """The SAC update with autograd: the reference implementation (docs/method.md §3), readable top to bottom.
 
 ``SAC.update`` follows CleanRL's ``sac_continuous_action.py`` line for line (``qf_loss``, ``actor_loss``,
-``alpha_loss``, ``.backward()``, ``optimizer.step()``), with the router's load balancing (§2, ``smose.losses``) added
-to the actor loss. The actors' own ``sample``/``forward`` (``smose.policy``) give actions and log-probabilities.
+``alpha_loss``, ``.backward()``, ``optimizer.step()``), with the router's load balancing (§2, ``smose.algo.losses``) added
+to the actor loss. The actors' own ``sample``/``forward`` (``smose.algo.policy``) give actions and log-probabilities.
 
-``smose.sac.SACLearner`` is the fast path: the same state (networks, optimisers, temperature) and the same update,
+``smose.algo.fast.fused.SACLearner`` is the fast path: the same state (networks, optimisers, temperature) and the same update,
 with hand-written passes and a fused Adam step (``smose train --update fused``, the default). It draws the same random
 numbers in the same order, so in float64 both paths agree to rounding (``tests/test_sac.py``); checkpoints of either
 resume with either. Any actor trains here, including one without hand-written passes.
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from smose.buffer import Batch
-from smose.losses import balance_loss, router_noise, uses_router_noise
-from smose.policy import Actor, SMOSEActor, TwinQ
+from smose.training.buffer import Batch
+from smose.algo.losses import balance_loss, router_noise, uses_router_noise
+from smose.algo.policy import Actor, SMOSEActor, TwinQ
 
 if TYPE_CHECKING:
-    from smose.config import SACHyperParams
+    from smose.training.config import SACHyperParams
 
 
 def actor_router_noise(actor: Actor, obs: torch.Tensor, hp: SACHyperParams) -> torch.Tensor | None:

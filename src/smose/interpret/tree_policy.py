@@ -18,8 +18,8 @@ import torch
 
 from smose.errors import SmoseError
 from smose.observations import check_observations
-from smose.policy import ActorOutput, SMOSEActor
-from smose.tree_router import TreeRouter
+from smose.algo.policy import ActorOutput, SMOSEActor
+from smose.interpret.tree_router import TreeRouter
 
 # architecture["router"] of a tree-routed model (model.json); plain SMOSE models have no such key.
 TREE_ROUTER = "trees"
@@ -78,7 +78,7 @@ class TreeRoutedActor(SMOSEActor):
 
 def save_routing_trees(actor: TreeRoutedActor, directory: Path) -> None:
     """Write the controller's trees (``trees/<kind>.json`` and the readable ``<kind>.txt``) into a model directory."""
-    from smose.distill import TREES_DIR, rules_file, rules_text, tree_file
+    from smose.interpret.distill import TREES_DIR, rules_file, rules_text, tree_file
     from smose.serialization import atomic_write_bytes, write_error, write_json
 
     try:
@@ -91,7 +91,7 @@ def save_routing_trees(actor: TreeRoutedActor, directory: Path) -> None:
 
 def load_routing_trees(directory: Path, meta: dict) -> dict:
     """The trees a tree-routed model.json names, checked: valid, of its kind and env, the very file it records."""
-    from smose.distill import tree_file, validate_trees
+    from smose.interpret.distill import tree_file, validate_trees
     from smose.serialization import read_json
 
     arch = meta["architecture"]

@@ -1,8 +1,8 @@
 """The fast SAC update (``smose train --update fused``, the default): hand-written passes and a fused Adam step.
 
-``SACLearner`` holds the state of ``smose.sac_autograd.SAC``, the reference implementation, and applies the same
-learning step in the same order, drawing the same random numbers. The twin critic's passes (``smose.critic``) and
-the actors' (``smose.actor_passes``) are written out by hand: for networks this small, autograd's bookkeeping costs
+``SACLearner`` holds the state of ``smose.algo.sac.SAC``, the reference implementation, and applies the same
+learning step in the same order, drawing the same random numbers. The twin critic's passes (``smose.algo.fast.critic_passes``) and
+the actors' (``smose.algo.fast.actor_passes``) are written out by hand: for networks this small, autograd's bookkeeping costs
 more than the arithmetic (see docs/performance.md). ``tests/test_sac.py`` checks whole updates of the two against
 each other in float64. ``make_learner`` picks the path; actors without hand-written passes take the autograd one.
 """
@@ -14,13 +14,13 @@ from functools import partial
 
 import torch
 
-from smose.actor_passes import make_passes
-from smose.buffer import Batch
-from smose.critic import TwinQPasses
+from smose.algo.fast.actor_passes import make_passes
+from smose.training.buffer import Batch
+from smose.algo.fast.critic_passes import TwinQPasses
 from smose.choices import UPDATES
-from smose.config import SACHyperParams  # noqa: F401 (where the learners take it from)
-from smose.policy import Actor
-from smose.sac_autograd import SAC, actor_router_noise
+from smose.training.config import SACHyperParams  # noqa: F401 (where the learners take it from)
+from smose.algo.policy import Actor
+from smose.algo.sac import SAC, actor_router_noise
 
 
 PolicySample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (action, log π), no graph

@@ -1,0 +1,1 @@
+"""The algorithm: actors, losses and the SAC update (the autograd reference in sac.py; the fast path in fast/)."""

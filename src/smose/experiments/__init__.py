@@ -1,0 +1,2 @@
+"""Experiments: sweeps of many runs, result tables with aggregate statistics, the paper's published numbers,
+the throughput benchmark."""

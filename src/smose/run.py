@@ -1,0 +1,122 @@
+"""The run directory: every file name in it, and the one reader of its metrics.csv.
+
+A run directory is what `smose train` (and `finetune`) writes and every other command reads::
+
+    RUN/config.json           the TrainConfig (training/config.py)
+    RUN/metrics.csv           one row per finished episode (event=episode) and per evaluation (event=eval)
+    RUN/tensorboard/          the same scalars for TensorBoard, named as in CleanRL
+    RUN/model.safetensors     the actor's tensors
+    RUN/model.json            its architecture, env, versions and digest (serialization.py)
+    RUN/eval.json             the reference evaluation (gated); eval-linear.json the authors' protocol beside it
+    RUN/checkpoint/           the whole training state, to resume (training/checkpoint.py)
+    RUN/trees/                distilled trees and their fidelity.json (interpret/distill.py)
+    RUN/report/               the report of `smose explain` (index.html, report.md)
+    RUN/.lock                 held by the process writing the run (runlock.py)
+
+Names are defined here once; modules take them from here (or from ``RunDir``), never as literals. This module needs
+the standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from smose.errors import SmoseError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_META = "model.json"
+EVAL_FILE = "eval.json"  # the run's reference evaluation: gated, written by training and by `smose eval`
+LINEAR_EVAL_FILE = "eval-linear.json"  # `smose eval --mode linear` (the authors' protocol), beside it
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_JSON = "checkpoint.json"  # inside CHECKPOINT_DIR
+TREES_DIR = "trees"
+FIDELITY_FILE = "fidelity.json"  # inside TREES_DIR
+REPORT_DIR = "report"
+REPORT_HTML = "index.html"  # inside REPORT_DIR
+REPORT_MARKDOWN = "report.md"  # inside REPORT_DIR
+LOCK_FILE = ".lock"
+
+# metrics.csv columns with a meaning beyond their name
+TIME_COLUMN = "time"  # wall-clock seconds of training at the row, summed over resumed sessions
+# On episode rows 1 or 0, whether the episode succeeded; on evaluation rows the share of episodes that did. Empty for
+# envs that report no success, absent from files written before the column existed.
+SUCCESS_COLUMN = "success_rate"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (nothing is read or created by making one)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def model_weights(self) -> Path:
+        return self.path / MODEL_WEIGHTS
+
+    @property
+    def model_meta(self) -> Path:
+        return self.path / MODEL_META
+
+    @property
+    def eval(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def linear_eval(self) -> Path:
+        return self.path / LINEAR_EVAL_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def trees(self) -> Path:
+        return self.path / TREES_DIR
+
+    @property
+    def fidelity(self) -> Path:
+        return self.path / TREES_DIR / FIDELITY_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_FILE
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (``path`` is the file or its run directory), oldest first, as strings; empty when
+    there is no file. Blank cells are kept as ""; a row cut short by an interrupted write keeps None for what is
+    missing. An unreadable file is one line of SmoseError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [row for row in csv.DictReader(fh)]
+    except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
+        raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
