@@ -3,23 +3,17 @@ expert was chosen."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from smose.algo.policy import Actor, DeterministicMode
-
-# Evaluation episodes use seeds far from the training seed so the two never share initial states.
-EVAL_SEED_OFFSET = 10_000
+from smose.rollout import EVAL_SEED_OFFSET, RouterFn, Step, rollout
 
 # Named evaluation protocols, (mode, episodes): ours, and the one of the authors' evaluation scripts (the chosen
 # expert's raw linear output, clipped to the action bounds, over 100 episodes).
 EVAL_PROTOCOLS: dict[str, tuple[DeterministicMode, int]] = {"smose": ("gated", 10), "authors": ("linear", 100)}
-
-# A router: observation batch [1, n_obs] -> chosen expert [1]; None means the actor's own (neural) router.
-RouterFn = Callable[[torch.Tensor], torch.Tensor]
 
 # Step-info keys under which envs say the task is solved (Meta-World's, then Gymnasium-Robotics'). An episode
 # succeeds when any of its steps reports success, as in Meta-World's own evaluation.
@@ -48,6 +42,28 @@ def success_fields(successes: list[bool | None]) -> dict:
     return {"success_rate": float(np.mean(flags)), "successes": flags}
 
 
+@dataclass
+class EpisodeResults:
+    """Return, length and success of each finished episode of a rollout, fed its steps in order."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    successes: list[bool | None] = field(default_factory=list)  # None where the env reports no success
+    _return: float = 0.0
+    _length: int = 0
+    _success: bool | None = None
+
+    def add(self, step: Step) -> None:
+        self._return += float(step.reward)
+        self._length += 1
+        self._success = episode_success(self._success, step.info)
+        if step.done:
+            self.returns.append(self._return)
+            self.lengths.append(self._length)
+            self.successes.append(self._success)
+            self._return, self._length, self._success = 0.0, 0, None
+
+
 def evaluate(
     actor: Actor,
     env: gym.Env,
@@ -60,28 +76,14 @@ def evaluate(
     n_experts = getattr(actor, "n_experts", 0)
     usage = np.zeros(n_experts, dtype=np.int64)
     agreeing = 0  # steps on which ``router`` chose what the actor's own router would have
-    returns, lengths, successes = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + episode)
-        done, total, length, success = False, 0.0, 0, None
-        while not done:
-            obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            if router is None:
-                action, expert = actor.act(obs_t, mode)
-            else:
-                expert = router(obs_t)
-                action = actor.act_with_experts(obs_t, expert, mode)
-                agreeing += int(expert[0] == actor.choose(obs_t)[0])
-            if expert is not None:
-                usage[int(expert[0])] += 1
-            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
-            total += float(reward)
-            length += 1
-            success = episode_success(success, info)
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(length)
-        successes.append(success)
+    results = EpisodeResults()
+    for step in rollout(actor, env, episodes, seed, EVAL_SEED_OFFSET, mode, router):
+        if router is not None:
+            agreeing += int(step.expert[0] == actor.choose(step.obs)[0])
+        if step.expert is not None:
+            usage[int(step.expert[0])] += 1
+        results.add(step)
+    returns, lengths = results.returns, results.lengths
     r = np.asarray(returns)
     result = {
         "mean": float(r.mean()),
@@ -93,7 +95,7 @@ def evaluate(
         "mode": mode,
         "seed": seed,
         "returns": [float(x) for x in returns],
-    } | success_fields(successes)
+    } | success_fields(results.successes)
     if n_experts:
         result["expert_usage"] = (usage / max(1, usage.sum())).round(6).tolist()
     if router is not None:

@@ -1,4 +1,4 @@
-"""Oblique decision trees fitted with CMA-ES: the form of tree in the authors' pre-release code (spec §8).
+"""Oblique decision trees fitted with CMA-ES: the form of tree in the authors' pre-release code.
 
 One multiclass tree of depth ≤ 3, complete: every internal node tests a hyperplane over the standardised state,
 ``w · x + b <= 0`` with ``x = (s - mean) / scale`` (true: left), and every leaf names the expert most of the states

@@ -19,7 +19,9 @@ import torch
 from smose.errors import SmoseError
 from smose.observations import check_observations
 from smose.algo.policy import ActorOutput, SMOSEActor
+from smose.interpret.rules import rules_text
 from smose.interpret.tree_router import TreeRouter
+from smose.run import TREES_DIR
 
 # architecture["router"] of a tree-routed model (model.json); plain SMOSE models have no such key.
 TREE_ROUTER = "trees"
@@ -78,7 +80,7 @@ class TreeRoutedActor(SMOSEActor):
 
 def save_routing_trees(actor: TreeRoutedActor, directory: Path) -> None:
     """Write the controller's trees (``trees/<kind>.json`` and the readable ``<kind>.txt``) into a model directory."""
-    from smose.interpret.distill import TREES_DIR, rules_file, rules_text, tree_file
+    from smose.interpret.trees import rules_file, tree_file
     from smose.serialization import atomic_write_bytes, write_error, write_json
 
     try:
@@ -91,7 +93,7 @@ def save_routing_trees(actor: TreeRoutedActor, directory: Path) -> None:
 
 def load_routing_trees(directory: Path, meta: dict) -> dict:
     """The trees a tree-routed model.json names, checked: valid, of its kind and env, the very file it records."""
-    from smose.interpret.distill import tree_file, validate_trees
+    from smose.interpret.trees import tree_file, validate_trees
     from smose.serialization import read_json
 
     arch = meta["architecture"]

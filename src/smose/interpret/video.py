@@ -17,8 +17,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from smose.errors import SmoseError
-from smose.evaluate import EVAL_SEED_OFFSET
-from smose.interpret.report import expert_color
+from smose.interpret.report.figures import expert_color
+from smose.rollout import EVAL_SEED_OFFSET, rollout
+from smose.run import MODEL_META
 
 FORMATS = (".mp4", ".gif")
 TARGET_FPS = 30  # frames are rendered every ceil(render_fps / TARGET_FPS) steps: real-time playback, less rendering
@@ -132,6 +133,7 @@ def record_video(
     from smose.tasks.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
     from smose.interpret.tree_policy import routing
+    from smose.interpret.trees import load_tree_router, require_smose
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
@@ -149,8 +151,6 @@ def record_video(
     algo = meta["architecture"]["algo"]
     tree_router = None
     if router == "tree":
-        from smose.interpret.distill import load_tree_router, require_smose
-
         tree_router = load_tree_router(run_dir, tree_kind, require_smose(actor, meta, run_dir), meta["env_id"])
 
     configure_headless_gl()
@@ -162,39 +162,39 @@ def record_video(
                          f"check MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} (egl, osmesa or glfw)") from None
     writer: _Writer | None = None
     try:
-        check_env_compatible(meta, env, run_dir / "model.json")
+        check_env_compatible(meta, env, run_dir / MODEL_META)
         if "rgb_array" not in env.metadata.get("render_modes", []):
             raise SmoseError(f"{env_id} cannot render frames (no rgb_array render mode)")
         render_fps = float(env.metadata.get("render_fps") or TARGET_FPS)
         stride = max(1, math.ceil(render_fps / TARGET_FPS))
-        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
         n_experts = getattr(actor, "n_experts", 0)
         usage = np.zeros(n_experts, dtype=np.int64)
-        step, total, done = 0, 0.0, False
-        while not done and (max_steps is None or step < max_steps):
-            obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-            if tree_router is None:
-                action, expert = actor.act(obs_t)
+        step, total, size = 0, 0.0, None
+
+        def draw(expert: torch.Tensor | None) -> None:
+            """Add the frame of the state ``expert`` acts on (``step`` and ``total`` are still those before it)."""
+            nonlocal writer, size
+            if step % stride:
+                return
+            frame = _render(env, env_id)
+            if expert is None:
+                label, color = algo, DENSE_COLOR
             else:
-                expert = tree_router(obs_t)
-                action = actor.act_with_experts(obs_t, expert)
-            if step % stride == 0:  # the frame shows the state this expert acts on
-                frame = _render(env, env_id)
-                if expert is None:
-                    label, color = algo, DENSE_COLOR
-                else:
-                    m = int(expert[0])
-                    label, color = f"expert {m}", expert_color(m)
-                frame = draw_overlay(frame, label, color, f"step {step}   return {total:.1f}")
-                if writer is None:
-                    writer = _Writer(out, render_fps / stride)
-                writer.add(frame)
-            if expert is not None:
-                usage[int(expert[0])] += 1
-            obs, reward, terminated, truncated, _ = env.step(action[0].numpy())
-            total += float(reward)
+                m = int(expert[0])
+                label, color = f"expert {m}", expert_color(m)
+            frame = draw_overlay(frame, label, color, f"step {step}   return {total:.1f}")
+            if writer is None:
+                writer = _Writer(out, render_fps / stride)
+            writer.add(frame)
+            size = [int(frame.shape[1]), int(frame.shape[0])]
+
+        for taken in rollout(actor, env, 1, seed, EVAL_SEED_OFFSET, router=tree_router, before_step=draw):
+            if taken.expert is not None:
+                usage[int(taken.expert[0])] += 1
+            total += float(taken.reward)
             step += 1
-            done = terminated or truncated
+            if max_steps is not None and step >= max_steps:
+                break
         assert writer is not None  # step 0 always renders a frame
         writer.close()
     except BaseException:
@@ -205,7 +205,7 @@ def record_video(
         env.close()
     summary = {"out": str(out), "env_id": env_id, "router": router if n_experts else "dense", "seed": seed,
                "steps": step, "return": total, "frames": writer.count, "fps": render_fps / stride,
-               "size": [int(frame.shape[1]), int(frame.shape[0])]}
+               "size": size}
     if router == "tree":
         summary["tree_kind"] = tree_kind
     if n_experts:
