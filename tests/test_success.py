@@ -13,7 +13,7 @@ from smose.tasks import suites
 from smose.cli import main
 from smose.training.config import TrainConfig
 from smose.evaluate import episode_success, step_success, success_fields
-from smose.interpret.report import read_metrics
+from smose.interpret.report import read_curve
 from smose.training.trainer import Trainer, default_run_dir
 
 ENV_ID = "SmoseSuccessLine-v0"
@@ -90,7 +90,7 @@ def test_success_rates_go_to_metrics_eval_json_tensorboard_progress_bar_and_repo
     assert {"charts/success", "eval/success_rate"} <= set(events.Tags()["scalars"])
     assert [e.value for e in events.Scalars("eval/success_rate")][-1] == pytest.approx(evaluation["success_rate"])
 
-    metrics = read_metrics(run_dir / "metrics.csv")
+    metrics = read_curve(run_dir / "metrics.csv")
     assert len(metrics.episode_success) == 10 and len(metrics.eval_success) == 2
     assert main(["explain", str(run_dir), "--episodes", "2", "--no-distill"]) == 0
     report = (run_dir / "report" / "report.md").read_text()
@@ -162,7 +162,7 @@ def test_envs_without_success_leave_the_column_empty_and_old_metrics_files_still
     old = tmp_path / "metrics.csv"  # written before the column existed
     old.write_text("step,event,episodic_return,episodic_length,eval_return_mean,eval_return_std\n"
                    "200,episode,-1200.5,200,,\n200,eval,,,-900.25,30.5\n")
-    metrics = read_metrics(old)
+    metrics = read_curve(old)
     assert metrics.episodes == [(200, -1200.5)] and metrics.evals == [(200, -900.25, 30.5)]
     assert metrics.episode_success == [] and metrics.eval_success == []
 

@@ -23,8 +23,8 @@ blocks and their HTML/Markdown rendering).
 
 from smose.interpret.report.explain import explain
 from smose.interpret.report.figures import EXPERT_COLORS, HEATMAP_MAX_FEATURES, expert_color, shown_features
-from smose.interpret.report.view import fmt, read_metrics, segments
+from smose.interpret.report.view import fmt, read_curve, segments
 from smose.run import REPORT_DIR
 
-__all__ = ["EXPERT_COLORS", "HEATMAP_MAX_FEATURES", "REPORT_DIR", "explain", "expert_color", "fmt", "read_metrics",
+__all__ = ["EXPERT_COLORS", "HEATMAP_MAX_FEATURES", "REPORT_DIR", "explain", "expert_color", "fmt", "read_curve",
            "segments", "shown_features"]

@@ -10,7 +10,7 @@ from smose.interpret.report.document import Block, Bullets, Card, Figure, Note, 
 from smose.interpret.report.figures import plt  # pyplot on the headless backend figures.py sets
 from smose.interpret.report.figures import (expert_color, figure_png, grouped_bars, heatmap, heatmap_height,
                                             shown_features, shown_note, success_curve)
-from smose.interpret.report.view import (RunView, fmt, fmt_pct, grows, key_variables, read_metrics, router_influence,
+from smose.interpret.report.view import (RunView, fmt, fmt_pct, grows, key_variables, read_curve, router_influence,
                                          segments)
 from smose.rollout import EVAL_SEED_OFFSET
 from smose.run import METRICS_FILE
@@ -99,7 +99,7 @@ def section_summary(view: RunView, fidelity: dict | None, warning: Note | None =
     blocks: list[Block] = [*([warning] if warning else []), Bullets(at_a_glance(view, fidelity)),
                            Table(["", ""], rows)]
 
-    metrics = read_metrics(view.run_dir / METRICS_FILE)
+    metrics = read_curve(view.run_dir / METRICS_FILE)
     episodes, evals = metrics.episodes, metrics.evals
     if episodes or evals:
         success = bool(metrics.episode_success or metrics.eval_success)

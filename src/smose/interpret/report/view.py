@@ -3,7 +3,6 @@ the model, gathered in a RunView; and the number formats every section uses."""
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from smose.errors import SmoseError
 from smose.evaluate import EpisodeResults
 from smose.interpret.tree_policy import TreeRoutedActor
 from smose.rollout import EVAL_SEED_OFFSET, rollout
+from smose import run
 from smose.run import SUCCESS_COLUMN
 
 
@@ -72,29 +72,23 @@ class Metrics:
     eval_success: list[tuple[int, float]] = field(default_factory=list)
 
 
-def read_metrics(path: Path) -> Metrics:
+def read_curve(path: Path) -> Metrics:
     """The training curve in metrics.csv (files from before the success column read as without success)."""
     metrics = Metrics()
-    if not path.is_file():
-        return metrics
-    try:
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    success = row.get(SUCCESS_COLUMN)
-                    if row.get("event") == "episode" and row.get("episodic_return"):
-                        metrics.episodes.append((int(row["step"]), float(row["episodic_return"])))
-                        if success:
-                            metrics.episode_success.append((int(row["step"]), float(success)))
-                    elif row.get("event") == "eval" and row.get("eval_return_mean"):
-                        metrics.evals.append((int(row["step"]), float(row["eval_return_mean"]),
-                                              float(row.get("eval_return_std") or 0.0)))
-                        if success:
-                            metrics.eval_success.append((int(row["step"]), float(success)))
-                except (TypeError, ValueError):
-                    continue  # a truncated last line of a run that is still writing
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SmoseError(f"{path}: cannot read the training metrics ({exc})") from None
+    for row in run.read_metrics(path):
+        try:
+            success = row.get(SUCCESS_COLUMN)
+            if row.get("event") == "episode" and row.get("episodic_return"):
+                metrics.episodes.append((int(row["step"]), float(row["episodic_return"])))
+                if success:
+                    metrics.episode_success.append((int(row["step"]), float(success)))
+            elif row.get("event") == "eval" and row.get("eval_return_mean"):
+                metrics.evals.append((int(row["step"]), float(row["eval_return_mean"]),
+                                      float(row.get("eval_return_std") or 0.0)))
+                if success:
+                    metrics.eval_success.append((int(row["step"]), float(success)))
+        except (TypeError, ValueError):
+            continue  # a truncated last line of a run that is still writing
     return metrics
 
 
