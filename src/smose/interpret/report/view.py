@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from smose.algo.policy import Actor, SMOSEActor
-from smose.errors import SmoseError
 from smose.evaluate import EpisodeResults
 from smose.interpret.tree_policy import TreeRoutedActor
 from smose.rollout import EVAL_SEED_OFFSET, rollout
