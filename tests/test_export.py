@@ -29,7 +29,7 @@ from smose.interpret.distill import TreeRouter, collect_states, distill, load_tr
 from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET
-from smose import export
+from smose.export import python_module
 from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy
 from smose.tasks.features import action_names, observation_names
 from smose.algo.policy import make_actor
@@ -533,11 +533,11 @@ def test_python_export_rounds_float64_observations_like_the_library(nudged_run, 
 def test_export_self_check_catches_a_controller_that_decides_otherwise(smose_run, tmp_path, monkeypatch):
     """A Python file that neither rounds the observation to float32 nor the tested product (as files used to) is
     refused: its experts differ from the library's on the threshold states of the self-check."""
-    unrounded = dataclasses.replace(export._PY_TREE, test="{weight} * obs[{feature}] <= {threshold}")
-    monkeypatch.setattr(export, "_PY_TREE", unrounded)
-    reading = [line.replace("_f32(float(x))", "float(x)") for line in export._PY_OBSERVATION]
-    assert reading != export._PY_OBSERVATION
-    monkeypatch.setattr(export, "_PY_OBSERVATION", reading)
+    unrounded = dataclasses.replace(python_module._PY_TREE, test="{weight} * obs[{feature}] <= {threshold}")
+    monkeypatch.setattr(python_module, "_PY_TREE", unrounded)
+    reading = [line.replace("_f32(float(x))", "float(x)") for line in python_module._PY_OBSERVATION]
+    assert reading != python_module._PY_OBSERVATION
+    monkeypatch.setattr(python_module, "_PY_OBSERVATION", reading)
     with pytest.raises(SmoseError, match="chooses another expert than the library"):
         export_policy(smose_run, "python", tmp_path / "p.py", router="tree")
     assert not (tmp_path / "p.py").exists()
@@ -546,7 +546,7 @@ def test_export_self_check_catches_a_controller_that_decides_otherwise(smose_run
 def test_export_self_check_catches_an_oblique_tree_standardised_without_rounding(smose_run, tmp_path, monkeypatch):
     """A Python file that standardises the observation in float64 (no rounding to float32) decides otherwise on the
     hyperplane states of the self-check, and is refused."""
-    monkeypatch.setattr(export, "_PY_STANDARDISED", "(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]")
+    monkeypatch.setattr(python_module, "_PY_STANDARDISED", "(obs[i] - OBLIQUE_MEAN[i]) / OBLIQUE_SCALE[i]")
     with pytest.raises(SmoseError, match="chooses another expert than the library"):
         export_policy(smose_run, "python", tmp_path / "p.py", router="tree", tree_kind="oblique")
     assert not (tmp_path / "p.py").exists()

@@ -16,6 +16,7 @@ from typing import NoReturn
 from smose._version import __version__
 from smose.training.config import add_config_arguments, config_from_args, explicit_options
 from smose.errors import SmoseError
+from smose.export.formats import format_help, format_titles
 from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION, KIND_GROUPS, KINDS
 from smose.limits import (MAX_BATCH_SIZE, MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS,
                           MAX_TREE_DEPTH, MAX_WORKERS, Count)
@@ -402,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=Count(1, MAX_STEPS), default=None, help="stop after this many steps")
     p.set_defaults(func=cmd_video)
 
-    p = sub.add_parser("export", help="write the deterministic policy as a standalone Python, C, JSON or ONNX file")
+    p = sub.add_parser("export", help=f"write the deterministic policy as a standalone {format_titles()} file")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, help="python (stdlib only), c (header-only C99), json or onnx")
+    p.add_argument("--format", required=True, help=format_help())
     _add_router_arguments(p)
     p.add_argument("--mode", choices=("gated", "linear"), default="gated",
                    help="gated: tanh of the gated mean (as trained); linear: the chosen expert's output, clipped")
