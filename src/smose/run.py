@@ -20,8 +20,11 @@ the standard library only.
 from __future__ import annotations
 
 import csv
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from smose.errors import SmoseError
 
@@ -106,17 +109,43 @@ class RunDir:
         return self.path / LOCK_FILE
 
 
-def read_metrics(path: Path) -> list[dict[str, str]]:
+def read_metrics(path: Path, last: int | None = None) -> list[dict[str, str]]:
     """The rows of a metrics.csv (``path`` is the file or its run directory), oldest first, as strings; empty when
     there is no file. Blank cells are kept as ""; a row cut short by an interrupted write keeps None for what is
-    missing. An unreadable file is one line of SmoseError."""
+    missing. An unreadable file is one line of SmoseError.
+
+    ``last``: only the final ``last`` rows, read from the end of the file: cheap enough to poll a file that a trainer
+    is appending to, however long it has grown.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.is_file():
         return []
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return [row for row in csv.DictReader(fh)]
+        if last is None:
+            with open(path, newline="", encoding="utf-8") as fh:
+                return [row for row in csv.DictReader(fh)]
+        with open(path, "rb") as fh:
+            text = (fh.readline() + _final_lines(fh, last)).decode("utf-8")
+        return [row for row in csv.DictReader(io.StringIO(text, newline=""))][-last:] if last > 0 else []
     except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
         raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _final_lines(fh: BinaryIO, count: int) -> bytes:
+    """The end of the binary file ``fh`` after its current position (just past the header), at least its last
+    ``count`` lines: read backwards in growing blocks, a line cut by the block's start dropped, so the result holds
+    whole lines only (but for the very last, which a writer may be in the middle of)."""
+    start = fh.tell()
+    end = fh.seek(0, os.SEEK_END)
+    block = 4096
+    while True:
+        offset = max(start, end - block)
+        fh.seek(offset)
+        data = fh.read(end - offset)
+        if offset > start:
+            data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+        if offset == start or data.rstrip(b"\n").count(b"\n") >= count:
+            return data
+        block *= 2

@@ -1,63 +1,30 @@
 """The table's sections about the paper's own budget: both evaluation protocols against the poster, the poster's
 published rows, aggregates across tasks (rliable), and when each run first reached the poster's SMOSE number.
 
-Pure functions of the table's rows and runs (``smose.experiments.table``'s ``Row`` and ``RunRecord``, passed in); no file I/O
-here except ``read_eval_times`` and the figures.
+Pure functions of the table's rows and runs (``Row`` of aggregate.py and ``RunRecord`` of records.py, passed in); no
+file I/O here except the figures.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from smose.experiments.markdown import num
 from smose.experiments.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS, task_name
-from smose.serialization import TIME_COLUMN
 from smose.experiments.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
-                         plot_aggregate, plot_profiles, probability_of_improvement)
+                                     plot_aggregate, plot_profiles, probability_of_improvement)
+from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, METRICS_FILE
+
+# Re-exported: the training times at the evaluations, which the time to the poster's number is read from.
+from smose.experiments.records import read_eval_times  # noqa: F401
 
 if TYPE_CHECKING:
-    from smose.experiments.table import Row, RunRecord
-
-
-
-def read_eval_times(metrics_path: Path) -> tuple[dict[int, float], bool]:
-    """Evaluation step -> seconds of training at that evaluation, and whether they are estimates.
-
-    Runs logged before metrics.csv had a time column get estimates: the steps between two logged rows divided by the
-    steps/s logged with the later one, summed (the random warm-up, logged with 0 steps/s, counts as no time).
-    """
-    times: dict[int, float] = {}
-    estimated = False
-    if not metrics_path.is_file():
-        return times, estimated
-    elapsed, previous, rate = 0.0, 0, 0.0
-    with open(metrics_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                step = int(row["step"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if row.get(TIME_COLUMN) not in (None, ""):
-                elapsed = float(row[TIME_COLUMN])
-            else:
-                estimated = True
-                try:
-                    rate = float(row.get("sps") or rate)
-                except ValueError:
-                    pass
-                elapsed += (step - previous) / rate if rate > 0 and step > previous else 0.0
-            previous = max(previous, step)
-            if row.get("event") == "eval":
-                times[step] = elapsed
-    return times, estimated
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    from smose.experiments.aggregate import Row
+    from smose.experiments.records import RunRecord
 
 
 def protocols_section(rows: Sequence[Row]) -> list[str]:
@@ -66,8 +33,8 @@ def protocols_section(rows: Sequence[Row]) -> list[str]:
     if not shown:
         return []
     lines = ["", "## Both evaluation protocols", "",
-             "*gated*: `eval.json`, tanh of the gated mean (ours; 10 episodes after `smose eval --protocol both`, "
-             "otherwise the training's final evaluation). *linear*: `eval-linear.json`, the chosen expert's raw "
+             f"*gated*: `{EVAL_FILE}`, tanh of the gated mean (ours; 10 episodes after `smose eval --protocol both`, "
+             f"otherwise the training's final evaluation). *linear*: `{LINEAR_EVAL_FILE}`, the chosen expert's raw "
              "output clipped to the action bounds over 100 episodes (the authors' evaluation scripts, "
              "`smose eval --protocol authors`). Mean ± sample std over seeds; IQM with its 95% CI from 3 seeds on "
              f"(rliable, {BOOTSTRAP_RESAMPLES} resamples); ratio = our mean / the poster's SMOSE number (for Reacher, "
@@ -80,12 +47,12 @@ def protocols_section(rows: Sequence[Row]) -> list[str]:
         cells = []
         for values in (row.returns, row.linear_returns):
             ci = row.ci_of(values)
-            cells += [f"{_num(float(np.mean(values)))} ± {_num(row.std_of(values))} ({len(values)})",
-                      f"{_num(row.iqm_of(values))}" + (f" [{_num(ci[0])}, {_num(ci[1])}]" if math.isfinite(ci[0])
+            cells += [f"{num(float(np.mean(values)))} ± {num(row.std_of(values))} ({len(values)})",
+                      f"{num(row.iqm_of(values))}" + (f" [{num(ci[0])}, {num(ci[1])}]" if math.isfinite(ci[0])
                                                         else ""),
-                      _num(float(np.mean(values)) / poster, 3) if poster else "–"]
+                      num(float(np.mean(values)) / poster, 3) if poster else "–"]
         lines.append(f"| {row.env} | {row.experts} | {row.lb} | {row.steps:,} | {len(row.seeds)} | "
-                     + " | ".join(cells) + f" | {_num(poster)} |")
+                     + " | ".join(cells) + f" | {num(poster)} |")
     return lines
 
 
@@ -153,10 +120,10 @@ def aggregate_section(rows: Sequence[Row], out: Path) -> tuple[list[str], list[P
         for algo, matrix in at_budget.items():
             p = "–"
             if smose is not None and algo != "smose" and smose.shape[1] == matrix.shape[1]:
-                p = _num(probability_of_improvement(smose, matrix))
+                p = num(probability_of_improvement(smose, matrix))
             point, low, high = aggregates[algo]
-            lines.append(f"| {algo} | {steps:,} | {matrix.shape[1]} | {matrix.shape[0]} | {_num(point, 3)} "
-                         f"[{_num(low, 3)}, {_num(high, 3)}] | {p} |")
+            lines.append(f"| {algo} | {steps:,} | {matrix.shape[1]} | {matrix.shape[0]} | {num(point, 3)} "
+                         f"[{num(low, 3)}, {num(high, 3)}] | {p} |")
         label = f"{steps // 1000}k" if steps % 1000 == 0 else str(steps)
         figures.append(plot_aggregate(aggregates, f"IQM of normalised scores, {steps:,} steps",
                                       out / f"aggregate_iqm_{label}.png"))
@@ -176,7 +143,7 @@ def time_to_poster_section(records: Sequence[RunRecord]) -> list[str]:
     lines = ["", "## When each run first reached the poster's SMOSE number", "",
              "The first periodic evaluation (deterministic, gated) at or above the poster's SMOSE return for the task. "
              "Time: training wall-clock time at that evaluation (≈: estimated from the logged steps/s, for runs "
-             "logged before metrics.csv had a time column).", "",
+             f"logged before {METRICS_FILE} had a time column).", "",
              "| run | algo | poster SMOSE | first reached at step | training time | final |",
              "|---|---|---|---|---|---|"]
     for record in sorted(runs, key=lambda r: (r.config.env, r.config.algo, r.config.seed)):
@@ -189,5 +156,5 @@ def time_to_poster_section(records: Sequence[RunRecord]) -> list[str]:
             where = f"{reached:,}"
             when = "–" if seconds is None else f"{'≈' if record.times_estimated else ''}{seconds / 3600:.2f} h"
         lines.append(f"| {record.path.name} | {record.config.algo} | {target:g} | {where} | {when} | "
-                     f"{_num(record.final_return)} |")
+                     f"{num(record.final_return)} |")
     return lines
