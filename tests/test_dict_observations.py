@@ -5,6 +5,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from toy_envs import registered_env
 
 from smose.api import SMOSE
 from smose.cli import main
@@ -48,9 +49,8 @@ class DictPoint(gym.Env):
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
-    gym.register(id=ENV_ID, entry_point=DictPoint)
-    yield
-    del gym.registry[ENV_ID]
+    with registered_env(ENV_ID, DictPoint):
+        yield
 
 
 def test_dict_observations_are_flattened_in_sorted_key_order():
@@ -100,12 +100,9 @@ def test_a_model_refuses_an_env_with_another_layout(tmp_path):
 
 
 def test_dict_entries_that_are_not_boxes_are_refused():
-    gym.register(id="SmoseDictDiscrete-v0", entry_point=lambda: _with_discrete_entry())
-    try:
-        with pytest.raises(SmoseError, match="Discrete entry 'mode'"):
-            make_env("SmoseDictDiscrete-v0")
-    finally:
-        del gym.registry["SmoseDictDiscrete-v0"]
+    with registered_env("SmoseDictDiscrete-v0", lambda: _with_discrete_entry()), \
+            pytest.raises(SmoseError, match="Discrete entry 'mode'"):
+        make_env("SmoseDictDiscrete-v0")
 
 
 def _with_discrete_entry() -> gym.Env:

@@ -8,6 +8,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from toy_envs import registered_env
 
 from smose.tasks import suites
 from smose.cli import main
@@ -43,9 +44,8 @@ class SuccessLine(gym.Env):
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
-    gym.register(id=ENV_ID, entry_point=SuccessLine)
-    yield
-    del gym.registry[ENV_ID]
+    with registered_env(ENV_ID, SuccessLine):
+        yield
 
 
 def test_an_episode_succeeds_when_any_step_reports_success():
