@@ -110,13 +110,21 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
     """The rows of a metrics.csv (``path`` is the file or its run directory), oldest first, as strings; empty when
     there is no file. Blank cells are kept as ""; a row cut short by an interrupted write keeps None for what is
     missing. An unreadable file is one line of SmoseError."""
+    return read_metrics_with_columns(path)[1]
+
+
+def read_metrics_with_columns(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns of a metrics.csv (its header: a file written before a column existed lacks it) and its rows, as
+    ``read_metrics`` reads them; ([], []) when there is no file."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.is_file():
-        return []
+        return [], []
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return [row for row in csv.DictReader(fh)]
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = [row for row in reader]
+            return list(reader.fieldnames or []), rows
     except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
         raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None

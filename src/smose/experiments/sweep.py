@@ -63,7 +63,7 @@ from smose.interpret.oblique import DEFAULT_ITERATIONS
 from smose.errors import SmoseError
 from smose.algo.policy import ALGOS
 from smose.serialization import LINEAR_EVAL_FILE, read_json, write_json
-from smose.training.trainer import clear_run_dir
+from smose.training.run_dir import clear_run_dir
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "smose-sweep"
