@@ -3,7 +3,8 @@ before the column existed keep their own columns when a run resumes."""
 
 import csv
 
-from smose.training.trainer import TIME_COLUMN, RunLogger
+from smose.run import TIME_COLUMN
+from smose.training.logger import RunLogger
 
 
 def read_rows(path):

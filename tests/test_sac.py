@@ -17,7 +17,9 @@ from torch import nn
 
 from smose.training.buffer import Batch, ReplayBuffer
 from smose.algo.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
-from smose.algo.fast.fused import FusedAdam, SACHyperParams, SACLearner, make_learner
+from smose.algo.fast.fused import FusedAdam, SACLearner
+from smose.algo.learner import make_learner
+from smose.training.config import SACHyperParams
 from smose.algo.sac import SAC
 
 N_OBS, N_ACT = 5, 2

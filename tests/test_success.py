@@ -15,7 +15,8 @@ from smose.cli import main
 from smose.training.config import TrainConfig
 from smose.evaluate import episode_success, step_success, success_fields
 from smose.interpret.report import read_curve
-from smose.training.trainer import Trainer, default_run_dir
+from smose.training.run_dir import default_run_dir
+from smose.training.trainer import Trainer
 
 ENV_ID = "SmoseSuccessLine-v0"
 
@@ -130,7 +131,7 @@ class PendulumSuccess(gym.Wrapper):
 
 @pytest.mark.parametrize("env_id", [ENV_ID, "SmosePendulumSuccess-v0"])
 def test_a_resumed_run_keeps_the_success_of_its_unfinished_episode_where_it_keeps_the_episode(tmp_path, env_id):
-    from smose.training.checkpoint import env_state_kind
+    from smose.tasks.env_state import env_state_kind
 
     gym.register(id="SmosePendulumSuccess-v0", entry_point=PendulumSuccess, max_episode_steps=1000)
     try:

@@ -34,7 +34,8 @@ from smose.experiments.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distil
                          write_sweep_file)
 from smose.experiments.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
                          probability_of_improvement, usage_balance, versus, write_tables)
-from smose.training.trainer import Trainer, prepare_run_dir, train
+from smose.training.run_dir import prepare_run_dir
+from smose.training.trainer import Trainer, train
 
 
 # ---- units -----------------------------------------------------------------------------------------------------------

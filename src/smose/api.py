@@ -1,7 +1,10 @@
-"""The Python API, shaped like Stable-Baselines3: ``learn``, ``predict``, ``save``, ``load``."""
+"""The Python API, shaped like Stable-Baselines3: ``learn``, ``predict``, ``save``, ``load``; and ``load_for_eval``,
+a run directory as the commands that use its trained policy read it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +12,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from smose.training.config import TrainConfig, read_run_config, run_config_json
-from smose.tasks.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
+from smose.algo.policy import Actor, SMOSEActor, check_observations
+from smose.choices import DEFAULT_TREE_KIND, DeterministicMode
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.algo.policy import Actor, DeterministicMode, SMOSEActor, check_observations
+from smose.run import RunDir
 from smose.serialization import check_env_compatible, load_model, save_model, write_json
-from smose.training.trainer import CONFIG_FILE, Trainer
+from smose.tasks.envs import ENV_RECORD_KEYS, env_record, env_versions, flatten_observation, make_run_env
+from smose.training.config import TrainConfig, read_run_config, run_config_json
+from smose.training.trainer import Trainer
 
 
 class SMOSE:
@@ -27,8 +32,9 @@ class SMOSE:
     >>> model.save("runs/hopper"); model = SMOSE.load("runs/hopper")
 
     ``algo`` selects the actor ("smose", "sac-l", "sac-m", "sac-s"); any other ``TrainConfig`` field can be passed
-    as a keyword (``learning_starts=1000``, ``lb_weight=0.1``, ``update="autograd"``, ...). ``mode`` is the deterministic action mode:
-    "gated" (tanh of the gated mean, default) or "linear" (the chosen expert's raw linear output, clipped).
+    as a keyword (``learning_starts=1000``, ``lb_weight=0.1``, ``update="autograd"``, ...). ``mode`` is the
+    deterministic action mode: "gated" (tanh of the gated mean, default) or "linear" (the chosen expert's raw linear
+    output, clipped).
     """
 
     def __init__(self, env: str | gym.Env = "Hopper-v5", algo: str = "smose", n_experts: int = 8, seed: int = 0,
@@ -120,21 +126,20 @@ class SMOSE:
         """Write model.safetensors, model.json and config.json into the directory ``path``."""
         path = Path(path)
         save_model(self.actor, path, self.env_id, {"trained_steps": self.num_timesteps, **self._env_record()})
-        write_json(path / CONFIG_FILE, run_config_json(self.config, env_versions()))
+        write_json(RunDir(path).config, run_config_json(self.config, env_versions()))
 
     @classmethod
     def load(cls, path: str | Path, mode: DeterministicMode = "gated") -> SMOSE:
         """Load a saved model or a run directory (policy only: safetensors + JSON, nothing executable)."""
-        path = Path(path)
-        actor, meta = load_model(path)
+        run = load_for_eval(path)
         model = cls.__new__(cls)
-        model.actor, model.mode, model.env_id, model._trainer = actor, mode, meta["env_id"], None
-        config_path = path / CONFIG_FILE
+        model.actor, model.mode, model.env_id, model._trainer = run.actor, mode, run.env_id, None
+        config_path = RunDir(run.path).config
         model.config = read_run_config(config_path) if config_path.is_file() else None
-        model.meta, model.path = meta, path
+        model.meta, model.path = run.meta, run.path
         return model
 
-    def finetune(self, steps: int, tree_kind: str = "per-expert", out: str | Path | None = None,
+    def finetune(self, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: str | Path | None = None,
                  force: bool = False, progress_bar: bool = False) -> SMOSE:
         """Fine-tune the loaded run for ``steps`` steps with its expert chosen by its distilled ``tree_kind`` trees
         (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); returns the
@@ -149,3 +154,43 @@ class SMOSE:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""
         check_env_compatible({"architecture": self.actor.architecture(), "env_id": self.env_id, **self._env_record()},
                              env, Path(source))
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run directory's trained policy and what rebuilds its env: the actor (in eval mode) and model.json."""
+
+    path: Path
+    actor: Actor
+    meta: dict
+
+    @property
+    def env_id(self) -> str:
+        return self.meta["env_id"]
+
+    @property
+    def env_kwargs(self) -> dict:
+        return self.meta.get("env_kwargs", {})
+
+    @property
+    def algo(self) -> str:
+        return self.meta["architecture"]["algo"]
+
+    def make_env(self, env_id: str | None = None, render_mode: str | None = None) -> gym.Env:
+        """The env the policy was trained on, built with its recorded arguments (``env_id``: another version of the
+        task), checked to fit the policy (SmoseError naming model.json otherwise)."""
+        env = make_run_env(self.meta, env_id, render_mode)
+        try:
+            check_env_compatible(self.meta, env, RunDir(self.path).model_meta)
+        except BaseException:
+            env.close()
+            raise
+        return env
+
+
+def load_for_eval(run_dir: Path | str) -> LoadedRun:
+    """What evaluating, describing, explaining or exporting a run needs: its policy and model.json, checked
+    (safetensors and JSON only, nothing executable). The env is built on demand: ``LoadedRun.make_env``."""
+    run_dir = Path(run_dir)
+    actor, meta = load_model(run_dir)
+    return LoadedRun(run_dir, actor, meta)

@@ -1,4 +1,5 @@
-"""The named options of a training run (actor kinds, load-balancing losses, router noise) and their defaults.
+"""The named options of the package and their defaults: of a training run (actor kinds, load-balancing losses, router
+noise, update path) and of using a trained policy (action modes, routers, tree kinds).
 
 Kept free of torch so that the configuration, and with it the command line, can list them without importing it.
 """
@@ -20,10 +21,18 @@ NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
 # (the reference implementation; also the path of actors without hand-written passes). Same maths, same state.
 UPDATES = ("fused", "autograd")
 
+# The deterministic action of a trained policy: "gated" (tanh of the gated mean, as trained) or "linear" (the chosen
+# expert's raw linear output clipped to the action bounds, the authors' deployment).
+DeterministicMode = Literal["gated", "linear"]
+ACTION_MODES: tuple[str, ...] = get_args(DeterministicMode)
+# What chooses the expert when a policy is used: the trained (neural) router or the distilled trees.
+ROUTERS = ("neural", "tree")
+
 # Distilled trees: per-expert and multiclass CART trees, and the oblique CMA-ES tree (docs/trees.md).
 KINDS = ("per-expert", "multiclass", "oblique")
 # What `smose distill --kind` accepts beyond one kind: "both" the two CART kinds (the default), "all" every kind.
 KIND_GROUPS = {"both": ("per-expert", "multiclass"), "all": KINDS}
+DEFAULT_TREE_KIND = "per-expert"  # the trees that route (eval, video, export, finetune) unless told otherwise
 # The oblique tree's CMA-ES: the authors' population (cma_tree.py) and the generations per fit unless told otherwise
 # (`smose distill --cma-iterations`).
 CMA_POPULATION = 64

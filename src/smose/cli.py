@@ -7,19 +7,20 @@ and ``smose COMMAND --help`` answer without loading torch (tests/test_imports.py
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from smose._version import __version__
-from smose.training.config import add_config_arguments, config_from_args, explicit_options
+from smose.choices import (ACTION_MODES, CMA_DEFAULT_ITERATIONS, CMA_POPULATION, DEFAULT_TREE_KIND, KIND_GROUPS, KINDS,
+                           ROUTERS)
 from smose.errors import SmoseError
 from smose.export.formats import format_help, format_titles
-from smose.choices import CMA_DEFAULT_ITERATIONS, CMA_POPULATION, KIND_GROUPS, KINDS
 from smose.limits import (MAX_BATCH_SIZE, MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS,
                           MAX_TREE_DEPTH, MAX_WORKERS, Count)
+from smose.run import REPORT_MARKDOWN, RunDir, read_metrics
+from smose.training.config import add_config_arguments, config_from_args, explicit_options
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
-    result = read_eval(run_dir / "eval.json")
+    result = read_eval(RunDir(run_dir).eval)
     summary = {"run_dir": str(run_dir), "final_eval_mean": result["mean"], "final_eval_std": result["std"]}
     if "success_rate" in result:
         summary["final_eval_success_rate"] = result["success_rate"]
@@ -82,7 +83,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         else:
             if args.run_dir is None or args.steps is None:
                 raise SmoseError("give the run to fine-tune and --steps N (or --resume FINETUNE_DIR)")
-            run_dir = finetune(Path(args.run_dir), args.steps, args.tree_kind or "per-expert",
+            run_dir = finetune(Path(args.run_dir), args.steps, args.tree_kind or DEFAULT_TREE_KIND,
                                Path(args.out) if args.out else None, force=args.force,
                                checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     except TrainingInterrupted as exc:
@@ -97,7 +98,8 @@ def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
     from smose.evaluate import EVAL_PROTOCOLS
 
     if args.protocol is None:
-        return [(args.mode or "gated", args.episodes or EVAL_PROTOCOLS["smose"][1])]
+        mode, episodes = EVAL_PROTOCOLS["smose"]
+        return [(args.mode or mode, args.episodes or episodes)]
     if args.mode is not None or args.episodes is not None:
         raise SmoseError("--protocol sets the mode and the number of episodes; give either --protocol or "
                          "--mode/--episodes")
@@ -108,64 +110,55 @@ def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from smose.tasks.envs import make_run_env
+    from smose.api import load_for_eval
     from smose.evaluate import evaluate
-    from smose.serialization import check_env_compatible, eval_file, load_model, write_eval, write_json
     from smose.interpret.tree_policy import TreeRoutedActor, routing
+    from smose.serialization import eval_file, write_eval, write_json
 
     protocols = _eval_protocols(args)
     loaded = []
     for name in args.run_dir:  # everything is checked before the first episode runs
-        run_dir = Path(name)
-        actor, meta = load_model(run_dir)
-        if any(mode == "linear" for mode, _ in protocols) and meta["architecture"]["algo"] != "smose":
-            raise SmoseError(f"--mode linear exists only for SMOSE models; {run_dir} holds "
-                             f"{meta['architecture']['algo']}")
+        run = load_for_eval(name)
+        if any(mode == "linear" for mode, _ in protocols) and run.algo != "smose":
+            raise SmoseError(f"--mode linear exists only for SMOSE models; {run.path} holds {run.algo}")
         router = None
         # A controller fine-tuned under its trees routes with them on its own: that evaluation is its eval.json.
-        own = actor.tree_kind if isinstance(actor, TreeRoutedActor) and args.router is None else None
-        chosen, kind = routing(actor, run_dir, args.router, args.tree_kind)
+        own = run.actor.tree_kind if isinstance(run.actor, TreeRoutedActor) and args.router is None else None
+        chosen, kind = routing(run.actor, run.path, args.router, args.tree_kind)
         if chosen == "tree" and own is None:
             from smose.interpret.distill import load_tree_router, require_smose
 
-            router = load_tree_router(run_dir, kind, require_smose(actor, meta, run_dir), meta["env_id"])
-        loaded.append((run_dir, actor, meta, router, kind, own))
-    for run_dir, actor, meta, router, kind, own in loaded:
-        env = make_run_env(meta, args.env)  # each evaluation resets it with its own seeds
-        check_env_compatible(meta, env, run_dir / "model.json")
+            router = load_tree_router(run.path, kind, require_smose(run.actor, run.meta, run.path), run.env_id)
+        loaded.append((run, router, kind, own))
+    for run, router, kind, own in loaded:
+        env = run.make_env(args.env)  # each evaluation resets it with its own seeds
         for mode, episodes in protocols:
-            result = evaluate(actor, env, episodes, args.seed, mode, router=router)
-            result |= {"env_id": env.spec.id, "algo": meta["architecture"]["algo"],
+            result = evaluate(run.actor, env, episodes, args.seed, mode, router=router)
+            result |= {"env_id": env.spec.id, "algo": run.algo,
                        "router": "neural" if router is None and own is None else "tree"}
             if own is not None:
                 result["tree_kind"] = own
             if router is None:  # eval.json (gated) stays the run's reference; a linear evaluation goes beside it
-                other_env = env.spec.id if env.spec.id != meta["env_id"] else None
-                write_eval(run_dir / eval_file(mode, other_env), result | {"source": "eval"})
+                other_env = env.spec.id if env.spec.id != run.env_id else None
+                write_eval(run.path / eval_file(mode, other_env), result | {"source": "eval"})
             else:  # the neural evaluation in eval.json stays the run's reference
                 from smose.interpret.distill import tree_eval_file
 
                 result["tree_kind"] = kind
-                write_json(tree_eval_file(run_dir, kind), result | {"source": "eval"})
+                write_json(tree_eval_file(run.path, kind), result | {"source": "eval"})
             if len(loaded) > 1:
-                result = {"run_dir": str(run_dir), **result}
+                result = {"run_dir": str(run.path), **result}
             print(json.dumps(result), flush=True)
         env.close()
     return 0
 
 
-def _last_metrics(path: Path) -> dict[str, str]:
+def _last_metrics(run_dir: Path) -> dict[str, dict[str, str]]:
     """The last episode row and the last evaluation row of metrics.csv."""
-    last: dict[str, str] = {}
-    if not path.is_file():
-        return last
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                prefix = "last_eval" if row.get("event") == "eval" else "last_episode"
-                last[prefix] = {k: v for k, v in row.items() if isinstance(k, str) and v not in ("", None)}  # type: ignore[assignment]
-    except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
-        raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
+    last: dict[str, dict[str, str]] = {}
+    for row in read_metrics(RunDir(run_dir).metrics):
+        prefix = "last_eval" if row.get("event") == "eval" else "last_episode"
+        last[prefix] = {k: v for k, v in row.items() if isinstance(k, str) and v not in ("", None)}
     return last
 
 
@@ -180,30 +173,29 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from smose.serialization import load_model
+    from smose.api import load_for_eval
 
-    run_dir = Path(args.run_dir)
-    actor, meta = load_model(run_dir)
+    run = load_for_eval(args.run_dir)
+    run_dir, meta, paths = run.path, run.meta, RunDir(run.path)
     info = {
         "run_dir": str(run_dir),
-        "env_id": meta["env_id"],
-        "env_kwargs": meta.get("env_kwargs", {}),
+        "env_id": run.env_id,
+        "env_kwargs": run.env_kwargs,
         "architecture": meta["architecture"],
-        "parameter_counts": actor.parameter_counts(),
+        "parameter_counts": run.actor.parameter_counts(),
         "trained_steps": meta.get("trained_steps"),
-        **_last_metrics(run_dir / "metrics.csv"),
+        **_last_metrics(run_dir),
     }
-    if (run_dir / "config.json").is_file():
+    if paths.config.is_file():
         from smose.training.finetune import FINETUNE_KEY, read_record
 
         record = read_record(run_dir)
         if record is not None:
             info[FINETUNE_KEY] = record
-    eval_path = run_dir / "eval.json"
-    if eval_path.is_file():
+    if paths.eval.is_file():
         from smose.serialization import read_eval
 
-        evaluation = read_eval(eval_path)
+        evaluation = read_eval(paths.eval)
         keys = ("mean", "std", "success_rate", "episodes", "mode", "expert_usage")
         info["eval"] = {k: evaluation.get(k) for k in keys if k in evaluation}
     if args.json:
@@ -243,7 +235,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     path = explain(args.run_dir, episodes=args.episodes, seed=args.seed, distill_missing=not args.no_distill,
                    progress=lambda message: print(f"smose: {message}", file=sys.stderr))
-    print(f"report: {path} (and {path.with_name('report.md')})")
+    print(f"report: {path} (and {path.with_name(REPORT_MARKDOWN)})")
     return 0
 
 
@@ -307,10 +299,10 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def _add_router_arguments(p: argparse.ArgumentParser, tree_kind_help: str = "which distilled trees route") -> None:
-    p.add_argument("--router", choices=("neural", "tree"), default=None,
+    p.add_argument("--router", choices=ROUTERS, default=None,
                    help="route with the trained router (default) or with the trees saved by `smose distill`; a run "
                         "fine-tuned under its trees routes with those only")
-    p.add_argument("--tree-kind", choices=KINDS, default=None, help=tree_kind_help + " (default: per-expert)")
+    p.add_argument("--tree-kind", choices=KINDS, default=None, help=f"{tree_kind_help} (default: {DEFAULT_TREE_KIND})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained policy deterministically; writes eval.json")
     p.add_argument("run_dir", nargs="+", help="one or more run directories")
     p.add_argument("--episodes", type=EPISODES, default=None, help="number of episodes (default: 10)")
-    p.add_argument("--mode", choices=("gated", "linear"), default=None,
+    p.add_argument("--mode", choices=ACTION_MODES, default=None,
                    help="gated (default; tanh of the gated mean, writes eval.json) or linear (the chosen expert's raw "
                         "output clipped to the action bounds, writes eval-linear.json)")
     p.add_argument("--protocol", choices=("smose", "authors", "both"), default=None,
@@ -355,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0, help="reset seed of the first fitting episode")
     p.add_argument("--eval-episodes", type=EPISODES, default=10,
                    help="episodes for the neural vs tree-routed return comparison")
-    p.add_argument("--mode", choices=("gated", "linear"), default="gated")
+    p.add_argument("--mode", choices=ACTION_MODES, default="gated")
     p.add_argument("--cma-iterations", type=Count(1, MAX_CMA_ITERATIONS), default=CMA_DEFAULT_ITERATIONS, metavar="N",
                    help=f"CMA-ES generations of each oblique fit (population {CMA_POPULATION}; default "
                         f"{CMA_DEFAULT_ITERATIONS})")
@@ -370,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=Count(1, MAX_STEPS), default=None,
                    help="fine-tuning steps (with --resume: in all, counted from the source run's checkpoint)")
     p.add_argument("--tree-kind", choices=KINDS, default=None,
-                   help="which of the run's distilled trees choose the expert (default: per-expert)")
+                   help=f"which of the run's distilled trees choose the expert (default: {DEFAULT_TREE_KIND})")
     p.add_argument("--out", default=None, help="the new run directory (default: RUN_DIR-finetune-<kind> beside it)")
     p.add_argument("--force", action="store_true",
                    help="start an existing --out afresh (refused for a directory that is not a run directory)")
@@ -407,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, help=format_help())
     _add_router_arguments(p)
-    p.add_argument("--mode", choices=("gated", "linear"), default="gated",
+    p.add_argument("--mode", choices=ACTION_MODES, default="gated",
                    help="gated: tanh of the gated mean (as trained); linear: the chosen expert's output, clipped")
     p.add_argument("--out", required=True, help="output file (or an existing directory for the default file name)")
     p.set_defaults(func=cmd_export)

@@ -117,20 +117,37 @@ def read_metrics(path: Path, last: int | None = None) -> list[dict[str, str]]:
     ``last``: only the final ``last`` rows, read from the end of the file: cheap enough to poll a file that a trainer
     is appending to, however long it has grown.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
+    if last is None:
+        return read_metrics_with_columns(path)[1]
+    path = _metrics_file(path)
     if not path.is_file():
         return []
     try:
-        if last is None:
-            with open(path, newline="", encoding="utf-8") as fh:
-                return [row for row in csv.DictReader(fh)]
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             text = (fh.readline() + _final_lines(fh, last)).decode("utf-8")
         return [row for row in csv.DictReader(io.StringIO(text, newline=""))][-last:] if last > 0 else []
     except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
         raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
+
+
+def read_metrics_with_columns(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns of a metrics.csv (its header: a file written before a column existed lacks it) and its rows, as
+    ``read_metrics`` reads them; ([], []) when there is no file."""
+    path = _metrics_file(path)
+    if not path.is_file():
+        return [], []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = [row for row in reader]
+            return list(reader.fieldnames or []), rows
+    except (csv.Error, ValueError, OSError) as exc:  # ValueError covers undecodable bytes
+        raise SmoseError(f"{path}: unreadable metrics ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _metrics_file(path: Path) -> Path:
+    path = Path(path)
+    return path / METRICS_FILE if path.is_dir() else path
 
 
 def _final_lines(fh: BinaryIO, count: int) -> bytes:

@@ -19,14 +19,13 @@ import struct
 from pathlib import Path
 from typing import Any, Iterator
 
-import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.envs.registration import parse_env_id
 from safetensors import SafetensorError, safe_open
 
 from smose._version import __version__
 from smose.errors import SmoseError
+from smose.tasks.env_id import parse_env_id, task_name
 from smose.tasks.features import flattened_keys
 from smose.algo.policy import ALGOS, Actor, actor_from_architecture
 from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN  # noqa: F401
@@ -227,17 +226,19 @@ def open_safetensors(path: Path, what: str):
     return handle
 
 
-def check_tensor_specs(path: Path, handle, expected: dict[str, tuple[tuple[int, ...], str]], what: str) -> None:
-    """The file must hold exactly the ``expected`` tensor names, each with the given shape and dtype name (F32...)."""
+def check_tensor_specs(path: Path, handle, expected: dict[str, tuple[tuple[int, ...] | None, str]], what: str) -> None:
+    """The file must hold exactly the ``expected`` tensor names, each with the given shape and dtype name (F32...); a
+    shape of None is not checked here (the tensor's loader checks it)."""
     names = set(handle.keys())
     if names != set(expected):
         missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
         raise SmoseError(f"{path}: {what} do not match (missing {missing[:5]}, unexpected {extra[:5]})")
     for name, (shape, dtype) in expected.items():
         found = handle.get_slice(name)
-        if tuple(found.get_shape()) != tuple(shape) or found.get_dtype() != dtype:
+        if (shape is not None and tuple(found.get_shape()) != tuple(shape)) or found.get_dtype() != dtype:
+            wanted = "any shape" if shape is None else tuple(shape)
             raise SmoseError(f"{path}: tensor {name!r} has shape {tuple(found.get_shape())} {found.get_dtype()}, "
-                             f"expected {tuple(shape)} {dtype}")
+                             f"expected {wanted} {dtype}")
 
 
 def tensor_spec(value: torch.Tensor | np.ndarray) -> tuple[tuple[int, ...], str]:
@@ -372,15 +373,6 @@ def load_model(directory: Path) -> tuple[Actor, dict]:
     return actor, meta
 
 
-def _task(env_id: str) -> tuple[str | None, str]:
-    """(namespace, name) of an env id: "Hopper-v4" and "Hopper-v5" are versions of the same task."""
-    try:
-        namespace, name, _ = parse_env_id(env_id)
-    except gym.error.Error:  # a malformed id: the whole id is then the name
-        return None, env_id
-    return namespace, name
-
-
 def _keys_text(keys: list | None) -> str:
     return "a Box" if not keys else "Dict keys " + ", ".join(f"{key} ({size})" for key, size in keys)
 
@@ -400,9 +392,11 @@ def check_env_compatible(meta: dict, env, source: Path) -> None:
     if meta.get("observation_keys") != keys:
         raise SmoseError(f"{source}: model trained on {trained_on} with the observation layout "
                          f"{_keys_text(meta.get('observation_keys'))} does not fit {env_id} ({_keys_text(keys)})")
-    if isinstance(trained_on, str) and env.spec is not None and _task(trained_on) != _task(env.spec.id):
+    # "Hopper-v4" and "Hopper-v5" are versions of the same task: the namespace and name must agree
+    if isinstance(trained_on, str) and env.spec is not None and \
+            parse_env_id(trained_on)[:2] != parse_env_id(env.spec.id)[:2]:
         raise SmoseError(f"{source}: model trained on {trained_on} does not fit {env_id}, a different task "
-                         f"(only other versions of {_task(trained_on)[1]} are accepted)")
+                         f"(only other versions of {task_name(trained_on)} are accepted)")
     for key, bound in (("action_low", env.action_space.low), ("action_high", env.action_space.high)):
         if key in meta and not np.array_equal(np.asarray(meta[key], dtype=np.float32), bound.astype(np.float32)):
             raise SmoseError(f"{source}: model trained on {trained_on} with {key} {meta[key]} does not fit {env_id} "

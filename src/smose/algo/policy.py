@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smose.choices import ALGOS
+from smose.choices import ALGOS, DeterministicMode  # noqa: F401 (DeterministicMode: used and re-exported)
 from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2, check_observations  # noqa: F401 (re-exported)
 
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
-DeterministicMode = Literal["gated", "linear"]
 
 
 @dataclass

@@ -1,13 +1,15 @@
 """The SAC update with autograd: the reference implementation (docs/method.md §3), readable top to bottom.
 
 ``SAC.update`` follows CleanRL's ``sac_continuous_action.py`` line for line (``qf_loss``, ``actor_loss``,
-``alpha_loss``, ``.backward()``, ``optimizer.step()``), with the router's load balancing (§2, ``smose.algo.losses``) added
-to the actor loss. The actors' own ``sample``/``forward`` (``smose.algo.policy``) give actions and log-probabilities.
+``alpha_loss``, ``.backward()``, ``optimizer.step()``), with the router's load balancing (§2, ``smose.algo.losses``)
+added to the actor loss. The actors' own ``sample``/``forward`` (``smose.algo.policy``) give actions and
+log-probabilities.
 
-``smose.algo.fast.fused.SACLearner`` is the fast path: the same state (networks, optimisers, temperature) and the same update,
-with hand-written passes and a fused Adam step (``smose train --update fused``, the default). It draws the same random
-numbers in the same order, so in float64 both paths agree to rounding (``tests/test_sac.py``); checkpoints of either
-resume with either. Any actor trains here, including one without hand-written passes.
+``smose.algo.fast.fused.SACLearner`` is the fast path: the same state (networks, optimisers, temperature) and the
+same update, with hand-written passes and a fused Adam step (``smose train --update fused``, the default). It draws
+the same random numbers in the same order, so in float64 both paths agree to rounding (``tests/test_sac.py``);
+checkpoints of either resume with either. Any actor trains here, including one without hand-written passes;
+``smose.algo.learner`` chooses the path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
     from smose.training.config import SACHyperParams
 
 
+# What the learner's state dict holds besides log α and the update count: its networks and its Adam optimisers.
+MODULES = ("actor", "critic", "critic_target")
+OPTIMIZERS = ("actor_opt", "critic_opt", "alpha_opt")
+
+
 def actor_router_noise(actor: Actor, obs: torch.Tensor, hp: SACHyperParams) -> torch.Tensor | None:
     """The router noise of one actor update: ε for a SMOSE actor whose loss kind uses it, None otherwise."""
     if isinstance(actor, SMOSEActor) and uses_router_noise(hp.lb_loss):
@@ -35,7 +42,17 @@ def actor_router_noise(actor: Actor, obs: torch.Tensor, hp: SACHyperParams) -> t
 
 def load_moments(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Adam's per-parameter state from ``state``; the hyper-parameters stay this optimiser's own (so a fused Adam's
-    state loads into a plain one and back, as a checkpoint does)."""
+    state loads into a plain one and back, as a checkpoint does). Each moment must have its parameter's shape (Adam's
+    own ``load_state_dict`` does not check it): ValueError otherwise."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entries in state["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer state for parameter {index} of an optimiser of {len(params)}")
+        for key, value in entries.items():
+            shape = () if key == "step" else tuple(params[index].shape)
+            if tuple(value.shape) != shape:
+                raise ValueError(f"optimizer state {key} of parameter {index} has shape {tuple(value.shape)}, "
+                                 f"expected {shape}")
     optimizer.load_state_dict({"state": state["state"], "param_groups": optimizer.state_dict()["param_groups"]})
 
 
@@ -118,22 +135,16 @@ class SAC:
         return action, out.expert
 
     def state_dict(self) -> dict:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
+        """The networks' and the optimisers' state dicts (MODULES, OPTIMIZERS), log α and the update count."""
+        return {name: getattr(self, name).state_dict() for name in (*MODULES, *OPTIMIZERS)} | {
             "log_alpha": self.log_alpha.detach().clone(),
             "n_updates": self.n_updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        for name in ("actor_opt", "critic_opt", "alpha_opt"):
+        for name in MODULES:
+            getattr(self, name).load_state_dict(state[name])
+        for name in OPTIMIZERS:
             load_moments(getattr(self, name), state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])

@@ -7,17 +7,13 @@ published. SAC-M and SAC-S are sized for M = 8.
 
 from __future__ import annotations
 
+from smose.tasks.env_id import parse_env_id
+
 
 def task_name(env_id: str) -> str:
     """"Hopper-v4" -> "Hopper" (the key of the tables below): Gymnasium's own parse of the id, without namespace and
     version; an id it cannot parse is returned as it is."""
-    import gymnasium as gym  # here: the tables below are read without it
-    from gymnasium.envs.registration import parse_env_id
-
-    try:
-        return parse_env_id(env_id)[1]
-    except gym.error.Error:
-        return env_id
+    return parse_env_id(env_id).name
 
 
 PAPER_STEPS = 1_000_000

@@ -55,7 +55,7 @@ from smose.experiments.run_state import can_resume, finished_steps, is_finished,
 from smose.run import CONFIG_FILE, RunDir
 from smose.serialization import read_json
 from smose.tasks.envs import check_env
-from smose.training.trainer import clear_run_dir
+from smose.training.run_dir import clear_run_dir
 
 # Re-exported, so that every part of a sweep can be imported from here whichever module defines it.
 from smose.experiments.backends import check_reachable  # noqa: F401

@@ -114,9 +114,9 @@ def make_run_env(meta: dict, env_id: str | None = None, render_mode: str | None 
 
 
 def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], list[str]]:
-    """Names of the observation and action components of a saved model's env (see smose.tasks.features). The env (``env``
-    or, when the hand-written table does not name everything, one built here) supplies the names of other tasks;
-    without it, a Dict observation is named by its recorded keys."""
+    """Names of the observation and action components of a saved model's env (see smose.tasks.features). The env
+    (``env`` or, when the hand-written table does not name everything, one built here) supplies the names of other
+    tasks; without it, a Dict observation is named by its recorded keys."""
     arch, env_id = meta["architecture"], meta["env_id"]
     obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
     if obs is not None and act is not None:

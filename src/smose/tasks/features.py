@@ -108,15 +108,13 @@ _ACTIONS: dict[str, list[str]] = {
 }
 
 
-def _task(env_id: str) -> str:
-    """'Hopper-v5' -> 'Hopper'; namespaced ids ('ns/Hopper-v5') keep only the task name."""
-    return env_id.rsplit("/", 1)[-1].split("-v", 1)[0]
-
-
 def table_names(env_id: str, n_obs: int, n_act: int) -> tuple[list[str] | None, list[str] | None]:
     """The hand-written (observation, action) names of ``env_id`` where a documented layout of that size exists."""
-    observations = next((list(layout) for layout in _OBSERVATIONS.get(_task(env_id), []) if len(layout) == n_obs), None)
-    actions = _ACTIONS.get(_task(env_id))
+    from smose.tasks.env_id import task_name  # here: this module imports nothing of the package when it loads
+
+    task = task_name(env_id)
+    observations = next((list(layout) for layout in _OBSERVATIONS.get(task, []) if len(layout) == n_obs), None)
+    actions = _ACTIONS.get(task)
     return observations, (list(actions) if actions is not None and len(actions) == n_act else None)
 
 

@@ -1,2 +1,2 @@
-"""Training: the configuration that is also the CLI, the trainer and its run directory, replay buffer, checkpoints,
-fine-tuning under distilled trees."""
+"""Training: the configuration that is also the CLI, the training loop (trainer.py), its run directory, logs, replay
+buffer and checkpoints, fine-tuning under distilled trees."""

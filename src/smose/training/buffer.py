@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+LOAD_CHUNK_ROWS = 65_536
+
 
 class Batch(NamedTuple):
     obs: torch.Tensor
@@ -49,14 +51,19 @@ class ReplayBuffer:
         return Batch(rows[:, s_obs], rows[:, s_act], rows[:, s_rew].squeeze(-1), rows[:, s_next], rows[:, -1])
 
     def state_dict(self) -> dict:
+        """The filled rows (a view, not a copy), the next row to write and the number of filled rows."""
         return {"data": self.data[: self.size], "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
+        """``state["data"]`` may be any array-like sliced by rows (a checkpoint's rows are read from the file as they
+        are copied): it is copied LOAD_CHUNK_ROWS rows at a time, so the extra memory stays small."""
         size = int(state["size"])
-        if state["data"].shape != (size, self.width) or size > self.capacity:
-            raise ValueError(f"replay buffer of shape {state['data'].shape} does not fit "
+        if tuple(state["data"].shape) != (size, self.width) or size > self.capacity:
+            raise ValueError(f"replay buffer of shape {tuple(state['data'].shape)} does not fit "
                              f"capacity {self.capacity} × {self.width}")
-        self.data[:size] = state["data"]
+        for start in range(0, size, LOAD_CHUNK_ROWS):
+            stop = min(start + LOAD_CHUNK_ROWS, size)
+            self.data[start:stop] = state["data"][start:stop]
         self.pos, self.size = int(state["pos"]), size
 
     @property

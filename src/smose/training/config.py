@@ -1,4 +1,8 @@
-"""The training configuration: one typed dataclass that is also the ``smose train`` command line."""
+"""The training configuration: one typed dataclass that is also the ``smose train`` command line and config.json.
+
+The settings of one SAC learning step (``SACHyperParams``, what ``smose.algo`` reads) are the TrainConfig fields
+marked as such: their names, types and defaults are written once, here.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,16 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+def _sac(default: Any, help: str, **extra: Any) -> Any:
+    """A field that one SAC learning step reads: SACHyperParams carries it too."""
+    return _opt(default, help, sac=True, **extra)
+
+
+def effective_lb_weight(lb_loss: str, lb_weight: float | None) -> float:
+    """The load-balancing weight λ in effect: the loss's own (DEFAULT_LB_WEIGHT) unless one is given."""
+    return DEFAULT_LB_WEIGHT[lb_loss] if lb_weight is None else float(lb_weight)
+
+
 @dataclass
 class TrainConfig:
     env: str = _opt("Hopper-v5", "Gymnasium environment id (Box or Dict observations, Box actions)")
@@ -55,23 +69,23 @@ class TrainConfig:
     algo: str = _opt("smose", "actor: smose (mixture of linear experts) or a dense SAC baseline", choices=ALGOS)
     steps: int = _opt(1_000_000, "total environment steps")
     experts: int = _opt(8, "number of linear experts M (also sizes SAC-M/SAC-S)")
-    lb_loss: str = _opt("cv2", "router load-balancing loss", choices=LB_LOSSES)
-    lb_weight: float | None = _opt(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
-    lb_noise: str = _opt("batch", "router noise in the actor update: one vector per batch or per state",
+    lb_loss: str = _sac("cv2", "router load-balancing loss", choices=LB_LOSSES)
+    lb_weight: float | None = _sac(None, "weight λ of the load-balancing loss (default: 0.1 for cv2, 0.001 for z)")
+    lb_noise: str = _sac("batch", "router noise in the actor update: one vector per batch or per state",
                          choices=NOISE_KINDS)
     seed: int = _opt(0, "seed for the env, the networks and the replay sampling")
     learning_starts: int = _opt(10_000, "uniform random actions before the first update")
     batch_size: int = _opt(256, "minibatch size")
     buffer_size: int = _opt(1_000_000, "replay buffer capacity (transitions)")
-    gamma: float = _opt(0.99, "discount factor")
-    tau: float = _opt(0.005, "target network smoothing coefficient")
-    actor_lr: float = _opt(3e-4, "actor learning rate (Adam)")
-    critic_lr: float = _opt(1e-3, "critic learning rate (Adam)")
-    alpha_lr: float = _opt(1e-3, "entropy temperature learning rate (Adam)")
-    policy_frequency: int = _opt(2, "actor/alpha update delay: every Nth step, N actor and N alpha updates")
-    target_frequency: int = _opt(1, "soft target update every N steps")
-    autotune: bool = _opt(True, "tune the entropy temperature alpha towards entropy -n_act")
-    alpha: float = _opt(0.2, "fixed entropy temperature when --no-autotune")
+    gamma: float = _sac(0.99, "discount factor")
+    tau: float = _sac(0.005, "target network smoothing coefficient")
+    actor_lr: float = _sac(3e-4, "actor learning rate (Adam)")
+    critic_lr: float = _sac(1e-3, "critic learning rate (Adam)")
+    alpha_lr: float = _sac(1e-3, "entropy temperature learning rate (Adam)")
+    policy_frequency: int = _sac(2, "actor/alpha update delay: every Nth step, N actor and N alpha updates")
+    target_frequency: int = _sac(1, "soft target update every N steps")
+    autotune: bool = _sac(True, "tune the entropy temperature alpha towards entropy -n_act")
+    alpha: float = _sac(0.2, "fixed entropy temperature when --no-autotune")
     eval_every: int = _opt(10_000, "deterministic evaluation every N steps (0: never during training)")
     eval_episodes: int = _opt(5, "episodes per periodic and final evaluation")
     checkpoint_every: int = _opt(50_000, "write a resumable checkpoint every N steps (0: only at the end and when "
@@ -87,7 +101,7 @@ class TrainConfig:
 
     @property
     def effective_lb_weight(self) -> float:
-        return DEFAULT_LB_WEIGHT[self.lb_loss] if self.lb_weight is None else float(self.lb_weight)
+        return effective_lb_weight(self.lb_loss, self.lb_weight)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -129,9 +143,8 @@ class TrainConfig:
                 raise SmoseError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
     def hyperparams(self) -> SACHyperParams:
-        """The settings of one SAC learning step (the fields both share, by name; λ as it is in effect)."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(SACHyperParams)}
-        return SACHyperParams(**shared | {"lb_weight": self.effective_lb_weight})
+        """The settings of one SAC learning step: this configuration's fields that SACHyperParams carries."""
+        return SACHyperParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SACHyperParams)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,22 +158,16 @@ class TrainConfig:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class SACHyperParams:
-    """What one SAC learning step needs (smose.algo.fast.fused); its defaults are TrainConfig's, so they are written once."""
+def _resolve_lb_weight(hp: Any) -> None:
+    object.__setattr__(hp, "lb_weight", effective_lb_weight(hp.lb_loss, hp.lb_weight))  # frozen: set once, here
 
-    gamma: float = TrainConfig.gamma
-    tau: float = TrainConfig.tau
-    actor_lr: float = TrainConfig.actor_lr
-    critic_lr: float = TrainConfig.critic_lr
-    alpha_lr: float = TrainConfig.alpha_lr
-    policy_frequency: int = TrainConfig.policy_frequency
-    target_frequency: int = TrainConfig.target_frequency
-    autotune: bool = TrainConfig.autotune
-    alpha: float = TrainConfig.alpha  # used only when autotune is off
-    lb_loss: str = TrainConfig.lb_loss
-    lb_weight: float = DEFAULT_LB_WEIGHT[TrainConfig.lb_loss]  # in effect (TrainConfig's None means the loss's own)
-    lb_noise: str = TrainConfig.lb_noise
+
+# What one SAC learning step reads (smose.algo.sac, smose.algo.fast.fused): the TrainConfig fields declared with _sac,
+# with their defaults, frozen; ``lb_weight`` is the λ in effect (None, the default, means the loss's own).
+SACHyperParams = dataclasses.make_dataclass(
+    "SACHyperParams",
+    [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(TrainConfig) if f.metadata.get("sac")],
+    namespace={"__post_init__": _resolve_lb_weight, "__module__": __name__}, frozen=True)
 
 
 def run_config_json(config: TrainConfig, versions: dict[str, str]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 A run's distilled trees stand in for its router's argmax; the experts were trained under the router, so the
 tree-routed controller loses some return. Fine-tuning continues SAC from the run's last checkpoint (networks,
 optimisers, temperature, replay buffer, random streams and env state) with the choice of expert taken from the trees
-(:class:`smose.interpret.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what ``smose eval --router
-tree`` evaluates and ``smose export`` writes; the trees never change. Why each setting is what it is: docs/finetune.md.
+(:class:`smose.interpret.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what
+``smose eval --router tree`` evaluates and ``smose export`` writes; the trees never change. Why each setting is what
+it is: docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from smose import runlock
-from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON, load_checkpoint, read_checkpoint_json
-from smose.choices import KINDS
-from smose.training.config import TrainConfig, read_run_config
-from smose.interpret.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
+from smose.algo.policy import SMOSEActor
+from smose.choices import DEFAULT_TREE_KIND, KINDS
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.limits import MAX_STEPS
-from smose.algo.policy import SMOSEActor
-from smose.serialization import load_model, read_json
-from smose.training.trainer import (CONFIG_FILE, RunLogger, Trainer, _run_locked, check_run_dir, clear_run_dir, create_run_dir,
-                         resume)
+from smose.interpret.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
 from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
+from smose.limits import MAX_STEPS
+from smose.run import CHECKPOINT_DIR, CHECKPOINT_JSON, CONFIG_FILE, RunDir
+from smose.serialization import load_model, read_json
+from smose.training.checkpoint import checkpoint_path, load_checkpoint, read_checkpoint_json
+from smose.training.config import TrainConfig, read_run_config
+from smose.training.logger import RunLogger
+from smose.training.run_dir import check_run_dir, clear_run_dir, create_run_dir
+from smose.training.trainer import Trainer, resume, run_locked
 
 # config.json's record of a fine-tuning run: source run and step, tree kind, the trees' SHA-256, returns before.
 FINETUNE_KEY = "finetune"
@@ -43,7 +46,7 @@ def default_out(run_dir: Path, tree_kind: str) -> Path:
 
 def read_record(run_dir: Path) -> dict | None:
     """The ``finetune`` record of a run's config.json, checked; None for a run that is not a fine-tuning run."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunDir(run_dir).config
     data = read_json(path, "run configuration")
     record = data.get(FINETUNE_KEY) if isinstance(data, dict) else None
     if record is None:
@@ -102,12 +105,12 @@ def check_source(run_dir: Path | str, tree_kind: str) -> Source:
     if stale is not None:
         raise SmoseError(stale)
     trees = load_trees(path, actor, meta["env_id"])
-    if not (run_dir / CHECKPOINT_DIR / CHECKPOINT_JSON).is_file():
+    if not checkpoint_path(run_dir).is_file():
         raise SmoseError(f"{run_dir}: no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_JSON}): fine-tuning continues "
                          "SAC from the run's last checkpoint (networks, optimisers, replay buffer); a copy of a run's "
                          "small files has none, so fine-tune the run directory that trained it")
     checkpoint = read_checkpoint_json(run_dir)
-    config = read_run_config(run_dir / CONFIG_FILE)
+    config = read_run_config(RunDir(run_dir).config)
     if checkpoint["step"] < config.learning_starts:
         raise SmoseError(f"{run_dir}: its checkpoint is at step {checkpoint['step']}, before learning starts "
                          f"({config.learning_starts}): there is no trained controller to fine-tune")
@@ -140,11 +143,13 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
               "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"]}
     trainer = Trainer(config, out, routing_trees=source.trees, record={FINETUNE_KEY: record})
     try:
-        load_checkpoint(trainer, source.checkpoint, source=source.run_dir, may_differ=tuple(FINETUNE_SETTINGS))
+        with load_checkpoint(source.run_dir, source.checkpoint, trainer.state_dict(),
+                             may_differ=tuple(FINETUNE_SETTINGS)) as state:
+            trainer.load_state_dict(state)
         if router_digest(trainer.actor) != source.trees["router_sha256"]:
-            raise SmoseError(f"{source.run_dir / CHECKPOINT_DIR}: the checkpoint (step {start:,}) holds another model "
-                             f"than the one its trees were distilled from (model.safetensors); distil the model of "
-                             "the checkpoint first")
+            raise SmoseError(f"{RunDir(source.run_dir).checkpoint}: the checkpoint (step {start:,}) holds another "
+                             "model than the one its trees were distilled from (model.safetensors); distil the model "
+                             "of the checkpoint first")
     except BaseException:
         trainer.close()
         raise
@@ -153,7 +158,7 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
     return trainer
 
 
-def finetune(run_dir: Path | str, steps: int, tree_kind: str = "per-expert", out: Path | str | None = None,
+def finetune(run_dir: Path | str, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: Path | str | None = None,
              force: bool = False, checkpoint_every: int | None = None, progress: bool = True) -> Path:
     """Fine-tune the SMOSE run in ``run_dir`` for ``steps`` steps under its ``tree_kind`` trees into ``out`` (default
     RUN-finetune-<kind> beside it); returns ``out``, an ordinary run directory. Anything refused (SmoseError) is
@@ -173,7 +178,7 @@ def finetune(run_dir: Path | str, steps: int, tree_kind: str = "per-expert", out
         clear_run_dir(out)  # under the lock, as `smose train --force`
         return _evaluate_before(trainer, source)
 
-    _run_locked(out, fresh_trainer, progress)
+    run_locked(out, fresh_trainer, progress)
     return out
 
 
@@ -218,7 +223,7 @@ def summary(run_dir: Path) -> dict:
 
     record = read_record(run_dir) or {}
     before = record.get("before", {})
-    after = read_eval(Path(run_dir) / "eval.json")
+    after = read_eval(RunDir(run_dir).eval)
     neural = before.get("neural_return")
 
     def ratio(value: float | None) -> float | None:  # defined for positive returns, as smose distill's ratio

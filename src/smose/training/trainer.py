@@ -1,19 +1,17 @@
-"""The training loop: rollouts, replay, SAC updates, periodic evaluation, logging, checkpoints and the run directory.
+"""The training loop: rollouts, replay, SAC updates, periodic evaluation, logging and checkpoints, into a run
+directory (smose.run names its files; smose.training.run_dir prepares it).
 
-A run directory holds everything later commands read:
-``config.json``, ``model.safetensors`` + ``model.json``, ``metrics.csv``, ``tensorboard/``, ``eval.json`` and
-``checkpoint/`` (the resumable training state, see ``smose.training.checkpoint``).
+``Trainer`` holds the whole training state and advances it; ``state_dict``/``load_state_dict`` are that state, which
+a checkpoint writes and a resumed run reads back (smose.training.checkpoint). ``train`` and ``resume`` run a trainer
+to the end of its steps under the run directory's lock.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import csv
-import os
+import math
 import platform
-import re
-import shutil
 import signal
 import sys
 import threading
@@ -27,189 +25,27 @@ from tqdm import tqdm
 
 from smose import runlock
 from smose._version import __version__
-from smose.training.buffer import ReplayBuffer
-from smose.training.checkpoint import CHECKPOINT_DIR, env_state_kind, load_checkpoint, read_checkpoint_json, save_checkpoint
-from smose.training.config import TrainConfig, read_run_config, run_config_json
-from smose.interpret.distill import TREES_DIR
-from smose.tasks.envs import check_env, env_record, env_versions, make_env
+from smose.algo.learner import make_learner
+from smose.algo.policy import make_actor
 from smose.errors import SmoseError
 from smose.evaluate import episode_success, evaluate
-from smose.algo.policy import make_actor
-from smose.algo.fast.fused import make_learner
-from smose.serialization import (EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN,
-                                 WriteError, save_model, write_error, write_eval, write_json)
-from smose.tasks.suites import env_label
-from smose.run import CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR  # noqa: F401 (re-exported)
+from smose.run import SUCCESS_COLUMN, RunDir
+from smose.serialization import WriteError, save_model, write_eval, write_json
+from smose.tasks.env_state import (capture_env_state, elapsed_steps, env_state_kind, restore_env_state, rng_state,
+                                   set_elapsed_steps, set_rng_state)
+from smose.tasks.envs import check_env, env_record, env_versions, make_env
+from smose.training.buffer import ReplayBuffer
+from smose.training.checkpoint import load_checkpoint, read_checkpoint_json, save_checkpoint
+from smose.training.config import TrainConfig, read_run_config, run_config_json
+from smose.training.logger import LOSS_COLUMNS, RunLogger, warn
+from smose.training.run_dir import check_run_dir, clear_run_dir, create_run_dir, default_run_dir
 
-WRITE_PROBE = ".write-test"
 LOSS_LOG_EVERY = 100  # steps between loss/SPS scalars, as in CleanRL
-LOSS_COLUMNS = ("qf_loss", "qf_values", "actor_loss", "lb_loss", "alpha", "alpha_loss")
 RECENT_EPISODES = 20  # the progress bar's training success rate is over this many last episodes
 
 
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after writing a checkpoint; the message says how to resume."""
-
-
-def warn(message: str) -> None:
-    print(f"smose: warning: {message}", file=sys.stderr)
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    return Path("runs") / f"{env_label(config.env, config.env_kwargs)}__{config.algo}__{config.seed}"
-
-
-# `smose eval --env OTHER` writes eval-OTHER.json / eval-linear-OTHER.json (serialization.eval_file)
-OTHER_EVAL_FILE = re.compile(r"\.?eval-[A-Za-z0-9_.:-]+\.json(\.tmp)?")
-
-
-def run_dir_entries() -> frozenset[str]:
-    """Every name smose writes directly into a run directory: what training writes, the trees of `smose distill`,
-    the report of `smose explain`, the lock, and the hidden temporaries of their atomic writes."""
-    from smose.interpret.report import REPORT_DIR  # imported here: it loads matplotlib
-
-    names = {CONFIG_FILE, METRICS_FILE, EVAL_FILE, LINEAR_EVAL_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, MODEL_WEIGHTS,
-             MODEL_META, TREES_DIR, REPORT_DIR}
-    return frozenset(names | {f".{name}.tmp" for name in names} | {runlock.LOCK_FILE, WRITE_PROBE})
-
-
-def refuse_foreign(path: Path) -> None:
-    """A directory holding anything a run directory does not is not one: never cleared, whatever --force says."""
-    known = run_dir_entries()
-    foreign = sorted(entry.name for entry in Path(path).iterdir()
-                     if entry.name not in known and not OTHER_EVAL_FILE.fullmatch(entry.name))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise SmoseError(f"{path}: does not look like a run directory (it holds {shown}); --force only starts run "
-                         "directories afresh: choose another --out or move those files away")
-
-
-def clear_run_dir(path: Path) -> None:
-    """Delete what an earlier run left in the run directory ``path`` (metrics.csv would be appended to; trees,
-    checkpoint, TensorBoard events and evaluations would stay beside the new run's), keeping the directory and its
-    lock file, so a new run starts clean. Refuses (SmoseError, nothing deleted) a directory that holds anything a run
-    directory does not. A missing directory is left missing."""
-    path = Path(path)
-    # The lock file is the caller's (or nobody's): removing it would let a second trainer lock a new file.
-    entries = [entry for entry in path.iterdir() if entry.name != runlock.LOCK_FILE] if path.is_dir() else []
-    if not entries:  # the usual case, a new directory: nothing to check or delete
-        return
-    refuse_foreign(path)
-    try:
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    except OSError as exc:
-        raise SmoseError(f"{path}: cannot clear the run directory ({exc.strerror or exc})") from None
-
-
-def check_run_dir(path: Path, force: bool) -> Path:
-    """Refuse to mix a new run into a non-empty directory unless ``force``, and even then refuse a directory that is
-    not a run directory (clear_run_dir empties it once the run's lock is held); creates nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise SmoseError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise SmoseError(f"{path}: run directory is not empty; choose another --out or pass --force to start it "
-                             "afresh")
-        refuse_foreign(path)
-    return path
-
-
-def create_run_dir(path: Path) -> Path:
-    """Create the run directory (and its parents) and check that it is writable."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / WRITE_PROBE
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SmoseError(f"{path}: cannot write the run directory ({exc.strerror})") from None
-    return path
-
-
-def prepare_run_dir(path: Path, force: bool) -> Path:
-    """Create the run directory; refuse to mix a new run into a non-empty one unless ``force``."""
-    return create_run_dir(check_run_dir(path, force))
-
-
-class RunLogger:
-    """metrics.csv (one row per finished episode and per evaluation) and CleanRL-named TensorBoard scalars."""
-
-    def __init__(self, run_dir: Path, n_experts: int, resume_step: int | None = None,
-                 metrics_bytes: int | None = None):
-        """``resume_step``: continue a run from its checkpoint at that step, whose metrics.csv was
-        ``metrics_bytes`` long: later rows (written after the checkpoint, before a crash) are cut off, and
-        TensorBoard hides events after the step (``purge_step``), so neither has duplicates or gaps."""
-        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
-
-        self.n_experts = n_experts
-        self.path = run_dir / METRICS_FILE
-        self.columns = ["step", "event", "episodic_return", "episodic_length", "eval_return_mean", "eval_return_std",
-                        SUCCESS_COLUMN, *LOSS_COLUMNS, "sps", TIME_COLUMN] + [f"usage_{m}" for m in range(n_experts)]
-        path = self.path
-        if metrics_bytes is not None:
-            size = path.stat().st_size if path.exists() else 0
-            if size < metrics_bytes:
-                warn(f"{path} is shorter than at the checkpoint ({size} < {metrics_bytes} bytes): rows are missing")
-            else:
-                os.truncate(path, metrics_bytes)
-        new = not path.exists() or path.stat().st_size == 0
-        # Training time continues over resumed sessions; a file written before the time column keeps its columns.
-        self.time_offset = 0.0
-        if not new:
-            with path.open(newline="") as fh:
-                rows = csv.DictReader(fh)
-                self.columns = list(rows.fieldnames or self.columns)
-                for row in rows:
-                    self.time_offset = float(row.get(TIME_COLUMN) or self.time_offset)
-        self.clock = time.perf_counter()
-        self._file = open(path, "a", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=self.columns, restval="", extrasaction="ignore")
-        if new:
-            self._csv.writeheader()
-        purge = None if resume_step is None else resume_step + 1
-        self.tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
-
-    @contextlib.contextmanager
-    def _writing(self, path: Path) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:  # e.g. a full disk
-            raise write_error(path, exc) from None
-
-    def row(self, values: dict) -> None:
-        values = values | {TIME_COLUMN: round(self.time_offset + time.perf_counter() - self.clock, 3)}
-        with self._writing(self.path):
-            self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
-            self._file.flush()
-
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        with self._writing(self.path.with_name(TENSORBOARD_DIR)):
-            for name, value in values.items():
-                self.tb.add_scalar(name, value, step)
-
-    def sync(self) -> int:
-        """Put every row and event so far on disk; returns the length of metrics.csv (a checkpoint records it)."""
-        with self._writing(self.path.with_name(TENSORBOARD_DIR)):
-            self.tb.flush()
-        with self._writing(self.path):
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            return os.fstat(self._file.fileno()).st_size
-
-    def close(self) -> None:
-        # Closing flushes; on a full disk that fails too, and must not hide the error that stopped training.
-        # Rows lost here lie after the last checkpoint, whose metrics position a resumed run truncates to.
-        for closer in (self._file.close, self.tb.close):
-            try:
-                closer()
-            except OSError:
-                pass
 
 
 class Trainer:
@@ -271,7 +107,8 @@ class Trainer:
             raise SmoseError(f"{run_dir}: no such run directory")
         from smose.training.finetune import fixed_trees
 
-        config = read_run_config(run_dir / CONFIG_FILE)
+        config_path = RunDir(run_dir).config
+        config = read_run_config(config_path)
         record, routing_trees = fixed_trees(run_dir)  # a fine-tuning run goes on under its trees
         data = read_checkpoint_json(run_dir)
         step = data["step"]
@@ -289,9 +126,10 @@ class Trainer:
         try:
             trainer = cls(config, run_dir, routing_trees, record)
         except SmoseError as exc:  # the constructor's errors are about config.json's values (env id, buffer size)
-            raise SmoseError(f"{run_dir / CONFIG_FILE}: {exc}") from None
+            raise SmoseError(f"{config_path}: {exc}") from None
         try:
-            load_checkpoint(trainer, data)
+            with load_checkpoint(run_dir, data, trainer.state_dict()) as state:
+                trainer.load_state_dict(state)
         except BaseException:
             trainer.close()
             raise
@@ -302,7 +140,7 @@ class Trainer:
     # ---- run directory -------------------------------------------------------------------------------------------
     def write_config(self) -> None:
         assert self.run_dir is not None
-        write_json(self.run_dir / CONFIG_FILE, run_config_json(self.config, {
+        write_json(RunDir(self.run_dir).config, run_config_json(self.config, {
             "smose": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), **env_versions()}) | self.record)
 
@@ -318,11 +156,69 @@ class Trainer:
 
     def checkpoint(self, finished: bool = False) -> Path:
         """Check the numbers, then write the model files and a resumable checkpoint (each atomically)."""
+        assert self.run_dir is not None
         self.check_finite(self.global_step)
         self.save()
-        path = save_checkpoint(self, finished)
+        path = save_checkpoint(self.run_dir, self.state_dict(), finished)
         self.checkpoint_step = self.global_step
         return path
+
+    # ---- the training state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly where this one stands: tensors and arrays, and values
+        JSON holds. Besides networks, optimisers and replay rows, that is the random streams (the numpy Generator of
+        the replay sampling, torch's global generator, the env's ``np_random`` and its action-space sampler) and the
+        episode where it stands, env state included (smose.tasks.env_state). ``metrics_bytes`` puts the logs on disk
+        first: the length of metrics.csv at this step, to which a resumed run cuts it back."""
+        env, learner = self.env, self.learner
+        kind = env_state_kind(env)
+        last_return = self.last_episode_return
+        return {
+            "step": self.global_step,
+            "config": self.config.to_dict(),
+            "learner": learner.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "episode": {"return": self.episode_return, "length": self.episode_length,
+                        "usage": self.episode_usage.tolist(), "success": self.episode_success,
+                        "last_return": None if math.isnan(last_return) else last_return},
+            "last_eval": self.last_eval,
+            "last_stats": {k: float(v) for k, v in self.stats.items()},
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
+                    "env": rng_state(env.unwrapped.np_random),
+                    "action_space": env.action_space.np_random.bit_generator.state},
+            "env": {"kind": kind, "obs": np.asarray(self.obs), "state": capture_env_state(env, kind),
+                    "elapsed_steps": elapsed_steps(env)},
+            "metrics_bytes": self.metrics_position(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``, a ``state_dict`` of a trainer with this configuration (as
+        smose.training.checkpoint reads it back, checked). Its config is not loaded: this trainer's stays."""
+        env, rng, episode, env_state = self.env, state["rng"], state["episode"], state["env"]
+        self.learner.load_state_dict(state["learner"])
+        torch.set_rng_state(rng["torch"])
+        self.rng.bit_generator.state = rng["numpy"]
+        set_rng_state(env.unwrapped.np_random, rng["env"])
+        env.action_space.np_random.bit_generator.state = rng["action_space"]
+        self.buffer.load_state_dict(state["buffer"])
+        if env_state["kind"] == "none":  # the env cannot be put back mid-episode: start a new one from the restored RNG
+            self.obs, _ = env.reset()
+            episode = episode | {"return": 0.0, "length": 0, "usage": [0] * self.n_experts, "success": None}
+        else:
+            restore_env_state(env, env_state["kind"], env_state["state"])
+            self.obs = env_state["obs"]
+            elapsed = env_state["elapsed_steps"]
+            set_elapsed_steps(env, elapsed if elapsed is not None else episode["length"])
+        self.global_step = state["step"]
+        self.episode_return, self.episode_length = float(episode["return"]), episode["length"]
+        self.episode_usage[:] = episode["usage"]
+        self.episode_success = episode["success"]
+        last_return = episode["last_return"]
+        self.last_episode_return = float("nan") if last_return is None else float(last_return)
+        self.last_eval = state["last_eval"]
+        self.stats = {k: torch.tensor(float(v)) for k, v in state["last_stats"].items()}
+        self.checkpoint_step = state["step"]
+        self.resume_metrics_bytes = state["metrics_bytes"]
 
     # ---- numerical guard -----------------------------------------------------------------------------------------
     def check_finite(self, step: int) -> None:
@@ -345,7 +241,7 @@ class Trainer:
             return
         if self.checkpoint_step is not None and self.run_dir is not None:
             kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in "
-                    f"{self.run_dir / CHECKPOINT_DIR}, but resuming with the same settings repeats the same numbers")
+                    f"{RunDir(self.run_dir).checkpoint}, but resuming with the same settings repeats the same numbers")
         else:
             kept = "no checkpoint was written before"
         raise SmoseError(f"non-finite {name} at step {step}; training stopped: {kept}. Try lower learning rates "
@@ -530,11 +426,11 @@ def _run_to_end(trainer: Trainer, progress: bool) -> None:
             trainer.checkpoint()
             name = signal.Signals(trainer.stop_signal or signal.SIGINT).name
             raise TrainingInterrupted(f"{name} at step {trainer.global_step} of {steps}: checkpoint written to "
-                                      f"{run_dir / CHECKPOINT_DIR}; continue with `smose train --resume {run_dir}`")
+                                      f"{RunDir(run_dir).checkpoint}; continue with `smose train --resume {run_dir}`")
         final = trainer.last_eval if trainer.last_eval and trainer.last_eval["step"] == steps else None
         if final is None:
             final = trainer._evaluate(steps)
-        write_eval(run_dir / EVAL_FILE, final | {"source": "train"})
+        write_eval(RunDir(run_dir).eval, final | {"source": "train"})
         trainer.checkpoint(finished=True)
 
 
@@ -558,7 +454,7 @@ def train(config: TrainConfig, run_dir: Path | None = None, force: bool = False,
         clear_run_dir(run_dir)  # under the lock: never the files of a trainer still running here
         return trainer
 
-    _run_locked(run_dir, fresh_trainer, progress)
+    run_locked(run_dir, fresh_trainer, progress)
     return run_dir
 
 
@@ -568,11 +464,11 @@ def resume(run_dir: Path, steps: int | None = None, checkpoint_every: int | None
     run_dir = Path(run_dir)
     if not run_dir.is_dir():  # before the lock, whose file would go in it
         raise SmoseError(f"{run_dir}: no such run directory")
-    _run_locked(run_dir, lambda: Trainer.resume(run_dir, steps, checkpoint_every), progress)
+    run_locked(run_dir, lambda: Trainer.resume(run_dir, steps, checkpoint_every), progress)
     return run_dir
 
 
-def _run_locked(run_dir: Path, make_trainer: Callable[[], Trainer], progress: bool) -> None:
+def run_locked(run_dir: Path, make_trainer: Callable[[], Trainer], progress: bool) -> None:
     """Build the trainer and run it to the end while holding the run directory's lock: one trainer per run."""
     with runlock.hold(run_dir, "trainer"):
         trainer = make_trainer()

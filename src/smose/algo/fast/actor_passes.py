@@ -179,7 +179,8 @@ class MixturePasses(ActorPasses):
         kind: LBLoss, clean: torch.Tensor, s: MixtureSample, one_hot: torch.Tensor, weight: float,
         d_noisy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_aux (smose.algo.losses) and d (loss) / d clean logits, given d loss / d noisy logits from the policy term."""
+        """L_aux (smose.algo.losses) and d (loss) / d clean logits, given d loss / d noisy logits from the policy
+        term."""
         if kind in ("z", "z-noisy"):  # mean_s (Σ_m e^{z_m})², on the clean or the noisy logits
             # z̃ = z + ε with ε constant: a gradient with respect to the noisy logits is one with respect to the clean
             exp = (clean if kind == "z" else s.logits).exp()

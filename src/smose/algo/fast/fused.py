@@ -1,26 +1,29 @@
 """The fast SAC update (``smose train --update fused``, the default): hand-written passes and a fused Adam step.
 
 ``SACLearner`` holds the state of ``smose.algo.sac.SAC``, the reference implementation, and applies the same
-learning step in the same order, drawing the same random numbers. The twin critic's passes (``smose.algo.fast.critic_passes``) and
-the actors' (``smose.algo.fast.actor_passes``) are written out by hand: for networks this small, autograd's bookkeeping costs
-more than the arithmetic (see docs/performance.md). ``tests/test_sac.py`` checks whole updates of the two against
-each other in float64. ``make_learner`` picks the path; actors without hand-written passes take the autograd one.
+learning step in the same order, drawing the same random numbers. The twin critic's passes
+(``smose.algo.fast.critic_passes``) and the actors' (``smose.algo.fast.actor_passes``) are written out by hand: for
+networks this small, autograd's bookkeeping costs more than the arithmetic (see docs/performance.md).
+``tests/test_sac.py`` checks whole updates of the two against each other in float64. ``smose.algo.learner`` picks the
+path; actors without hand-written passes take the autograd one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from smose.algo.fast.actor_passes import make_passes
 from smose.training.buffer import Batch
 from smose.algo.fast.critic_passes import TwinQPasses
-from smose.choices import UPDATES
-from smose.training.config import SACHyperParams  # noqa: F401 (where the learners take it from)
 from smose.algo.policy import Actor
 from smose.algo.sac import SAC, actor_router_noise
+
+if TYPE_CHECKING:
+    from smose.training.config import SACHyperParams
 
 
 PolicySample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # obs -> (action, log π), no graph
@@ -147,21 +150,3 @@ class SACLearner(SAC):
         """The rollout's stochastic action and the chosen expert (None for dense actors)."""
         s = self.actor_passes.sample(obs)
         return s.gaussian.action, s.expert
-
-
-def has_fast_passes(actor: Actor) -> bool:
-    """Whether the fused update can train ``actor`` (it needs hand-written passes for the actor's class)."""
-    try:
-        make_passes(actor)
-    except TypeError:
-        return False
-    return True
-
-
-def make_learner(actor: Actor, hp: SACHyperParams, update: str = "fused") -> SAC:
-    """The learner of ``smose train --update``: fused where the actor has hand-written passes, autograd otherwise."""
-    if update not in UPDATES:
-        raise ValueError(f"unknown update {update!r}; expected one of {', '.join(UPDATES)}")
-    if update == "fused" and has_fast_passes(actor):
-        return SACLearner(actor, hp)
-    return SAC(actor, hp)
