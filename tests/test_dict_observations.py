@@ -9,9 +9,9 @@ from toy_envs import registered_env
 
 from smose.api import SMOSE
 from smose.cli import main
-from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.serialization import check_env_compatible, load_model
+from smose.tasks.envs import make_env
 
 ENV_ID = "SmoseDictPoint-v0"
 # The sorted order of the entries below: "goal" (2), "position.x" (1), "position.y" (1), "velocity" (2).

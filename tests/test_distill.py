@@ -8,7 +8,10 @@ import pytest
 import torch
 from sklearn.tree import DecisionTreeClassifier
 
+from smose.algo.policy import SMOSEActor, make_actor
 from smose.cli import main
+from smose.errors import SmoseError
+from smose.evaluate import EVAL_SEED_OFFSET, evaluate
 from smose.interpret.distill import (
     DAGGER_SEED_OFFSET,
     TreeRouter,
@@ -23,11 +26,8 @@ from smose.interpret.distill import (
     router_features,
     rules_text,
 )
-from smose.tasks.envs import make_env
-from smose.errors import SmoseError
-from smose.evaluate import EVAL_SEED_OFFSET, evaluate
-from smose.algo.policy import SMOSEActor, make_actor
 from smose.serialization import load_model, save_model, write_json
+from smose.tasks.envs import make_env
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
 

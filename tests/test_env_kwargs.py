@@ -8,12 +8,12 @@ import pytest
 
 from smose.api import SMOSE
 from smose.cli import main
-from smose.training.config import TrainConfig, read_run_config
-from smose.tasks.envs import make_env, parse_env_kwargs
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
-from smose.serialization import load_model
 from smose.experiments.sweep import Grid, check_compatible, result_key, train_command
+from smose.serialization import load_model
+from smose.tasks.envs import make_env, parse_env_kwargs
+from smose.training.config import TrainConfig, read_run_config
 
 TINY = ["--env", "Pendulum-v1", "--steps", "200", "--learning-starts", "100", "--batch-size", "32",
         "--eval-every", "0", "--eval-episodes", "1", "--experts", "2", "--quiet"]
@@ -133,8 +133,8 @@ def test_sweep_passes_and_records_env_kwargs(tmp_path):
 
 
 def test_checkpoints_and_configs_written_before_env_kwargs_still_resume(tmp_path):
-    from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
     from smose.serialization import seal
+    from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--steps", "120", "--checkpoint-every", "100", "--out", str(run_dir)]) == 0

@@ -21,19 +21,24 @@ import onnxruntime
 import pytest
 import torch
 
+from smose.algo.policy import make_actor
 from smose.api import SMOSE
-from smose.interpret.boundary import (decision_states, invalid_observations, limit_observations, logit_tie_states,
-                            threshold_states, to_float32)
 from smose.cli import main
-from smose.interpret.distill import TreeRouter, collect_states, distill, load_trees, tree_file
-from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import EVAL_SEED_OFFSET
-from smose.export import python_module
-from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy
-from smose.tasks.features import action_names, observation_names
-from smose.algo.policy import make_actor
+from smose.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_policy, python_module
+from smose.interpret.boundary import (
+    decision_states,
+    invalid_observations,
+    limit_observations,
+    logit_tie_states,
+    threshold_states,
+    to_float32,
+)
+from smose.interpret.distill import TreeRouter, collect_states, distill, load_trees, tree_file
 from smose.serialization import load_model, save_model
+from smose.tasks.envs import make_env
+from smose.tasks.features import action_names, observation_names
 
 TOLERANCE = 1e-5
 N_ROLLOUT, N_RANDOM = 5_000, 5_000

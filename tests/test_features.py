@@ -208,8 +208,8 @@ def test_the_feature_names_module_needs_numpy_only():
 
 
 def test_distill_and_export_name_the_features_of_an_env_without_a_table(tmp_path):
-    from smose.training.config import TrainConfig
     from smose.tasks.envs import feature_names
+    from smose.training.config import TrainConfig
     from smose.training.trainer import train
 
     run_dir = train(TrainConfig(env="InvertedPendulum-v5", steps=60, learning_starts=50, batch_size=8, experts=2,

@@ -15,20 +15,20 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from smose.api import SMOSE
-from smose.training.buffer import Batch
-from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
-from smose.cli import main
-from smose.training.config import SACHyperParams
-from smose.interpret.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
-from smose.errors import SmoseError
-from smose.export import export_policy
-from smose.training.finetune import check_source, prepare
 from smose.algo.policy import SMOSEActor, make_actor
 from smose.algo.sac import SAC
-from smose.serialization import load_model, save_model
-from smose.training.trainer import Trainer
+from smose.api import SMOSE
+from smose.cli import main
+from smose.errors import SmoseError
+from smose.export import export_policy
+from smose.interpret.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
 from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
+from smose.serialization import load_model, save_model
+from smose.training.buffer import Batch
+from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
+from smose.training.config import SACHyperParams
+from smose.training.finetune import check_source, prepare
+from smose.training.trainer import Trainer
 
 STEPS = 200
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ import numpy as np
 from PIL import Image
 
 from smose.cli import main
-from smose.tasks.envs import make_env
-from smose.tasks.features import action_names, observation_names
 from smose.interpret.report import HEATMAP_MAX_FEATURES, shown_features
 from smose.serialization import load_model
+from smose.tasks.envs import make_env
+from smose.tasks.features import action_names, observation_names
 
 
 def test_heat_maps_show_every_feature_of_small_observations_and_the_strongest_of_large_ones():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from smose import SMOSE
-from smose.tasks.envs import make_env
 from smose.evaluate import EVAL_SEED_OFFSET, evaluate
+from smose.tasks.envs import make_env
 
 pytestmark = pytest.mark.slow
 

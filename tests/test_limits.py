@@ -11,9 +11,9 @@ import pytest
 
 from smose import runlock
 from smose.cli import build_parser, main
-from smose.training.config import UPPER_BOUNDS, TrainConfig
 from smose.errors import SmoseError
 from smose.limits import Count
+from smose.training.config import UPPER_BOUNDS, TrainConfig
 
 HUGE = str(10 ** 21)
 TINY = ["--env", "Pendulum-v1", "--steps", "300", "--learning-starts", "100", "--batch-size", "32",

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 from smose.cli import main
-from smose.training.config import TrainConfig
 from smose.errors import SmoseError
 from smose.serialization import load_model, read_eval, seal
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+from smose.training.config import TrainConfig
 from smose.training.trainer import Trainer, train
 
 STEPS = 150

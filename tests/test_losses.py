@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from smose.training.buffer import ReplayBuffer
+from smose.algo.fast.fused import SACLearner
 from smose.algo.losses import balance_loss, cv2_balance_loss, cv_squared, importance, load, router_noise, z_loss
 from smose.algo.policy import SMOSEActor
-from smose.algo.fast.fused import SACLearner
+from smose.training.buffer import ReplayBuffer
 from smose.training.config import SACHyperParams
 
 

@@ -8,13 +8,21 @@ import pytest
 import torch
 from sklearn.tree import DecisionTreeClassifier
 
-from smose.interpret import oblique
-from smose.cli import main
-from smose.interpret.distill import TreeRouter, distill, distill_settings, fit_oblique, load_trees, rules_text, stale_trees
-from smose.errors import SmoseError
 from smose.algo.policy import SMOSEActor
-from smose.serialization import write_json
+from smose.cli import main
+from smose.errors import SmoseError
 from smose.experiments.table import Row, TreeRecord, _trees_table
+from smose.interpret import oblique
+from smose.interpret.distill import (
+    TreeRouter,
+    distill,
+    distill_settings,
+    fit_oblique,
+    load_trees,
+    rules_text,
+    stale_trees,
+)
+from smose.serialization import write_json
 
 ENV_ID = "Synthetic-v0"  # not a registered env: generic feature names obs[i]
 

@@ -20,13 +20,13 @@ import torch
 from safetensors.torch import load_file
 
 from smose import serialization
-from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
-from smose.tasks.env_state import capture_env_state, env_state_kind, restore_env_state
-from smose.cli import main
-from smose.training.config import TrainConfig
-from smose.errors import SmoseError
 from smose.algo.policy import make_actor
+from smose.cli import main
+from smose.errors import SmoseError
 from smose.serialization import load_model, save_model
+from smose.tasks.env_state import capture_env_state, env_state_kind, restore_env_state
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
+from smose.training.config import TrainConfig
 from smose.training.run_dir import prepare_run_dir
 from smose.training.trainer import Trainer, resume, train
 

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from smose.cli import main
-from smose.training.config import TrainConfig
-from smose.tasks.envs import make_env
 from smose.evaluate import evaluate
-from smose.tasks.features import observation_names
 from smose.interpret.report import segments
 from smose.serialization import load_model
+from smose.tasks.envs import make_env
+from smose.tasks.features import observation_names
+from smose.training.config import TrainConfig
 from smose.training.trainer import train
 
 SECTIONS = ("summary", "router", "experts", "usage", "means", "trees", "returns")

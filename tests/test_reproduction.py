@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smose.training.config import TrainConfig
 from smose.experiments.paper import POSTER, RANDOM_POLICY, TASKS
-from smose.experiments.reproduction import (aggregate_section, normalised_scores, poster_section, protocols_section,
-                                read_eval_times, time_to_poster_section)
+from smose.experiments.reproduction import (
+    aggregate_section,
+    normalised_scores,
+    poster_section,
+    protocols_section,
+    read_eval_times,
+    time_to_poster_section,
+)
 from smose.experiments.stats import normalise
 from smose.experiments.table import Row, RunRecord
+from smose.training.config import TrainConfig
 
 
 def write_metrics(path: Path, rows: list[dict]) -> Path:

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from smose.training.buffer import Batch, ReplayBuffer
-from smose.algo.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
 from smose.algo.fast.fused import FusedAdam, SACLearner
 from smose.algo.learner import make_learner
-from smose.training.config import SACHyperParams
+from smose.algo.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
 from smose.algo.sac import SAC
+from smose.training.buffer import Batch, ReplayBuffer
+from smose.training.config import SACHyperParams
 
 N_OBS, N_ACT = 5, 2
 

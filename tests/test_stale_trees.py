@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from smose.cli import main
+from smose.experiments.sweep import Distillation, Exporter, Grid, SweepResult, expand, plan, run_sweep, tree_settings
+from smose.experiments.table import write_tables
 from smose.interpret.distill import FIDELITY_FILE, TREES_DIR, distill, model_digest, router_digest, stale_trees
 from smose.interpret.report import fmt
 from smose.serialization import load_model
-from smose.experiments.sweep import Distillation, Exporter, Grid, SweepResult, expand, plan, run_sweep, tree_settings
-from smose.experiments.table import write_tables
 from smose.training.trainer import resume, train
 
 # A sweep's run, so the sweep can meet it too; trained to 300 steps, then resumed to the grid's 400.

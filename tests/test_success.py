@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from toy_envs import registered_env
 
-from smose.tasks import suites
 from smose.cli import main
-from smose.training.config import TrainConfig
 from smose.evaluate import episode_success, step_success, success_fields
 from smose.interpret.report import read_curve
+from smose.tasks import suites
+from smose.training.config import TrainConfig
 from smose.training.run_dir import default_run_dir
 from smose.training.trainer import Trainer
 

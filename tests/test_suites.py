@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from smose.cli import main
+from smose.serialization import load_model
 from smose.tasks.envs import make_env
 from smose.tasks.features import action_names, observation_names
-from smose.serialization import load_model
 
 MISSING = [name for name in ("shimmy", "dm_control", "metaworld") if importlib.util.find_spec(name) is None]
 if MISSING and os.environ.get("SMOSE_REQUIRE_SUITES"):

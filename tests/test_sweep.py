@@ -21,19 +21,52 @@ import pytest
 import torch
 
 from smose import runlock
-from smose.cli import build_parser, main
-from smose.training.config import TrainConfig, config_from_args, run_config_json
-from smose.interpret.distill import model_digest
-from smose.tasks.envs import make_env
-from smose.errors import SmoseError
 from smose.algo.policy import ALGOS, make_actor
+from smose.cli import build_parser, main
+from smose.errors import SmoseError
+from smose.experiments.sweep import (
+    EXPORT_FILES,
+    PARTIAL_DIR,
+    RUNS_DIR,
+    Distillation,
+    Exporter,
+    Grid,
+    Job,
+    SweepResult,
+    check_reachable,
+    execute,
+    execute_jobs,
+    expand,
+    format_seeds,
+    index_finished,
+    interrupt_live,
+    is_finished,
+    parse_list,
+    parse_seeds,
+    plan,
+    run_name,
+    run_sweep,
+    train_command,
+    tree_settings,
+    write_sweep_file,
+)
+from smose.experiments.table import (
+    PAPER_RESULTS,
+    Row,
+    aggregate,
+    bootstrap_ci,
+    iqm,
+    load_runs,
+    markdown,
+    probability_of_improvement,
+    usage_balance,
+    versus,
+    write_tables,
+)
+from smose.interpret.distill import model_digest
 from smose.serialization import save_model
-from smose.experiments.sweep import (EXPORT_FILES, PARTIAL_DIR, RUNS_DIR, Distillation, Exporter, Grid, Job, SweepResult,
-                         check_reachable, execute, execute_jobs, expand, format_seeds, index_finished, interrupt_live,
-                         is_finished, parse_list, parse_seeds, plan, run_name, run_sweep, train_command, tree_settings,
-                         write_sweep_file)
-from smose.experiments.table import (PAPER_RESULTS, Row, aggregate, bootstrap_ci, iqm, load_runs, markdown,
-                         probability_of_improvement, usage_balance, versus, write_tables)
+from smose.tasks.envs import make_env
+from smose.training.config import TrainConfig, config_from_args, run_config_json
 from smose.training.run_dir import prepare_run_dir
 from smose.training.trainer import Trainer, train
 

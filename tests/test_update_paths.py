@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smose.api import SMOSE
-from smose.cli import main
-from smose.training.config import TrainConfig, read_run_config
-from smose.errors import SmoseError
 from smose.algo.fast.fused import SACLearner
 from smose.algo.sac import SAC
+from smose.api import SMOSE
+from smose.cli import main
+from smose.errors import SmoseError
 from smose.experiments.sweep import result_key
 from smose.experiments.table import other_settings
+from smose.training.config import TrainConfig, read_run_config
 from smose.training.trainer import Trainer
 
 TINY = ["--env", "Pendulum-v1", "--learning-starts", "100", "--batch-size", "32", "--eval-every", "150",

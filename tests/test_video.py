@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from smose.cli import main
-from smose.interpret.distill import distill, load_tree_router
-from smose.tasks.envs import make_env
 from smose.evaluate import EVAL_SEED_OFFSET
+from smose.interpret.distill import distill, load_tree_router
 from smose.interpret.report import expert_color
-from smose.serialization import load_model
 from smose.interpret.video import TARGET_FPS
+from smose.serialization import load_model
+from smose.tasks.envs import make_env
 
 PROBE = """
 import os

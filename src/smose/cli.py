@@ -13,12 +13,28 @@ from pathlib import Path
 from typing import NoReturn
 
 from smose._version import __version__
-from smose.choices import (ACTION_MODES, CMA_DEFAULT_ITERATIONS, CMA_POPULATION, DEFAULT_TREE_KIND, KIND_GROUPS, KINDS,
-                           ROUTERS)
+from smose.choices import (
+    ACTION_MODES,
+    CMA_DEFAULT_ITERATIONS,
+    CMA_POPULATION,
+    DEFAULT_TREE_KIND,
+    KIND_GROUPS,
+    KINDS,
+    ROUTERS,
+)
 from smose.errors import SmoseError
 from smose.export.formats import format_help, format_titles
-from smose.limits import (MAX_BATCH_SIZE, MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_SEED, MAX_STEPS,
-                          MAX_TREE_DEPTH, MAX_WORKERS, Count)
+from smose.limits import (
+    MAX_BATCH_SIZE,
+    MAX_CMA_ITERATIONS,
+    MAX_DAGGER_ROUNDS,
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TREE_DEPTH,
+    MAX_WORKERS,
+    Count,
+)
 from smose.run import REPORT_MARKDOWN, RunDir, read_metrics
 from smose.training.config import add_config_arguments, config_from_args, explicit_options
 
@@ -258,8 +274,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from smose.tasks.envs import parse_env_kwargs
     from smose.experiments.sweep import Distillation, Grid, parse_list, parse_seeds, run_sweep
+    from smose.tasks.envs import parse_env_kwargs
 
     if args.dagger is not None and args.distill is None:
         raise SmoseError("--dagger needs --distill DEPTH")

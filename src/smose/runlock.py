@@ -20,7 +20,6 @@ from smose.errors import SmoseError
 from smose.run import LOCK_FILE  # noqa: F401 (re-exported)
 
 
-
 def holder(directory: Path) -> str:
     """Who holds (or last held) the lock, as the lock file records it: "pid 123 on host"."""
     try:

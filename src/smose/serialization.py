@@ -24,11 +24,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from smose._version import __version__
+from smose.algo.policy import ALGOS, Actor, actor_from_architecture
 from smose.errors import SmoseError
+from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN  # noqa: F401
 from smose.tasks.env_id import parse_env_id, task_name
 from smose.tasks.features import flattened_keys
-from smose.algo.policy import ALGOS, Actor, actor_from_architecture
-from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, MODEL_META, MODEL_WEIGHTS, SUCCESS_COLUMN, TIME_COLUMN  # noqa: F401
 
 MODEL_FORMAT = "smose-model"
 MODEL_FORMAT_VERSION = 1

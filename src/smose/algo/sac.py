@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from smose.training.buffer import Batch
 from smose.algo.losses import balance_loss, router_noise, uses_router_noise
 from smose.algo.policy import Actor, SMOSEActor, TwinQ
+from smose.training.buffer import Batch
 
 if TYPE_CHECKING:
     from smose.training.config import SACHyperParams

@@ -15,12 +15,20 @@ import numpy as np
 
 from smose.experiments.markdown import num
 from smose.experiments.paper import CLEANRL_SAC, CLEANRL_SOURCE, PAPER_STEPS, POSTER, RANDOM_POLICY, TASKS, task_name
-from smose.experiments.stats import (BOOTSTRAP_RESAMPLES, CONFIDENCE, aggregate_iqm, normalise, performance_profiles,
-                                     plot_aggregate, plot_profiles, probability_of_improvement)
-from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, METRICS_FILE
 
 # Re-exported: the training times at the evaluations, which the time to the poster's number is read from.
 from smose.experiments.records import read_eval_times  # noqa: F401
+from smose.experiments.stats import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    aggregate_iqm,
+    normalise,
+    performance_profiles,
+    plot_aggregate,
+    plot_profiles,
+    probability_of_improvement,
+)
+from smose.run import EVAL_FILE, LINEAR_EVAL_FILE, METRICS_FILE
 
 if TYPE_CHECKING:
     from smose.experiments.aggregate import Row

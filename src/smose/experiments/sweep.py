@@ -44,24 +44,50 @@ from pathlib import Path
 
 from smose import runlock
 from smose.errors import SmoseError
-from smose.experiments.backends import import_ray, run_local, run_ray, terminate_as_interrupt
-from smose.experiments.distillation import (DISTILLABLE, Distillation, tree_settings, trees_summary, trees_to_export,
-                                            trees_wanted)
-from smose.experiments.export_dir import Exporter, copy_small_files, copy_trees
-from smose.experiments.grid import RUNS_DIR, Grid, RunSpec, expand, write_sweep_file
-from smose.experiments.jobs import Job, Outcome, resume_command, train_command
+
+# Re-exported, so that every part of a sweep can be imported from here whichever module defines it.
+from smose.experiments.backends import (
+    check_reachable,  # noqa: F401
+    import_ray,
+    run_local,
+    run_ray,
+    terminate_as_interrupt,
+)
+from smose.experiments.distillation import (
+    DISTILLABLE,
+    Distillation,
+    tree_settings,
+    trees_summary,
+    trees_to_export,
+    trees_wanted,
+)
+from smose.experiments.export_dir import (  # noqa: F401
+    EXPORT_FILES,
+    PARTIAL_DIR,
+    Exporter,
+    copy_small_files,
+    copy_trees,
+    index_finished,
+)
+from smose.experiments.grid import (  # noqa: F401
+    RUNS_DIR,
+    Grid,
+    RunSpec,
+    check_compatible,
+    expand,
+    format_seeds,
+    parse_list,
+    parse_seeds,
+    run_name,
+    write_sweep_file,
+)
+from smose.experiments.jobs import Job, Outcome, execute, interrupt_live, resume_command, train_command  # noqa: F401
 from smose.experiments.progress import Progress
 from smose.experiments.run_state import can_resume, finished_steps, is_finished, result_key, run_config
 from smose.run import CONFIG_FILE, RunDir
 from smose.serialization import read_json
 from smose.tasks.envs import check_env
 from smose.training.run_dir import clear_run_dir
-
-# Re-exported, so that every part of a sweep can be imported from here whichever module defines it.
-from smose.experiments.backends import check_reachable  # noqa: F401
-from smose.experiments.export_dir import EXPORT_FILES, PARTIAL_DIR, index_finished  # noqa: F401
-from smose.experiments.grid import check_compatible, format_seeds, parse_list, parse_seeds, run_name  # noqa: F401
-from smose.experiments.jobs import execute, interrupt_live  # noqa: F401
 
 LOGS_DIR = "logs"  # in the sweep directory, beside runs/: each job's output
 

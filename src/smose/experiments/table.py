@@ -33,23 +33,27 @@ from pathlib import Path
 import numpy as np
 
 from smose.errors import SmoseError
-from smose.experiments.aggregate import GroupKey, aggregate, curves, versus
-from smose.experiments.grid import SWEEP_FILE
-from smose.experiments.markdown import markdown
-from smose.experiments.paper import task_name
-from smose.experiments.records import TreeRecord, load_runs
-from smose.experiments.reproduction import aggregate_section, poster_section, protocols_section, time_to_poster_section
-from smose.experiments.stats import probability_of_improvement
-from smose.interpret.distill import KINDS
-from smose.serialization import read_json
 
 # Re-exported, so that every part of the table can be imported from here whichever module defines it.
-from smose.experiments.aggregate import Row, other_settings  # noqa: F401
-from smose.experiments.markdown import _trees_table  # noqa: F401
-from smose.experiments.paper import PAPER_RESULTS  # noqa: F401
-from smose.experiments.records import RunRecord, usage_balance  # noqa: F401
-from smose.experiments.stats import iqm  # noqa: F401
+from smose.experiments.aggregate import GroupKey, Row, aggregate, curves, other_settings, versus  # noqa: F401
+from smose.experiments.grid import SWEEP_FILE
+from smose.experiments.markdown import (
+    _trees_table,  # noqa: F401
+    markdown,
+)
+from smose.experiments.paper import (
+    PAPER_RESULTS,  # noqa: F401
+    task_name,
+)
+from smose.experiments.records import RunRecord, TreeRecord, load_runs, usage_balance  # noqa: F401
+from smose.experiments.reproduction import aggregate_section, poster_section, protocols_section, time_to_poster_section
+from smose.experiments.stats import (
+    iqm,  # noqa: F401
+    probability_of_improvement,
+)
 from smose.experiments.stats import iqm_ci as bootstrap_ci  # noqa: F401
+from smose.interpret.distill import KINDS
+from smose.serialization import read_json
 
 TABLE_DIR = "table"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smose.export.from_run import collect, export_command
 from smose.export.formats import format_named
+from smose.export.from_run import collect, export_command
 from smose.export.output_file import resolve_out, write_output_file
 
 

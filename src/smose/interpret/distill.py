@@ -23,18 +23,35 @@ from smose.interpret import oblique
 from smose.interpret.fit import fit_multiclass, fit_oblique, fit_per_expert
 from smose.interpret.rules import rules_text
 from smose.interpret.tree_policy import TreeRoutedActor
-from smose.interpret.tree_router import TreeRouter
-from smose.interpret.trees import require_smose, router_digest, rules_file, tree_eval_file, tree_file
+
+# Names other modules import from here (the tree files, fitting and rules have modules of their own).
+from smose.interpret.tree_router import (
+    TreeRouter,
+    router_features,  # noqa: F401
+)
+from smose.interpret.trees import (  # noqa: F401
+    load_tree_router,
+    load_trees,
+    model_digest,
+    require_smose,
+    router_digest,
+    rules_file,
+    stale_trees,
+    tree_eval_file,
+    tree_file,
+    validate_trees,
+)
 from smose.limits import MAX_CMA_ITERATIONS, MAX_DAGGER_ROUNDS, MAX_EPISODES, MAX_TREE_DEPTH
-from smose.rollout import FIT_SEED_OFFSET, HOLDOUT_SEED_OFFSET, dagger_seed_offset, rollout
+from smose.rollout import (
+    DAGGER_SEED_OFFSET,  # noqa: F401
+    FIT_SEED_OFFSET,
+    HOLDOUT_SEED_OFFSET,
+    dagger_seed_offset,
+    rollout,
+)
 from smose.run import FIDELITY_FILE, MODEL_META, TREES_DIR
 from smose.serialization import write_json
 from smose.tasks.features import observation_names
-
-# Names other modules import from here (the tree files, fitting and rules have modules of their own).
-from smose.interpret.tree_router import router_features  # noqa: F401
-from smose.interpret.trees import load_tree_router, load_trees, model_digest, stale_trees, validate_trees  # noqa: F401
-from smose.rollout import DAGGER_SEED_OFFSET  # noqa: F401
 
 FIDELITY_FORMAT = "smose-fidelity"
 
@@ -181,8 +198,8 @@ def distill(
     the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
     generations of each oblique fit.
     """
-    from smose.tasks.envs import make_run_env
     from smose.serialization import check_env_compatible, load_model
+    from smose.tasks.envs import make_run_env
 
     for name, value in (("depth", depth), ("episodes", episodes), ("eval_episodes", eval_episodes),
                         ("cma_iterations", cma_iterations)):

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from smose.errors import SmoseError
-from smose.observations import check_observations
 from smose.algo.policy import ActorOutput, SMOSEActor
+from smose.errors import SmoseError
 from smose.interpret.rules import rules_text
 from smose.interpret.tree_router import TreeRouter
+from smose.observations import check_observations
 from smose.run import TREES_DIR
 
 # architecture["router"] of a tree-routed model (model.json); plain SMOSE models have no such key.

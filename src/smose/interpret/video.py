@@ -130,10 +130,10 @@ def record_video(
 ) -> dict:
     """Render one deterministic episode (reset seed ``seed + EVAL_SEED_OFFSET``, the first episode of
     ``smose eval --seed seed``) to ``out`` (.mp4 or .gif); returns a summary of what was written."""
-    from smose.tasks.envs import make_run_env
-    from smose.serialization import check_env_compatible, load_model
     from smose.interpret.tree_policy import routing
     from smose.interpret.trees import load_tree_router, require_smose
+    from smose.serialization import check_env_compatible, load_model
+    from smose.tasks.envs import make_run_env
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:

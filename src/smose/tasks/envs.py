@@ -10,8 +10,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from smose.tasks import suites
 from smose.errors import SmoseError
+from smose.tasks import suites
 from smose.tasks.features import action_names, dict_observation_names, flattened_keys, observation_names, table_names
 
 # model.json keys that say how the env was built (see env_record).

@@ -33,8 +33,20 @@ from smose._version import __version__
 from smose.algo.sac import MODULES, OPTIMIZERS
 from smose.errors import SmoseError
 from smose.run import CHECKPOINT_DIR, CHECKPOINT_JSON
-from smose.serialization import (WriteError, check_format, check_seal, check_tensor_specs, fsync_dir, json_bytes,
-                                 open_safetensors, read_json, replace_file, seal, tensor_spec, write_safetensors)
+from smose.serialization import (
+    WriteError,
+    check_format,
+    check_seal,
+    check_tensor_specs,
+    fsync_dir,
+    json_bytes,
+    open_safetensors,
+    read_json,
+    replace_file,
+    seal,
+    tensor_spec,
+    write_safetensors,
+)
 
 CHECKPOINT_FORMAT = "smose-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1

@@ -16,8 +16,15 @@ from typing import Any
 
 from smose.choices import ALGOS, DEFAULT_LB_WEIGHT, LB_LOSSES, NOISE_KINDS, UPDATES
 from smose.errors import SmoseError
-from smose.limits import (MAX_BATCH_SIZE, MAX_EPISODES, MAX_EXPERTS, MAX_SEED, MAX_STEPS, MAX_THREADS,
-                          MAX_UPDATE_INTERVAL)
+from smose.limits import (
+    MAX_BATCH_SIZE,
+    MAX_EPISODES,
+    MAX_EXPERTS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_THREADS,
+    MAX_UPDATE_INTERVAL,
+)
 
 # The upper bound of each count field; --buffer-size has none: its memory is checked when it is allocated.
 UPPER_BOUNDS = {"steps": MAX_STEPS, "experts": MAX_EXPERTS, "seed": MAX_SEED, "learning_starts": MAX_STEPS,

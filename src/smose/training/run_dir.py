@@ -9,8 +9,19 @@ import shutil
 from pathlib import Path
 
 from smose.errors import SmoseError
-from smose.run import (CHECKPOINT_DIR, CONFIG_FILE, EVAL_FILE, LINEAR_EVAL_FILE, LOCK_FILE, METRICS_FILE, MODEL_META,
-                       MODEL_WEIGHTS, REPORT_DIR, TENSORBOARD_DIR, TREES_DIR)
+from smose.run import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    EVAL_FILE,
+    LINEAR_EVAL_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    MODEL_META,
+    MODEL_WEIGHTS,
+    REPORT_DIR,
+    TENSORBOARD_DIR,
+    TREES_DIR,
+)
 from smose.tasks.suites import env_label
 from smose.training.config import TrainConfig
 

@@ -31,8 +31,15 @@ from smose.errors import SmoseError
 from smose.evaluate import episode_success, evaluate
 from smose.run import SUCCESS_COLUMN, RunDir
 from smose.serialization import WriteError, save_model, write_eval, write_json
-from smose.tasks.env_state import (capture_env_state, elapsed_steps, env_state_kind, restore_env_state, rng_state,
-                                   set_elapsed_steps, set_rng_state)
+from smose.tasks.env_state import (
+    capture_env_state,
+    elapsed_steps,
+    env_state_kind,
+    restore_env_state,
+    rng_state,
+    set_elapsed_steps,
+    set_rng_state,
+)
 from smose.tasks.envs import check_env, env_record, env_versions, make_env
 from smose.training.buffer import ReplayBuffer
 from smose.training.checkpoint import load_checkpoint, read_checkpoint_json, save_checkpoint

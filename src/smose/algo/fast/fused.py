@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from smose.algo.fast.actor_passes import make_passes
-from smose.training.buffer import Batch
 from smose.algo.fast.critic_passes import TwinQPasses
 from smose.algo.policy import Actor
 from smose.algo.sac import SAC, actor_router_noise
+from smose.training.buffer import Batch
 
 if TYPE_CHECKING:
     from smose.training.config import SACHyperParams

@@ -7,8 +7,13 @@ from typing import Callable
 
 from smose.errors import SmoseError
 from smose.interpret.report.document import figures, render_html, render_markdown
-from smose.interpret.report.sections import (section_experts, section_means, section_router, section_summary,
-                                             section_usage)
+from smose.interpret.report.sections import (
+    section_experts,
+    section_means,
+    section_router,
+    section_summary,
+    section_usage,
+)
 from smose.interpret.report.tree_sections import load_tree_files, section_returns, section_trees
 from smose.interpret.report.view import RunView, collect_rollouts
 from smose.limits import MAX_EPISODES
@@ -30,8 +35,8 @@ def explain(
     with stale trees (distilled from another model than the run's), with the settings they were made with;
     otherwise the tree sections say how to get them, and stale trees are named at the top and not shown.
     """
-    from smose.tasks.envs import feature_names, make_run_env
     from smose.serialization import check_env_compatible, load_model
+    from smose.tasks.envs import feature_names, make_run_env
 
     if not isinstance(episodes, int) or episodes < 1:
         raise SmoseError(f"episodes must be an integer >= 1, got {episodes!r}")

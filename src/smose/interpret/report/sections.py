@@ -7,11 +7,27 @@ import numpy as np
 
 from smose.evaluate import success_fields
 from smose.interpret.report.document import Block, Bullets, Card, Figure, Note, Section, Table, Text
-from smose.interpret.report.figures import plt  # pyplot on the headless backend figures.py sets
-from smose.interpret.report.figures import (expert_color, figure_png, grouped_bars, heatmap, heatmap_height,
-                                            shown_features, shown_note, success_curve)
-from smose.interpret.report.view import (RunView, fmt, fmt_pct, grows, key_variables, read_curve, router_influence,
-                                         segments)
+from smose.interpret.report.figures import (
+    expert_color,
+    figure_png,
+    grouped_bars,
+    heatmap,
+    heatmap_height,
+    plt,  # pyplot on the headless backend figures.py sets
+    shown_features,
+    shown_note,
+    success_curve,
+)
+from smose.interpret.report.view import (
+    RunView,
+    fmt,
+    fmt_pct,
+    grows,
+    key_variables,
+    read_curve,
+    router_influence,
+    segments,
+)
 from smose.rollout import EVAL_SEED_OFFSET
 from smose.run import METRICS_FILE
 from smose.tasks.envs import format_env_kwargs

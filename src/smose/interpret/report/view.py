@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smose import run
 from smose.algo.policy import Actor, SMOSEActor
 from smose.evaluate import EpisodeResults
 from smose.interpret.tree_policy import TreeRoutedActor
 from smose.rollout import EVAL_SEED_OFFSET, rollout
-from smose import run
 from smose.run import SUCCESS_COLUMN
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Data: deterministic rollouts of the policy and the training curve
