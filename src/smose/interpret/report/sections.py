@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from smose.choices import KINDS
 from smose.evaluate import success_fields
 from smose.interpret.report.document import Block, Bullets, Card, Figure, Note, Section, Table, Text
 from smose.interpret.report.figures import (
@@ -70,7 +71,7 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
     width = actor.n_obs + 1  # weights and bias per row
     items.append(f"Each decision reads {actor.parameter_counts()['active']:,} numbers: the router's "
                  f"{actor.n_experts}×{width} score weights and one expert's {actor.n_act}×{width} gains.")
-    for kind in ("per-expert", "multiclass", "oblique"):
+    for kind in KINDS:
         if fidelity and kind in fidelity:
             returns = fidelity.get("returns", {})
             line = (f"Depth-{fidelity.get('depth')} {kind} trees pick the router's expert on "

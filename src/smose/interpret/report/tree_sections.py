@@ -185,7 +185,7 @@ def section_returns(view: RunView, fidelity: dict | None, warning: Note | None =
         section.blocks.append(warning or Note(f"No tree-routed returns yet; run `smose distill {view.run_dir}`."))
         return section
     ratio = returns.get("ratio", {})
-    names = [k for k in ("neural", "per-expert", "multiclass", "oblique") if k in returns]
+    names = [k for k in ("neural", *KINDS) if k in returns]
     rows = []
     for name in names:
         r = returns[name]
