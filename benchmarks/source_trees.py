@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def main() -> None:
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {sps:.1f} learning steps/s", flush=True)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     record = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
                    f"{platform.python_version()}",
