@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,8 @@ from smose.algo.fast.actor_passes import MixturePasses, MLPPasses, make_passes
 from smose.algo.fast.critic_passes import TwinQPasses
 from smose.algo.losses import balance_loss, router_noise
 from smose.algo.policy import MLPActor, SMOSEActor, TwinQ
+from smose.interpret.fit import fit_multiclass, fit_per_expert
+from smose.interpret.tree_policy import TreeRoutedActor
 
 N_OBS, N_ACT, N_EXPERTS, BATCH = 7, 3, 5, 300
 LOW, HIGH = [-1.0, -2.0, -0.5], [1.0, 3.0, 0.5]  # unequal scales and a non-zero bias exercise the action bounds
@@ -93,6 +96,44 @@ def assert_gradients_equal_autograd(actor, obs, noise, lb_loss: str) -> None:
                                                  ("none-noisy", "batch"), ("none", None)])
 def test_mixture_loss_and_gradients_equal_autograd(float64, lb_loss, noise_kind):
     actor, obs = smose_and_obs(1)
+    noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
+    assert_gradients_equal_autograd(actor, obs, noise, lb_loss)
+
+
+def tree_routed_and_obs(seed: int, kind: str) -> tuple[TreeRoutedActor, torch.Tensor]:
+    """A SMOSE actor routed by depth-3 trees fitted to a rule of the state's signs, not to the router's argmax: the
+    trees' choice differs from the argmax on many states, so the passes cannot lean on the argmax."""
+    actor, obs = smose_and_obs(seed)
+    states = obs.numpy().astype(np.float32)
+    labels = ((states[:, 0] > 0).astype(np.int64) + 2 * (states[:, 1] > 0)) % N_EXPERTS
+    fit = {"per-expert": fit_per_expert, "multiclass": fit_multiclass}[kind]
+    return TreeRoutedActor.from_smose(actor, fit(actor, states, labels, depth=3, env_id="Synthetic-v0")), obs
+
+
+@pytest.mark.parametrize("kind", ["per-expert", "multiclass"])
+def test_tree_routed_sample_takes_the_trees_choice(float64, kind):
+    actor, obs = tree_routed_and_obs(0, kind)
+    passes = make_passes(actor)
+    assert type(passes) is MixturePasses
+    torch.manual_seed(7)
+    with torch.no_grad():
+        action, log_prob, out = actor.sample(obs)
+    torch.manual_seed(7)
+    s = passes.sample(obs)
+    assert torch.equal(s.expert, actor.tree_router(obs)) and torch.equal(s.expert, out.expert)
+    assert (s.expert != s.top_expert).float().mean() > 0.3  # the trees overrule the argmax on many states
+    torch.testing.assert_close(s.gate.squeeze(1), out.gate)
+    torch.testing.assert_close(s.gaussian.action, action)
+    torch.testing.assert_close(s.gaussian.log_prob, log_prob)
+
+
+@pytest.mark.parametrize("kind, lb_loss, noise_kind", [("per-expert", "none", None), ("multiclass", "none", None),
+                                                       ("multiclass", "cv2", "batch"), ("per-expert", "cv2", "state"),
+                                                       ("multiclass", "z", "batch")])
+def test_tree_routed_loss_and_gradients_equal_autograd(float64, kind, lb_loss, noise_kind):
+    """What ``smose finetune`` trains (no balancing) and, for completeness, the balancing losses, whose load term
+    takes the noisy argmax even where the trees choose another expert."""
+    actor, obs = tree_routed_and_obs(1, kind)
     noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
     assert_gradients_equal_autograd(actor, obs, noise, lb_loss)
 

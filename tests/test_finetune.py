@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from smose.algo.fast.fused import SACLearner
 from smose.algo.policy import SMOSEActor, make_actor
 from smose.algo.sac import SAC
 from smose.api import SMOSE
@@ -66,7 +67,7 @@ def test_the_fine_tuned_run_records_its_source_and_trees(source, tuned, capsys):
     assert record["source_run"] == str(source) and record["source_step"] == start == 1500
     assert record["tree_kind"] == "multiclass" and record["trees_sha256"] == trees_digest(trees)
     assert record["router_sha256"] == trees["router_sha256"]
-    assert config["steps"] == start + STEPS and config["lb_loss"] == "none" and config["update"] == "autograd"
+    assert config["steps"] == start + STEPS and config["lb_loss"] == "none" and config["update"] == "fused"
     assert config["lb_weight_effective"] == 0.0
     # The trees travel with the model, unchanged; model.json names them.
     assert load_trees(tree_file(tuned, "multiclass")) == trees
@@ -106,13 +107,16 @@ def test_the_trees_choose_and_the_router_and_experts_learn(source, tuned):
     assert not torch.equal(actor.router.weight, before.router.weight)
 
 
-def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path):
+@pytest.mark.parametrize("update, learner", [(None, SACLearner), ("autograd", SAC)])
+def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path, update, learner):
+    """Either SAC update continues the checkpoint: the source's (fused) by default, the reference if asked."""
     out = tmp_path / "prepared"
-    trainer = prepare(check_source(source, "oblique"), 10, out)
+    trainer = prepare(check_source(source, "oblique"), 10, out, update=update)
     try:
         assert not out.exists()  # nothing written before the run starts
         assert trainer.global_step == 1500 and trainer.config.steps == 1510
-        assert type(trainer.learner) is SAC and trainer.learner.hp.lb_loss == "none"  # autograd, no balancing
+        assert type(trainer.learner) is learner and trainer.learner.hp.lb_loss == "none"  # no balancing
+        assert trainer.config.update == (update or "fused")
         assert isinstance(trainer.actor, TreeRoutedActor) and trainer.actor.tree_kind == "oblique"
         data = read_checkpoint_json(source)
         assert trainer.buffer.size == data["buffer"]["size"]
@@ -314,6 +318,8 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_
         ((str(source),), "--steps N"),
         (("--resume", str(source)), "not a fine-tuning run"),
         (("--resume", str(tuned), "--tree-kind", "oblique"), "only --steps and --checkpoint-every"),
+        (("--resume", str(tuned), "--update", "autograd"), "only --steps and --checkpoint-every"),
+        ((str(source), "--steps", "10", "--update", "numpy"), "invalid choice"),
     ]
     watched = [source, tuned, busy, no_trees, no_checkpoint, one_kind, stale, committed]
     before = {path: listing(path) for path in watched}

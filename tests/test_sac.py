@@ -19,6 +19,8 @@ from smose.algo.fast.fused import FusedAdam, SACLearner
 from smose.algo.learner import make_learner
 from smose.algo.policy import Actor, ActorOutput, SMOSEActor, TwinQ, make_actor, squash_log_std
 from smose.algo.sac import SAC
+from smose.interpret.fit import fit_multiclass
+from smose.interpret.tree_policy import TreeRoutedActor
 from smose.training.buffer import Batch, ReplayBuffer
 from smose.training.config import SACHyperParams
 
@@ -91,6 +93,33 @@ def test_update_equals_the_reference_implementation(float64, algo, hp, n_experts
     # The comparison is not vacuous: training moved every critic parameter by far more than the tolerance.
     for name, p in learner.critic.named_parameters():
         assert (p - trained[name]).abs().max() > 1e-5, name
+
+
+@pytest.mark.parametrize("hp", [SACHyperParams(lb_loss="none", lb_weight=0.0),  # what smose finetune trains
+                                SACHyperParams(policy_frequency=1)])  # balancing on: the load takes the noisy argmax
+def test_tree_routed_update_equals_the_reference_implementation(float64, hp):
+    """The controller ``smose finetune`` trains (experts chosen by fixed trees) through the fused update."""
+    torch.manual_seed(0)
+    base = make_actor("smose", N_OBS, N_ACT, -np.ones(N_ACT), np.full(N_ACT, 2.0), n_experts=4)
+    states = np.random.default_rng(0).normal(size=(500, N_OBS)).astype(np.float32)
+    labels = (states[:, 0] > 0).astype(np.int64) + 2 * (states[:, 1] > 0)  # not the router's argmax
+    trees = fit_multiclass(base, states, labels, depth=2, env_id="Synthetic-v0")
+    torch.manual_seed(1)
+    learner = make_learner(TreeRoutedActor.from_smose(base, trees), hp, "fused")
+    torch.manual_seed(1)
+    ref = make_learner(TreeRoutedActor.from_smose(base, trees), hp, "autograd")
+    assert type(learner) is SACLearner and type(ref) is SAC
+    assert_same_networks(learner, ref, atol=0)
+    before = learner.actor.expert_weight.detach().clone()
+    for i, batch in enumerate(random_batches(6, 64, seed=1)):
+        torch.manual_seed(100 + i)
+        stats = learner.update(batch)
+        torch.manual_seed(100 + i)
+        ref_stats = ref.update(batch)
+        for key, value in ref_stats.items():
+            assert float(stats[key]) == pytest.approx(float(value), rel=1e-9, abs=1e-12), key
+    assert_same_networks(learner, ref, atol=1e-10)
+    assert (learner.actor.expert_weight - before).abs().max() > 1e-5  # the experts did learn
 
 
 def test_float32_update_stays_close_to_the_reference():

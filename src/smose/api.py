@@ -140,15 +140,17 @@ class SMOSE:
         return model
 
     def finetune(self, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: str | Path | None = None,
-                 force: bool = False, progress_bar: bool = False) -> SMOSE:
+                 force: bool = False, progress_bar: bool = False, update: str | None = None) -> SMOSE:
         """Fine-tune the loaded run for ``steps`` steps with its expert chosen by its distilled ``tree_kind`` trees
-        (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); returns the
-        fine-tuned controller, loaded. Needs a run directory with a checkpoint and trees."""
+        (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); ``update`` as
+        ``smose train --update`` (default: the run's own). Returns the fine-tuned controller, loaded. Needs a run
+        directory with a checkpoint and trees."""
         from smose.training.finetune import finetune
 
         if getattr(self, "path", None) is None:
             raise SmoseError("fine-tuning continues a run directory's checkpoint: load one with SMOSE.load(RUN_DIR)")
-        return SMOSE.load(finetune(self.path, steps, tree_kind, out, force=force, progress=progress_bar), self.mode)
+        return SMOSE.load(finetune(self.path, steps, tree_kind, out, force=force, progress=progress_bar,
+                                   update=update), self.mode)
 
     def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""

@@ -21,6 +21,7 @@ from smose.choices import (
     KIND_GROUPS,
     KINDS,
     ROUTERS,
+    UPDATES,
 )
 from smose.errors import SmoseError
 from smose.export.formats import format_help, format_titles
@@ -91,7 +92,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             given = [flag for flag, value in (("RUN_DIR", args.run_dir), ("--tree-kind", args.tree_kind),
-                                              ("--out", args.out), ("--force", args.force)) if value]
+                                              ("--out", args.out), ("--force", args.force),
+                                              ("--update", args.update)) if value]
             if given:
                 raise SmoseError(f"--resume continues a fine-tuning run with its own source, trees and directory; "
                                  f"only --steps and --checkpoint-every may be given (got {', '.join(given)})")
@@ -101,7 +103,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 raise SmoseError("give the run to fine-tune and --steps N (or --resume FINETUNE_DIR)")
             run_dir = finetune(Path(args.run_dir), args.steps, args.tree_kind or DEFAULT_TREE_KIND,
                                Path(args.out) if args.out else None, force=args.force,
-                               checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                               checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                               update=args.update)
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
@@ -384,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start an existing --out afresh (refused for a directory that is not a run directory)")
     p.add_argument("--checkpoint-every", type=Count(0, MAX_STEPS), default=None, metavar="N",
                    help="write a resumable checkpoint every N steps (default: the source run's setting)")
+    p.add_argument("--update", choices=UPDATES, default=None,
+                   help="the SAC update's implementation, as for train (default: the source run's, fused unless it "
+                        "was trained with --update autograd)")
     p.add_argument("--resume", metavar="FINETUNE_DIR", default=None,
                    help="continue a fine-tuning run from its last checkpoint (--steps may extend it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -113,7 +113,13 @@ class SMOSEActor(Actor):
         logits = self.router(obs)
         if router_noise is not None:
             logits = logits + router_noise
-        return self.mixture(obs, logits, logits.argmax(dim=-1))
+        return self.mixture(obs, logits, self.select(obs, logits))
+
+    def select(self, obs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The expert that acts on each state in training: the argmax of the (in the actor step noisy) logits.
+        A subclass may choose otherwise (:class:`smose.interpret.tree_policy.TreeRoutedActor`: fixed trees); the gate
+        is then still the chosen expert's softmax probability."""
+        return logits.argmax(dim=-1)
 
     def mixture(self, obs: torch.Tensor, logits: torch.Tensor, expert: torch.Tensor) -> ActorOutput:
         """Gaussian of the given experts, each scaled by its softmax probability under ``logits``."""

@@ -2,7 +2,7 @@
 
 ``smose eval --router tree`` acts with ``actor.act_with_experts(obs, trees(obs), mode)``: the trees choose the
 expert k; in gated mode the router's softmax probability of k (the gate) still scales that expert's output. A
-:class:`TreeRoutedActor` is that controller as an actor: its ``forward`` takes the choice from the trees instead of
+:class:`TreeRoutedActor` is that controller as an actor: its ``select`` takes the choice from the trees instead of
 the router's argmax, so SAC trains exactly what is deployed (``smose finetune``, docs/finetune.md), and ``act`` is the
 tree-routed action. Its trees are part of the model: saved as ``trees/<kind>.json`` beside ``model.json``, which
 records their SHA-256 (:func:`trees_digest`) and is refused when the file no longer matches.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from smose.algo.policy import ActorOutput, SMOSEActor
+from smose.algo.policy import SMOSEActor
 from smose.errors import SmoseError
 from smose.interpret.rules import rules_text
 from smose.interpret.tree_router import TreeRouter
@@ -61,11 +61,10 @@ class TreeRoutedActor(SMOSEActor):
         routed.train(actor.training)
         return routed
 
-    def forward(self, obs: torch.Tensor, router_noise: torch.Tensor | None = None) -> ActorOutput:
-        logits = self.router(obs)
-        if router_noise is not None:
-            logits = logits + router_noise
-        return self.mixture(obs, logits, self.tree_router(obs).to(obs.device))
+    def select(self, obs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The trees' choice, whatever the logits: ``forward`` (SMOSEActor's) then gates it with its softmax
+        probability, so both SAC updates (the fused one's passes call this too) train the deployed controller."""
+        return self.tree_router(obs).to(obs.device)
 
     @torch.no_grad()
     def choose(self, obs: torch.Tensor) -> torch.Tensor:

@@ -33,9 +33,11 @@ from smose.training.trainer import Trainer, resume, run_locked
 # config.json's record of a fine-tuning run: source run and step, tree kind, the trees' SHA-256, returns before.
 FINETUNE_KEY = "finetune"
 # What a fine-tuning run sets differently from its source run, besides steps and out. The load-balancing loss and the
-# router noise act on which expert the router's argmax picks, which no longer acts (lb_loss "none" turns both off);
-# the fused update's hand-written passes take the router's argmax, so the tree-routed actor trains with autograd.
-FINETUNE_SETTINGS: dict[str, Any] = {"lb_loss": "none", "lb_weight": None, "update": "autograd"}
+# router noise act on which expert the router's argmax picks, which no longer acts (lb_loss "none" turns both off).
+FINETUNE_SETTINGS: dict[str, Any] = {"lb_loss": "none", "lb_weight": None}
+# Settings a fine-tuning run may take other than its source's checkpoint: the SAC update's implementation (either
+# continues the other's state, smose.algo.learner).
+MAY_DIFFER = (*FINETUNE_SETTINGS, "update")
 
 
 def default_out(run_dir: Path, tree_kind: str) -> Path:
@@ -128,9 +130,10 @@ def _check_out(source: Source, out: Path, force: bool) -> Path:
     return check_run_dir(out, force)
 
 
-def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None = None) -> Trainer:
+def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None = None,
+            update: str | None = None) -> Trainer:
     """A trainer for ``out`` holding ``source``'s checkpoint, its expert chosen by the source's trees; writes nothing.
-    """
+    ``update``: the SAC update's implementation (``smose train --update``; default: the source run's)."""
     start = source.checkpoint["step"]
     if start + steps > MAX_STEPS:
         raise SmoseError(f"{source.run_dir} is at step {start:,}: {steps:,} more steps would pass the limit of "
@@ -138,13 +141,15 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
     changes = {"steps": start + steps, "out": str(out), **FINETUNE_SETTINGS}
     if checkpoint_every is not None:
         changes["checkpoint_every"] = checkpoint_every
+    if update is not None:
+        changes["update"] = update
     config = dataclasses.replace(source.config, **changes)  # validated by __post_init__
     record = {"source_run": str(source.run_dir), "source_step": start, "tree_kind": source.trees["kind"],
               "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"]}
     trainer = Trainer(config, out, routing_trees=source.trees, record={FINETUNE_KEY: record})
     try:
         with load_checkpoint(source.run_dir, source.checkpoint, trainer.state_dict(),
-                             may_differ=tuple(FINETUNE_SETTINGS)) as state:
+                             may_differ=MAY_DIFFER) as state:
             trainer.load_state_dict(state)
         if router_digest(trainer.actor) != source.trees["router_sha256"]:
             raise SmoseError(f"{RunDir(source.run_dir).checkpoint}: the checkpoint (step {start:,}) holds another "
@@ -159,15 +164,16 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
 
 
 def finetune(run_dir: Path | str, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: Path | str | None = None,
-             force: bool = False, checkpoint_every: int | None = None, progress: bool = True) -> Path:
+             force: bool = False, checkpoint_every: int | None = None, progress: bool = True,
+             update: str | None = None) -> Path:
     """Fine-tune the SMOSE run in ``run_dir`` for ``steps`` steps under its ``tree_kind`` trees into ``out`` (default
-    RUN-finetune-<kind> beside it); returns ``out``, an ordinary run directory. Anything refused (SmoseError) is
-    refused before ``out`` is created."""
+    RUN-finetune-<kind> beside it); returns ``out``, an ordinary run directory. ``update``: as ``smose train
+    --update`` (default: the source run's). Anything refused (SmoseError) is refused before ``out`` is created."""
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
         raise SmoseError(f"--steps must be an integer from 1 to {MAX_STEPS:,}, got {steps!r}")
     source = check_source(run_dir, tree_kind)
     out = _check_out(source, Path(out) if out is not None else default_out(source.run_dir, tree_kind), force)
-    trainer = prepare(source, steps, out, checkpoint_every)
+    trainer = prepare(source, steps, out, checkpoint_every, update)
     try:
         create_run_dir(out)
     except BaseException:

@@ -110,7 +110,8 @@ class ActorPasses:
 @dataclass
 class MixtureSample:
     gaussian: GaussianSample
-    expert: torch.Tensor  # [B] chosen expert (argmax of the possibly noisy logits)
+    expert: torch.Tensor  # [B] chosen expert (argmax of the possibly noisy logits, or the actor's ``select``)
+    top_expert: torch.Tensor  # [B] argmax of ``logits`` (the same tensor as ``expert`` when that is the choice)
     logits: torch.Tensor  # [B, M] logits the choice was made on (noisy in the actor step)
     probs: torch.Tensor  # [B, M] softmax of ``logits``
     gate: torch.Tensor  # [B, 1] probability of the chosen expert, not renormalised
@@ -118,11 +119,13 @@ class MixtureSample:
 
 
 class MixturePasses(ActorPasses):
-    """Passes through an ``SMOSEActor``: linear router, top-1 gate, the chosen linear expert."""
+    """Passes through an ``SMOSEActor``: linear router, top-1 gate, the chosen linear expert; the choice is the
+    argmax of the logits, or the actor's own ``select`` where a subclass overrides it (fixed distilled trees)."""
 
     def __init__(self, actor: SMOSEActor):
         self.actor = actor
         self._rows = torch.arange(0)
+        self._selects_argmax = type(actor).select is SMOSEActor.select
 
     def _row_index(self, batch: int) -> torch.Tensor:
         if self._rows.numel() != batch:
@@ -138,17 +141,22 @@ class MixturePasses(ActorPasses):
             logits = logits + router_noise
         # softmax written out: torch.softmax over 8 logits costs ~10 times more, and the top logit's probability,
         # the gate, is then 1 / Σ exp(z − z_top)
-        top, expert = logits.max(dim=-1, keepdim=True)
+        top, top_expert = logits.max(dim=-1, keepdim=True)
+        top_expert = top_expert.squeeze(1)
         exp = (logits - top).exp_()
         total = exp.sum(-1, keepdim=True)
         probs = exp.div_(total)
-        gate = total.reciprocal_()
-        expert = expert.squeeze(1)
+        if self._selects_argmax:
+            gate = total.reciprocal_()
+            expert = top_expert
+        else:
+            expert = actor.select(obs, logits)
+            gate = probs.gather(1, expert.unsqueeze(1))
         experts = torch.addmm(actor.expert_bias.reshape(-1), obs, actor.expert_weight.reshape(-1, actor.n_obs).T)
         chosen = experts.view(batch, actor.n_experts, 2 * n_act)[self._row_index(batch), expert]
         gated = chosen * gate
         return MixtureSample(squashed_gaussian(gated[:, :n_act], gated[:, n_act:], actor),
-                             expert, logits, probs, gate, chosen)
+                             expert, top_expert, logits, probs, gate, chosen)
 
     def _backward(self, obs, s: MixtureSample, d_gated, router_noise, lb_loss, lb_weight) -> torch.Tensor:
         actor, batch = self.actor, obs.shape[0]
@@ -194,8 +202,11 @@ class MixturePasses(ActorPasses):
         n_experts = clean.shape[1]
         noise_std = 1.0 / n_experts
         importance = s.probs.sum(0)
-        # Load_m = Σ_s (1 − Φ(z)), z = (max_m noisy − clean_m) / σ; the max of the noisy logits is the chosen one's.
-        threshold = s.logits.gather(1, s.expert.unsqueeze(1))
+        # Load_m = Σ_s (1 − Φ(z)), z = (max_m noisy − clean_m) / σ; the max of the noisy logits is the chosen one's
+        # unless the actor chooses otherwise (fixed trees)
+        if s.top_expert is not s.expert:
+            one_hot = torch.zeros_like(one_hot).scatter_(1, s.top_expert.unsqueeze(1), 1.0)
+        threshold = s.logits.gather(1, s.top_expert.unsqueeze(1))
         z = (threshold - clean) / noise_std
         load = (0.5 * torch.erfc(z / math.sqrt(2.0))).sum(0)
         cv_imp, d_imp = _cv_squared_and_grad(importance)
@@ -269,9 +280,11 @@ class MLPPasses(ActorPasses):
 
 
 def make_passes(actor: Actor) -> ActorPasses:
-    """The passes written for the actor's class; a subclass may change ``forward`` (say, top-2 gating), which the
-    passes would not follow, so it has none and trains with autograd."""
-    if type(actor) is SMOSEActor:
+    """The passes written for the actor's class. A subclass of SMOSEActor that changes only ``select`` (the tree-routed
+    controller) has them; one that changes ``forward`` or ``mixture`` (say, top-2 gating) has none, as the passes
+    would not follow, and trains with autograd."""
+    if (isinstance(actor, SMOSEActor) and type(actor).forward is SMOSEActor.forward
+            and type(actor).mixture is SMOSEActor.mixture):
         return MixturePasses(actor)
     if type(actor) is MLPActor:
         return MLPPasses(actor)
