@@ -347,6 +347,7 @@ def test_distill_with_dagger_records_its_rounds(hopper_run, tmp_path, capsys):
         assert len(fidelity[kind]["dagger_states"]) == 2 and min(fidelity[kind]["dagger_states"]) > 0
         assert fidelity[kind]["closed_loop_agreement"] == fidelity["returns"][kind]["router_agreement"]
         assert 0.0 <= fidelity[kind]["closed_loop_agreement"] <= 1.0
+        assert fidelity[kind]["fit_seconds"] > 0  # the fit with its DAgger rollouts, timed
     with pytest.raises(SystemExit) as info:
         main(["distill", str(run_dir), "--dagger", "-1"])
     assert info.value.code == 2

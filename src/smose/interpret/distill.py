@@ -9,6 +9,7 @@ back; smose.interpret.rules writes the rules).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -231,11 +232,12 @@ def distill(
     try:
         train_states, train_labels = collect_states(actor, env, episodes, seed, mode)
         test_states, test_labels = collect_states(actor, env, episodes, seed, mode, offset=HOLDOUT_SEED_OFFSET)
-        fitted, fit_data, added = {}, {}, {}
+        fitted, fit_data, added, seconds = {}, {}, {}, {}
         for k in kinds:
+            started = time.perf_counter()
             trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
                                                               dagger, episodes, seed, mode, cma_iterations)
-            fitted[k], fit_data[k] = trees, (states, labels)
+            fitted[k], fit_data[k], seconds[k] = trees, (states, labels), time.perf_counter() - started
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
             "format_version": 1,
@@ -264,6 +266,7 @@ def distill(
             summary[k]["train_agreement"] = float(np.mean(router.predict(states) == labels))
             if dagger:
                 summary[k]["dagger_states"] = added[k]
+            summary[k]["fit_seconds"] = round(seconds[k], 2)  # fitting with its DAgger rollouts, wall clock
             returns[k] = evaluate(actor, env, eval_episodes, seed, mode, router=router)
             summary[k]["closed_loop_agreement"] = returns[k]["router_agreement"]
             returns["ratio"][k] = _ratio(returns[k]["mean"], neural["mean"])
