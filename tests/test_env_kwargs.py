@@ -10,6 +10,7 @@ from smose.api import SMOSE
 from smose.cli import main
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
+from smose.experiments.aggregate import other_settings
 from smose.experiments.sweep import Grid, check_compatible, result_key, train_command
 from smose.serialization import load_model
 from smose.tasks.envs import make_env, parse_env_kwargs
@@ -162,3 +163,14 @@ def test_a_sweep_trains_with_env_kwargs_and_recognises_its_finished_runs(tmp_pat
     assert "1 already finished" in capsys.readouterr().out
     assert main(args[:-4] + ["--env-kwargs", "g=3.0", "--out", str(tmp_path / "sweep")]) == 2
     assert "--env-kwargs g=2.0 before, g=3.0 now" in capsys.readouterr().err
+
+
+def test_the_table_names_env_kwargs_as_the_command_line_gives_them():
+    """A table's settings column shows the env's arguments as --env-kwargs words, so each Meta-World task (one env id,
+    the task an argument) is its own group with a readable label."""
+    reach = TrainConfig(env="Meta-World/MT1", env_kwargs={"env_name": "reach-v3"})
+    push = TrainConfig(env="Meta-World/MT1", env_kwargs={"env_name": "push-v3", "seed": 3})
+    assert other_settings(reach) == "env_name=reach-v3"
+    assert other_settings(push) == "env_name=push-v3, seed=3"
+    assert other_settings(TrainConfig(env="Pendulum-v1", env_kwargs={"g": 2.0}, batch_size=64)) == \
+        "batch_size=64, g=2.0"

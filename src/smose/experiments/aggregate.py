@@ -42,11 +42,20 @@ def lb_label(config: TrainConfig) -> str | None:
 
 def other_settings(config: TrainConfig) -> str:
     """The fields that change the result and differ from the defaults, besides those the table has columns for:
-    "batch_size=64, learning_starts=100" ("" when there are none)."""
+    "batch_size=64, learning_starts=100" ("" when there are none). Env constructor arguments read as the KEY=VALUE
+    words of --env-kwargs, strings unquoted: "env_name=reach-v3"."""
     ours = json.loads(result_key(config))
     defaults = json.loads(result_key(dataclasses.replace(DEFAULTS, env=config.env, algo=config.algo)))
-    return ", ".join(f"{name}={ours[name]}" for name in sorted(ours)
-                     if name not in LABELLED_FIELDS and ours[name] != defaults.get(name))
+    words = []
+    for name in sorted(ours):
+        if name in LABELLED_FIELDS or ours[name] == defaults.get(name):
+            continue
+        if name == "env_kwargs":
+            words += [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+                      for key, value in sorted(ours[name].items())]
+        else:
+            words.append(f"{name}={ours[name]}")
+    return ", ".join(words)
 
 
 GroupKey = tuple[str, str, "int | None", "str | None", int, str]
