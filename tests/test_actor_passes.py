@@ -129,12 +129,15 @@ def test_tree_routed_sample_takes_the_trees_choice(float64, kind):
 
 @pytest.mark.parametrize("kind, lb_loss, noise_kind", [("per-expert", "none", None), ("multiclass", "none", None),
                                                        ("multiclass", "cv2", "batch"), ("per-expert", "cv2", "state"),
-                                                       ("multiclass", "z", "batch")])
+                                                       ("multiclass", "z", "batch"), ("per-expert", "z-noisy", "state"),
+                                                       ("multiclass", "none-noisy", "batch")])
 def test_tree_routed_loss_and_gradients_equal_autograd(float64, kind, lb_loss, noise_kind):
     """What ``smose finetune`` trains (no balancing) and, for completeness, the balancing losses, whose load term
     takes the noisy argmax even where the trees choose another expert."""
     actor, obs = tree_routed_and_obs(1, kind)
     noise = None if noise_kind is None else router_noise(BATCH, N_EXPERTS, noise_kind)
+    s = make_passes(actor).sample(obs, noise)
+    assert (s.expert != s.top_expert).float().mean() > 0.3  # the trees overrule the (noisy) argmax on many states
     assert_gradients_equal_autograd(actor, obs, noise, lb_loss)
 
 

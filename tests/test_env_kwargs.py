@@ -54,7 +54,7 @@ def test_a_key_the_env_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert not run_dir.exists()
     assert main(["train", *TINY, "--env-kwargs", "g=abc", "--out", str(run_dir)]) == 2  # fails only when stepping
     err = capsys.readouterr().err
-    assert err.startswith("smose: error: environment 'Pendulum-v1' refused --env-kwargs g=\"abc\": ")
+    assert err.startswith("smose: error: environment 'Pendulum-v1' refused --env-kwargs g=abc: ")
     assert len(err.strip().splitlines()) == 1 and not run_dir.exists()
     assert main(["train", *TINY, "--env-kwargs", "g", "--out", str(run_dir)]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err and not run_dir.exists()
@@ -124,7 +124,7 @@ def test_sweep_passes_and_records_env_kwargs(tmp_path):
     assert Grid.from_dict(json.loads(json.dumps(grid.to_dict()))) == grid
     assert "--env-kwargs g=2.0" in grid.command(tmp_path)
     words = train_command(TrainConfig(env="Pendulum-v1", env_kwargs={"g": 2.0, "name": "a b"}))
-    assert words[words.index("--env-kwargs") + 1:][:2] == ["g=2.0", 'name="a b"']
+    assert words[words.index("--env-kwargs") + 1:][:2] == ["g=2.0", "name=a b"]  # argv words: no shell quoting
     assert parse_env_kwargs(words[words.index("--env-kwargs") + 1:][:2]) == {"g": 2.0, "name": "a b"}
     assert "--env-kwargs" not in train_command(TrainConfig(env="Pendulum-v1"))
     assert "env_kwargs" not in Grid(envs=("Pendulum-v1",), algos=("smose",), seeds=(0,), steps=100).to_dict()
@@ -169,8 +169,12 @@ def test_the_table_names_env_kwargs_as_the_command_line_gives_them():
     """A table's settings column shows the env's arguments as --env-kwargs words, so each Meta-World task (one env id,
     the task an argument) is its own group with a readable label."""
     reach = TrainConfig(env="Meta-World/MT1", env_kwargs={"env_name": "reach-v3"})
-    push = TrainConfig(env="Meta-World/MT1", env_kwargs={"env_name": "push-v3", "seed": 3})
-    assert other_settings(reach) == "env_name=reach-v3"
-    assert other_settings(push) == "env_name=push-v3, seed=3"
+    push = TrainConfig(env="Meta-World/MT1", env_kwargs={"seed": 3, "env_name": "push-v3"})
+    assert other_settings(reach) == "--env-kwargs env_name=reach-v3"
+    assert other_settings(push) == "--env-kwargs env_name=push-v3 seed=3"
     assert other_settings(TrainConfig(env="Pendulum-v1", env_kwargs={"g": 2.0}, batch_size=64)) == \
-        "batch_size=64, g=2.0"
+        "batch_size=64, --env-kwargs g=2.0"
+    # the string "3" and the number 3 are different arguments, and keep different labels (as --env-kwargs reads them)
+    text, number = (other_settings(TrainConfig(env="Pendulum-v1", env_kwargs={"x": x})) for x in ("3", 3))
+    assert (text, number) == ('--env-kwargs x="3"', "--env-kwargs x=3")
+    assert parse_env_kwargs(text.split()[1:]) == {"x": "3"} and parse_env_kwargs(number.split()[1:]) == {"x": 3}

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from smose.algo.fast.fused import SACLearner
+from smose.algo.learner import make_learner
 from smose.algo.policy import SMOSEActor, make_actor
 from smose.algo.sac import SAC
 from smose.api import SMOSE
@@ -107,6 +108,19 @@ def test_the_trees_choose_and_the_router_and_experts_learn(source, tuned):
     assert not torch.equal(actor.router.weight, before.router.weight)
 
 
+def test_fine_tuning_keeps_the_source_runs_update_unless_told(source, tmp_path):
+    """A run trained with --update autograd is fine-tuned with it too; --update fused overrides."""
+    run = copy_run(source, tmp_path / "autograd-source")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"update": "autograd"}))
+    for update, learner in ((None, SAC), ("fused", SACLearner)):
+        trainer = prepare(check_source(run, "multiclass"), 10, tmp_path / f"out-{update}", update=update)
+        try:
+            assert type(trainer.learner) is learner and trainer.config.update == (update or "autograd")
+        finally:
+            trainer.close()
+
+
 @pytest.mark.parametrize("update, learner", [(None, SACLearner), ("autograd", SAC)])
 def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path, update, learner):
     """Either SAC update continues the checkpoint: the source's (fused) by default, the reference if asked."""
@@ -132,15 +146,17 @@ def test_fine_tuning_starts_from_the_source_checkpoint(source, tmp_path, update,
         trainer.close()
 
 
-def test_an_update_trains_the_chosen_expert_and_the_gate_only():
+@pytest.mark.parametrize("update, learner_class", [("fused", SACLearner), ("autograd", SAC)])
+def test_an_update_trains_the_chosen_expert_and_the_gate_only(update, learner_class):
     """Fixed trees that always choose expert 2: SAC steps change expert 2's heads and the router (through the gate
-    g = softmax(z)_2 that scales expert 2's output), and no other expert."""
+    g = softmax(z)_2 that scales expert 2's output), and no other expert, on either update path."""
     torch.manual_seed(0)
     base = make_actor("smose", 3, 1, [-2.0], [2.0], n_experts=4)
     states = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     trees = fit_multiclass(base, states, np.full(64, 2), depth=2, env_id="Synthetic-v0")
     actor = TreeRoutedActor.from_smose(base, trees)
-    learner = SAC(actor, SACHyperParams(lb_loss="none", lb_weight=0.0, policy_frequency=1))
+    learner = make_learner(actor, SACHyperParams(lb_loss="none", lb_weight=0.0, policy_frequency=1), update)
+    assert type(learner) is learner_class
     before = {name: value.detach().clone() for name, value in actor.named_parameters()}
     obs = torch.from_numpy(states)
     batch = Batch(obs=obs, actions=torch.rand(64, 1) * 4 - 2, rewards=torch.randn(64), next_obs=obs.flip(0),

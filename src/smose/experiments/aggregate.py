@@ -19,6 +19,7 @@ from smose.experiments.paper import PAPER_EXPERTS, PAPER_LB_WEIGHT, PAPER_RESULT
 from smose.experiments.records import RunRecord, StaleTrees, TreeRecord
 from smose.experiments.run_state import USES_EXPERTS, USES_LB, result_key
 from smose.experiments.stats import iqm, iqm_ci
+from smose.tasks.envs import format_env_kwargs
 from smose.training.config import TrainConfig
 
 ALGO_ORDER = ("smose", "sac-s", "sac-m", "sac-l")
@@ -43,7 +44,8 @@ def lb_label(config: TrainConfig) -> str | None:
 def other_settings(config: TrainConfig) -> str:
     """The fields that change the result and differ from the defaults, besides those the table has columns for:
     "batch_size=64, learning_starts=100" ("" when there are none). Env constructor arguments read as the KEY=VALUE
-    words of --env-kwargs, strings unquoted: "env_name=reach-v3"."""
+    words of that option ("--env-kwargs env_name=reach-v3"), each value written as it reads it back, so different
+    values never share a label."""
     ours = json.loads(result_key(config))
     defaults = json.loads(result_key(dataclasses.replace(DEFAULTS, env=config.env, algo=config.algo)))
     words = []
@@ -51,8 +53,7 @@ def other_settings(config: TrainConfig) -> str:
         if name in LABELLED_FIELDS or ours[name] == defaults.get(name):
             continue
         if name == "env_kwargs":
-            words += [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-                      for key, value in sorted(ours[name].items())]
+            words.append(f"--env-kwargs {' '.join(format_env_kwargs(dict(sorted(ours[name].items()))))}")
         else:
             words.append(f"{name}={ours[name]}")
     return ", ".join(words)

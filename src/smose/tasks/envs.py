@@ -41,8 +41,18 @@ def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 
 def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
-    """The KEY=VALUE words that parse_env_kwargs reads back as ``kwargs``."""
-    return [f"{key}={json.dumps(value)}" for key, value in kwargs.items()]
+    """The KEY=VALUE words that parse_env_kwargs reads back as ``kwargs``: a string bare where it reads back as itself
+    (env_name=reach-v3), JSON otherwise (x=\"3\" for the string "3", x=3 for the number)."""
+    return [f"{key}={value if isinstance(value, str) and _reads_as_string(value) else json.dumps(value)}"
+            for key, value in kwargs.items()]
+
+
+def _reads_as_string(word: str) -> bool:
+    try:
+        json.loads(word)
+    except ValueError:
+        return True
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
