@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.interpret.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
-from smose.tasks.envs import make_env
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
+from smose.interpret.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
 from smose.serialization import load_model
+from smose.tasks.envs import make_env
 
 
 def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes: int, seed: int = 0) -> dict:
@@ -46,7 +46,7 @@ def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes
             router = TreeRouter(trees)
             routed = evaluate(actor, env, eval_episodes, seed, router=router)
             per_round.append({
-                "round": r, "train_states": int(len(labels)),
+                "round": r, "train_states": len(labels),
                 "agreement": float(np.mean(router.predict(heldout_states) == heldout_labels)),
                 "closed_loop_agreement": routed["router_agreement"],
                 "return_mean": routed["mean"], "return_std": routed["std"],

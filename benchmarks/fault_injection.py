@@ -50,10 +50,10 @@ import torch
 from safetensors.torch import load_file
 
 from smose import __version__, serialization
-from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 from smose.cli import main
 from smose.errors import SmoseError
 from smose.serialization import load_model, read_eval
+from smose.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_JSON
 from smose.training.trainer import Trainer
 
 CONFIG = dict(env="Hopper-v5", steps=3000, learning_starts=500, batch_size=64, experts=4, eval_every=1000,
@@ -405,7 +405,7 @@ def report(command: str, results: dict, started: float) -> str:
         "# Fault injection",
         "",
         f"Command: `{command}`  ",
-        f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; smose {__version__}, torch "
+        f"Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; smose {__version__}, torch "
         f"{torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} cores; "
         f"took {time.monotonic() - started:.0f} s; 1-min load average at the end {os.getloadavg()[0]:.1f}.  ",
         f"Training configuration: `smose train {shlex.join(CONFIG_ARGS)}`; one checkpoint interval = "

@@ -29,6 +29,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from smose_cli import run_smose
+
+from smose.errors import SmoseError
+
 REPO = Path(__file__).resolve().parents[1]
 CONTENDERS = ("finetune fused", "finetune autograd", "train --resume fused")
 
@@ -55,12 +59,6 @@ trainer.close()
 print(json.dumps({"sps": measure / wall, "cpu_ms_per_step": 1000 * cpu / measure,
                   "learner": type(trainer.learner).__name__}))
 """
-
-
-def run_smose(*argv: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "smose", *argv], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"finetune_speed: smose {argv[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
 def measure(contender: str, source: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -94,9 +92,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = work / "source"
-        run_smose("train", "--env", args.env, "--steps", str(args.source_steps), "--learning-starts",
-                  str(args.learning_starts), "--eval-every", "0", "--threads", "1", "--out", str(source), "--quiet")
-        run_smose("distill", str(source), "--depth", "3", "--kind", "per-expert")
+        try:
+            run_smose("train", "--env", args.env, "--steps", str(args.source_steps), "--learning-starts",
+                      str(args.learning_starts), "--eval-every", "0", "--threads", "1", "--out", str(source),
+                      "--quiet")
+            run_smose("distill", str(source), "--depth", "3", "--kind", "per-expert")
+        except SmoseError as exc:
+            sys.exit(f"finetune_speed: {exc}")
         samples: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
         for repeat in range(args.repeats):
             order = CONTENDERS[repeat % 3:] + CONTENDERS[: repeat % 3]

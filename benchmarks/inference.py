@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from smose import __version__
-from smose.interpret.distill import collect_states
-from smose.tasks.envs import make_env
 from smose.export import export_policy
+from smose.interpret.distill import collect_states
 from smose.serialization import load_model
+from smose.tasks.envs import make_env
 
 N_STATES = 256
 

@@ -25,10 +25,10 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from smose_cli import run_smose
 
 from smose import __version__
 from smose.choices import KINDS
@@ -45,25 +45,17 @@ from smose.training.finetune import read_record
 ALL_KINDS = "all"
 
 
-def smose(*argv: str) -> float:
-    """Run one smose command (output discarded, errors shown); returns its wall-clock seconds."""
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "smose", *argv], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SmoseError(f"smose {shlex.join(argv)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return time.perf_counter() - started
-
-
-def state(out: Path, source: Path, kind: str, steps: int) -> str:
-    """Where the fine-tuning run in ``out`` stands: "finished" (all ``steps`` steps from ``source``'s checkpoint under
-    its current ``kind`` trees), "resumable" (the same, interrupted after a checkpoint) or "fresh" (anything else:
-    nothing there, another source step or other trees, say after the source was distilled again)."""
+def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> str:
+    """Where the fine-tuning run in ``out`` stands: "finished" (all ``steps`` steps from ``source``'s checkpoint, at
+    ``source_step``, under its current ``kind`` trees), "resumable" (the same, interrupted after a checkpoint) or
+    "fresh" (anything else: nothing there, another source step or other trees, say after the source was distilled
+    again)."""
     try:
         record, checkpoint = read_record(out), read_checkpoint_json(out)
         trees = read_json(tree_file(source, kind), "tree file")
     except SmoseError:
         return "fresh"
-    if (record is None or record["tree_kind"] != kind or record["source_step"] != read_checkpoint_json(source)["step"]
+    if (record is None or record["tree_kind"] != kind or record["source_step"] != source_step
             or record["trees_sha256"] != trees_digest(trees)):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]
@@ -80,19 +72,20 @@ def measure(run: Path, args: argparse.Namespace) -> dict:
     """Distil (if needed) and fine-tune under every kind; the numbers of one run."""
     wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, cma_iterations=args.cma_iterations)
     if tree_settings(run) != wanted:
-        smose("distill", *wanted.command(run)[4:])
+        run_smose("distill", *wanted.command(run)[4:])
     fidelity = read_json(RunDir(run).fidelity, "tree fidelity summary")
     neural = fidelity["returns"]["neural"]["mean"]
+    source_step = read_checkpoint_json(run)["step"]
     result = {"run": str(run), "env_id": fidelity["env_id"], "seed": read_json(RunDir(run).config, "config")["seed"],
-              "source_step": read_checkpoint_json(run)["step"], "neural_return": neural,
+              "source_step": source_step, "neural_return": neural,
               "kinds": {}}
     for kind in KINDS:
         out = args.work / f"{run.parent.name}-{run.name}-finetune-{kind}"
-        where = state(out, run, kind, args.finetune_steps)
+        where = state(out, run, source_step, kind, args.finetune_steps)
         if where == "resumable":
-            smose("finetune", "--resume", str(out), "--steps", str(args.finetune_steps), "--quiet")
+            run_smose("finetune", "--resume", str(out), "--steps", str(args.finetune_steps), "--quiet")
         elif where == "fresh":
-            smose("finetune", str(run), "--steps", str(args.finetune_steps), "--tree-kind", kind,
+            run_smose("finetune", str(run), "--steps", str(args.finetune_steps), "--tree-kind", kind,
                   "--out", str(out), "--force", "--quiet")
         record = read_record(out)
         before = record["before"]
