@@ -64,6 +64,19 @@ def test_a_key_the_env_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert "refused --env-kwargs gravity=2" in capsys.readouterr().err and not sweep_dir.exists()
 
 
+
+@pytest.mark.parametrize("env_args", [
+    ["Hopper-v5", "--env-kwargs", "xml_file=/nonexistent/hopper.xml"],  # the env raises OSError
+    ["Hopper-v5", "--env-kwargs", "frame_skip=0"],  # ZeroDivisionError while building
+    ["Hopper-v3"],  # registered, but needs mujoco-py: ImportError
+])
+def test_an_env_that_cannot_be_built_is_one_line_whatever_it_raises(tmp_path, capsys, env_args):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--env", *env_args, "--steps", "200", "--quiet", "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"smose: error: environment '{env_args[0]}' ") and len(err.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
 def test_train_records_env_kwargs_and_eval_distill_and_resume_use_them(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--steps", "150", "--checkpoint-every", "100", "--env-kwargs", "g=2.0",

@@ -88,6 +88,22 @@ def test_meta_world_features_follow_its_documented_layout():
     env.close()
 
 
+
+def _goals(env, first_seed, episodes=4):
+    """The goal of each of ``episodes`` episodes: the first reset with ``first_seed``, the others continuing."""
+    return [env.reset(seed=first_seed if i == 0 else None)[0][-3:].round(4).tolist() for i in range(episodes)]
+
+
+def test_meta_world_episodes_follow_the_reset_seed():
+    # Meta-World ignores reset(seed=...) and MT1 draws each episode's task from the env's own generator: without
+    # smose's reseeding every seed (training, evaluation, sweep seeds) would see one goal sequence.
+    envs = [make_env(MT1, env_kwargs={"env_name": "reach-v3"}) for _ in range(2)]
+    assert _goals(envs[0], 0) == _goals(envs[1], 0)  # the same seed: the same goals
+    assert _goals(envs[0], 1) != _goals(envs[1], 0)  # another seed: other goals
+    assert _goals(envs[0], 0) == _goals(envs[1], 0)  # reseeding a used env starts the sequence again
+    for env in envs:
+        env.close()
+
 def test_meta_world_mt1_without_its_task_is_refused_in_one_line(capsys):
     assert main(["train", "--env", MT1, "--steps", "10", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -26,6 +26,9 @@ DM_CONTROL, META_WORLD = "dm_control", "Meta-World"
 # Meta-World/MT1 draws its 50 goal positions from ``seed`` (numpy's global generator when it is None, so a rebuilt
 # env would have other goals): a fixed seed unless --env-kwargs gives one.
 DEFAULT_ENV_KWARGS: dict[str, dict[str, Any]] = {f"{META_WORLD}/MT1": {"seed": 0}}
+# Suites whose envs ignore reset(seed=...) (Meta-World's say "use seed() instead"): smose.tasks.envs.make_env reseeds
+# them through env.unwrapped.seed, so that seeds give different episodes and the same seed the same ones.
+RESET_SEED_IGNORED = {META_WORLD}
 # Ids that take their task as a constructor argument: (argument, an example value). The value names the run too.
 TASK_ARGUMENTS = {f"{META_WORLD}/MT1": ("env_name", "reach-v3")}
 
