@@ -102,3 +102,16 @@ def test_unsupported_envs_are_refused_clearly():
         SMOSE("Hoper-v5")
     with pytest.raises(SmoseError, match="--experts must be positive"):
         SMOSE("Pendulum-v1", n_experts=0)
+
+
+def test_an_env_passed_in_trains_with_its_own_constructor_arguments():
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1", g=2.0, max_episode_steps=50, render_mode="rgb_array")
+    model = SMOSE(env, n_experts=2, learning_starts=100, batch_size=32, eval_every=0)
+    assert model.config.env_kwargs == {"g": 2.0, "max_episode_steps": 50}  # not render_mode: rendering is per use
+    trainer_env = model._trainer.env.unwrapped
+    assert trainer_env.g == 2.0 and model._trainer.env.spec.max_episode_steps == 50
+    assert SMOSE(gym.make("Pendulum-v1"), n_experts=2).config.env_kwargs == {}  # the registration's defaults
+    given = SMOSE(env, n_experts=2, env_kwargs={"g": 3.0}).config.env_kwargs  # an explicit argument wins
+    assert given == {"g": 3.0, "max_episode_steps": 50}

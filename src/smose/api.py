@@ -23,6 +23,17 @@ from smose.training.config import TrainConfig, read_run_config, run_config_json
 from smose.training.trainer import Trainer
 
 
+def constructor_arguments(spec: gym.envs.registration.EnvSpec) -> dict[str, Any]:
+    """The arguments an env made with ``gymnasium.make`` was given beyond its registration's (``max_episode_steps``
+    included), as ``--env-kwargs`` would pass them; rendering is the caller's choice, not the env's."""
+    registered = gym.spec(spec.id)
+    given = {key: value for key, value in spec.kwargs.items()
+             if key != "render_mode" and (key not in registered.kwargs or registered.kwargs[key] != value)}
+    if spec.max_episode_steps != registered.max_episode_steps:
+        given["max_episode_steps"] = spec.max_episode_steps
+    return given
+
+
 class SMOSE:
     """A SMOSE (or dense SAC baseline) agent.
 
@@ -42,6 +53,8 @@ class SMOSE:
         env_id = env if isinstance(env, str) else getattr(env.spec, "id", None)
         if env_id is None:
             raise SmoseError("pass a registered Gymnasium env id or an env created with gymnasium.make")
+        if not isinstance(env, str):  # train on the env given, with its constructor arguments, not the id's defaults
+            config["env_kwargs"] = {**constructor_arguments(env.spec), **config.get("env_kwargs", {})}
         self.config = TrainConfig.from_dict({"env": env_id, "algo": algo, "experts": n_experts, "seed": seed, **config})
         self.mode: DeterministicMode = mode
         self._trainer: Trainer | None = Trainer(self.config)
