@@ -29,9 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from smose_cli import run_smose
-
 from smose.errors import SmoseError
+from smose_cli import run_smose
 
 REPO = Path(__file__).resolve().parents[1]
 CONTENDERS = ("finetune fused", "finetune autograd", "train --resume fused")

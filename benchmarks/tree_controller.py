@@ -28,8 +28,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from smose_cli import run_smose
-
 from smose import __version__
 from smose.choices import KINDS
 from smose.errors import SmoseError
@@ -41,6 +39,7 @@ from smose.run import RunDir, read_metrics
 from smose.serialization import read_eval, read_json
 from smose.training.checkpoint import read_checkpoint_json
 from smose.training.finetune import read_record
+from smose_cli import run_smose
 
 ALL_KINDS = "all"
 

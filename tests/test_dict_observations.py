@@ -11,7 +11,7 @@ from smose.api import SMOSE
 from smose.cli import main
 from smose.errors import SmoseError
 from smose.serialization import check_env_compatible, load_model
-from smose.tasks.envs import make_env
+from smose.tasks.envs import flatten_observation, make_env
 
 ENV_ID = "SmoseDictPoint-v0"
 # The sorted order of the entries below: "goal" (2), "position.x" (1), "position.y" (1), "velocity" (2).
@@ -109,3 +109,17 @@ def _with_discrete_entry() -> gym.Env:
     env = DictPoint()
     env.observation_space = gym.spaces.Dict({"mode": gym.spaces.Discrete(2), "goal": gym.spaces.Box(-1, 1, (2,))})
     return env
+
+
+def test_flatten_observation_keeps_a_batch_axis_and_refuses_mismatched_entries():
+    keys = [["a", 2], ["b", 1]]
+    single = {"a": np.array([1.0, 2.0]), "b": np.float32(3.0)}
+    assert flatten_observation(single, keys).tolist() == [1.0, 2.0, 3.0]
+    one = {"a": np.array([[1.0, 2.0]]), "b": np.array([3.0])}  # a batch of one: the leading axis stays
+    assert flatten_observation(one, keys).tolist() == [[1.0, 2.0, 3.0]]
+    two = {"a": np.array([[1.0, 2.0], [4.0, 5.0]]), "b": np.array([3.0, 6.0])}
+    assert flatten_observation(two, keys).tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    with pytest.raises(SmoseError, match="different numbers of observations"):
+        flatten_observation({"a": np.zeros(4), "b": np.zeros(1)}, keys)
+    with pytest.raises(SmoseError, match="'a' has 3 numbers; the model reads 2"):
+        flatten_observation({"a": np.zeros(3), "b": np.zeros(1)}, keys)

@@ -191,7 +191,7 @@ def flatten_observation(observation: dict, keys: list[list] | None) -> np.ndarra
     trained on it reads, its entries in the recorded ``[[key, size], ...]`` order."""
     if not keys:
         raise SmoseError("this model was trained on Box observations; pass an array, not a dict")
-    parts = []
+    values = []
     for key, size in keys:
         value = observation
         try:
@@ -200,10 +200,17 @@ def flatten_observation(observation: dict, keys: list[list] | None) -> np.ndarra
         except (KeyError, TypeError):
             raise SmoseError(f"the observation has no entry {key!r}") from None
         value = np.asarray(value, dtype=np.float32)
-        if value.size % size:
+        if value.size == 0 or value.size % size:
             raise SmoseError(f"observation entry {key!r} has {value.size} numbers; the model reads {size}")
-        parts.append(value.reshape(-1, size) if value.size > size else value.reshape(size))
-    return np.concatenate(parts, axis=-1)
+        values.append(value)
+    counts = {value.size // size for value, (_, size) in zip(values, keys)}
+    if len(counts) > 1:
+        raise SmoseError(f"the observation's entries hold different numbers of observations ({sorted(counts)}); "
+                         "a batch has the same leading axis on every entry")
+    # A batch when the entries hold several observations, or one behind a leading axis of length 1 (a batch of one).
+    batched = counts != {1} or any(value.ndim >= 2 and value.shape[0] == 1 for value in values)
+    shape = (lambda size: (-1, size)) if batched else (lambda size: (size,))
+    return np.concatenate([value.reshape(shape(size)) for value, (_, size) in zip(values, keys)], axis=-1)
 
 
 def _dict_leaves(space: gym.spaces.Dict, prefix: str, env_id: str) -> list[tuple[str, gym.spaces.Box]]:
