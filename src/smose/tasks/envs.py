@@ -102,7 +102,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         except gym.error.DependencyNotInstalled as exc:
             raise SmoseError(f"environment {env_id!r} needs a missing dependency: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any failure to build the env is the user's to read in one line
-            if render_mode is not None and not isinstance(exc, (TypeError, ValueError, AssertionError, gym.error.Error)):
+            argument_error = isinstance(exc, (TypeError, ValueError, AssertionError, gym.error.Error))
+            if render_mode is not None and not argument_error:
                 raise  # MuJoCo's GL set-up (MUJOCO_GL, libraries): the caller that asked for rendering reports it
             if env_kwargs:  # with arguments given, they are what made the env fail (a missing xml_file, frame_skip=0)
                 raise _refused(env_id, env_kwargs, exc) from None
