@@ -548,6 +548,11 @@ def test_table_reports_the_distilled_trees(tmp_path):
 def test_cli_rejects_bad_sweeps(tmp_path, capsys, monkeypatch):
     assert main(["sweep", "--envs", "Nope-v0", "--steps", "10", "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == "smose: error: unknown environment 'Nope-v0' in --envs"
+    # registered but unbuildable (needs mujoco-py): refused once, before anything is written, not in every job
+    assert main(["sweep", "--envs", "Pendulum-v1,Hopper-v3", "--steps", "10", "--out", str(tmp_path / "v3")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smose: error: environment 'Hopper-v3' ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "v3").exists()
     assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "10", "--address", "x:1", "--out", str(tmp_path)]) == 2
     assert "--address is for --backend ray" in capsys.readouterr().err
     assert main(["table", str(tmp_path / "missing")]) == 2

@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=Count(0, MAX_STEPS), default=None, help="as in `smose train`")
     p.add_argument("--eval-episodes", type=EPISODES, default=None, help="as in `smose train`")
     p.add_argument("--batch-size", type=Count(1, MAX_BATCH_SIZE), default=None, help="as in `smose train`")
-    p.add_argument("--env-kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+    p.add_argument("--env-kwargs", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="arguments of every env's constructor, as in `smose train`")
     p.add_argument("--out", required=True, help="sweep directory, e.g. sweeps/NAME")
     p.add_argument("--backend", choices=("local", "ray"), default="local",

@@ -132,9 +132,8 @@ def run_sweep(grid: Grid, out: Path, backend: str = "local", workers: int | None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SmoseError(f"{out}: exists and is not a directory")
-    if grid.env_kwargs:  # an argument some env refuses is reported before anything is written
-        for env in grid.envs:
-            check_env(env, dict(grid.env_kwargs))
+    for env in grid.envs:  # an env that cannot be built or run, or refuses an argument: once, before any file is made
+        check_env(env, dict(grid.env_kwargs))
     started = time.monotonic()
     specs = expand(grid, out)
     for directory, what in ((out, "sweep"), (export, "export")):  # refused before anything is created

@@ -205,7 +205,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("dict", dict):
-            parser.add_argument(flag, nargs="+", default=None, metavar=f.metadata["metavar"], help=f.metadata["help"])
+            # "extend": a second --env-kwargs adds to the first (a key given twice is refused), never replaces it
+            parser.add_argument(flag, nargs="+", action="extend", default=None, metavar=f.metadata["metavar"],
+                                help=f.metadata["help"])
             continue
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.type in ("bool", bool):
