@@ -71,8 +71,8 @@ def _c_array(name: str, dims: list[str], values: np.ndarray, labels: list[list[s
 
 def c_source(p: ExportedPolicy) -> str:
     """The header-only C99 file of a policy."""
-    title = (f"{HEADER_NAME}: SMOSE controller for {p.env_id}, {p.n_experts} linear experts, one acts per step."
-             if p.is_smose else f"{HEADER_NAME}: dense SAC controller ({p.algo}) for {p.env_id}.")
+    title = (f"{HEADER_NAME}: SMOSE controller for {p.env}, {p.n_experts} linear experts, one acts per step."
+             if p.is_smose else f"{HEADER_NAME}: dense SAC controller ({p.algo}) for {p.env}.")
     usage = [f"Usage: #include \"{HEADER_NAME}\" in one or more C99 files and link with -lm.",
              "    float action[SMOSE_N_ACT];",
              "    int status = smose_act(obs, action);         obs: SMOSE_N_OBS floats in the order below"]

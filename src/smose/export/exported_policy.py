@@ -36,8 +36,16 @@ class ExportedPolicy:
     tensors: dict[str, tuple[np.ndarray, list[str]]]
     n_experts: int = 0
     hidden: list[int] = field(default_factory=list)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # the env's constructor arguments in training
     routing_trees: dict | None = None  # the tree file used for routing (router == "tree")
     all_trees: dict[str, dict] = field(default_factory=dict)  # every tree kind distilled in the run (JSON)
+
+    @property
+    def env(self) -> str:
+        """The env as the command line names it: 'Hopper-v5', 'Meta-World/MT1 with env_name=push-v3'."""
+        from smose.tasks.envs import format_env_kwargs
+
+        return " ".join([self.env_id, "with", *format_env_kwargs(self.env_kwargs)]) if self.env_kwargs else self.env_id
 
     @property
     def is_smose(self) -> bool:

@@ -104,6 +104,7 @@ def collect(run_dir: Path | str, router: str | None = None, mode: str = "gated",
     obs_names, act_names = feature_names(meta)
     policy = ExportedPolicy(
         env_id=env_id,
+        env_kwargs=dict(meta.get("env_kwargs", {})),
         algo=algo,
         n_obs=actor.n_obs,
         n_act=actor.n_act,

@@ -26,6 +26,7 @@ def json_document(p: ExportedPolicy) -> dict:
         "command": p.command,
         "source": p.source,
         "env_id": p.env_id,
+        "env_kwargs": p.env_kwargs,
         "algo": p.algo,
         "n_obs": p.n_obs,
         "n_act": p.n_act,

@@ -8,6 +8,7 @@ int64. A graph cannot raise: invalid observations give NaN actions and expert -1
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from collections.abc import Callable
 
@@ -168,11 +169,12 @@ def onnx_bytes(actor: Actor, p: ExportedPolicy) -> bytes:
                           output_names=outputs, opset_version=ONNX_OPSET,
                           dynamic_axes={name: {0: "batch"} for name in ["obs", *outputs]})
     model = onnx.load_from_string(buffer.getvalue())
-    model.doc_string = "\n".join([f"SMOSE policy for {p.env_id} ({p.algo}, mode {p.mode}); produced by {p.command}",
+    model.doc_string = "\n".join([f"SMOSE policy for {p.env} ({p.algo}, mode {p.mode}); produced by {p.command}",
                                   "input obs [batch, n_obs] float32; output action [batch, n_act] float32"
                                   + ("; expert [batch] int64" if p.is_smose else "")])
     meta = {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION), "smose_version": __version__,
-            "env_id": p.env_id, "algo": p.algo, "mode": p.mode, "command": p.command,
+            "env_id": p.env_id, "env_kwargs": json.dumps(p.env_kwargs),
+            "algo": p.algo, "mode": p.mode, "command": p.command,
             "observation_names": "\n".join(p.obs_names), "action_names": "\n".join(p.act_names)}
     for key, value in meta.items():
         entry = model.metadata_props.add()

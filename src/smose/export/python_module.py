@@ -45,8 +45,8 @@ _PY_TREE = TreeSyntax(
 
 def python_source(p: ExportedPolicy) -> str:
     """The stdlib-only Python module of a policy."""
-    title = (f"SMOSE controller for {p.env_id}: one of {p.n_experts} linear experts acts at each step."
-             if p.is_smose else f"Dense SAC controller ({p.algo}) for {p.env_id}.")
+    title = (f"SMOSE controller for {p.env}: one of {p.n_experts} linear experts acts at each step."
+             if p.is_smose else f"Dense SAC controller ({p.algo}) for {p.env}.")
     doc = [title, "", *description(p, "python"), "",
            "Only the Python standard library is used. act(obs) takes any sequence of the numbers above and returns",
            "a list of floats. The observation is rounded to float32 (as the library does) and must be finite and",
@@ -58,7 +58,8 @@ def python_source(p: ExportedPolicy) -> str:
     # Paths in the command may hold backslashes or quotes: escape them so the docstring reads back verbatim.
     text = "\n".join(doc).rstrip().replace("\\", "\\\\").replace('"""', '\\"""')
     lines = ['"""' + text + '\n"""', "", "import math", "import struct", "",
-             f"ENV_ID = {p.env_id!r}", f"MODE = {p.mode!r}", f"N_OBS = {p.n_obs}", f"N_ACT = {p.n_act}"]
+             f"ENV_ID = {p.env_id!r}", f"ENV_KWARGS = {p.env_kwargs!r}",
+             f"MODE = {p.mode!r}", f"N_OBS = {p.n_obs}", f"N_ACT = {p.n_act}"]
     if p.is_smose:
         lines.append(f"N_EXPERTS = {p.n_experts}")
     lines += ["OBSERVATION_NAMES = " + repr(p.obs_names), "ACTION_NAMES = " + repr(p.act_names),
