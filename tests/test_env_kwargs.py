@@ -24,6 +24,8 @@ RUNS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "runs"
 def test_values_are_json_where_they_parse_and_strings_otherwise():
     assert parse_env_kwargs(["g=2", "x=0.5", "flag=false", "none=null", "xs=[1, 2]", "xml_file=my.xml", "s=\"1\""]) == {
         "g": 2, "x": 0.5, "flag": False, "none": None, "xs": [1, 2], "xml_file": "my.xml", "s": "1"}
+    # not JSON, so not numbers: config.json and the exported files hold only JSON
+    assert parse_env_kwargs(["a=NaN", "b=-Infinity", "c=[1, NaN]"]) == {"a": "NaN", "b": "-Infinity", "c": "[1, NaN]"}
     for bad in (["g"], ["=1"], ["1g=2"], ["g=1", "g=2"]):
         with pytest.raises(SmoseError, match="--env-kwargs"):
             parse_env_kwargs(bad)
@@ -62,6 +64,20 @@ def test_a_key_the_env_refuses_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "100", "--env-kwargs", "gravity=2",
                  "--out", str(sweep_dir)]) == 2
     assert "refused --env-kwargs gravity=2" in capsys.readouterr().err and not sweep_dir.exists()
+    # a second --env-kwargs adds to the first; a key given in both is refused
+    import argparse
+
+    from smose.training.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    config = config_from_args(parser.parse_args(["--env-kwargs", "g=2", "--env-kwargs", "max_episode_steps=50"]))
+    assert config.env_kwargs == {"g": 2, "max_episode_steps": 50}
+    assert main(["train", *TINY, "--env-kwargs", "g=2", "--env-kwargs", "g=3", "--out", str(run_dir)]) == 2
+    assert "--env-kwargs: g is given twice" in capsys.readouterr().err and not run_dir.exists()
+    assert main(["sweep", "--envs", "Pendulum-v1", "--steps", "100", "--env-kwargs", "g=2", "--env-kwargs", "g=3",
+                 "--out", str(sweep_dir)]) == 2
+    assert "--env-kwargs: g is given twice" in capsys.readouterr().err and not sweep_dir.exists()
 
 
 
@@ -105,6 +121,22 @@ def test_train_records_env_kwargs_and_eval_distill_and_resume_use_them(tmp_path,
     capsys.readouterr()
     assert main(["info", str(run_dir)]) == 0
     assert "env kwargs g=2.0" in capsys.readouterr().out
+
+    # every exported file says which env it controls, arguments included
+    exports = {fmt: tmp_path / f"policy.{suffix}" for fmt, suffix in
+               (("json", "json"), ("python", "py"), ("c", "h"), ("onnx", "onnx"))}
+    for fmt, path in exports.items():
+        assert main(["export", str(run_dir), "--format", fmt, "--out", str(path)]) == 0
+    assert json.loads(exports["json"].read_text())["env_kwargs"] == {"g": 2.0}
+    module = {}
+    exec(compile(exports["python"].read_text(), "policy.py", "exec"), module)
+    assert module["ENV_ID"] == "Pendulum-v1" and module["ENV_KWARGS"] == {"g": 2.0}
+    assert "controller for Pendulum-v1 with g=2.0" in module["__doc__"]
+    assert "controller for Pendulum-v1 with g=2.0," in exports["c"].read_text()
+    import onnx
+
+    onnx_meta = {entry.key: entry.value for entry in onnx.load(str(exports["onnx"])).metadata_props}
+    assert json.loads(onnx_meta["env_kwargs"]) == {"g": 2.0}
 
     assert main(["train", "--resume", str(run_dir), "--steps", "200", "--quiet"]) == 0
     assert load_model(run_dir)[1]["env_kwargs"] == {"g": 2.0}

@@ -25,7 +25,7 @@ def _suggest(env_id: str) -> str:
 
 def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
     """``["g=9.81", "xml_file=my.xml"]`` -> ``{"g": 9.81, "xml_file": "my.xml"}``: each value is read as JSON where
-    it parses (numbers, true/false, null, lists, objects) and kept as the string otherwise."""
+    it parses (numbers, true/false, null, lists, objects; not NaN or Infinity) and kept as the string otherwise."""
     kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -34,10 +34,16 @@ def parse_env_kwargs(pairs: list[str]) -> dict[str, Any]:
         if key in kwargs:
             raise SmoseError(f"--env-kwargs: {key} is given twice")
         try:
-            kwargs[key] = json.loads(text)
+            kwargs[key] = json.loads(text, parse_constant=_not_json)
         except ValueError:
             kwargs[key] = text
     return kwargs
+
+
+def _not_json(word: str) -> None:
+    """NaN and Infinity are not JSON (config.json and the exported files could not hold them): such a value stays a
+    string."""
+    raise ValueError(word)
 
 
 def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
@@ -49,7 +55,7 @@ def format_env_kwargs(kwargs: dict[str, Any]) -> list[str]:
 
 def _reads_as_string(word: str) -> bool:
     try:
-        json.loads(word)
+        json.loads(word, parse_constant=_not_json)
     except ValueError:
         return True
     return False
@@ -146,7 +152,7 @@ def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], li
     (``env`` or, when the hand-written table does not name everything, one built here) supplies the names of other
     tasks; without it, a Dict observation is named by its recorded keys."""
     arch, env_id = meta["architecture"], meta["env_id"]
-    obs, act = table_names(env_id, arch["n_obs"], arch["n_act"])
+    obs, act = table_names(env_id, arch["n_obs"], arch["n_act"], meta.get("env_kwargs"))
     if obs is not None and act is not None:
         return obs, act
     built = None
