@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -226,3 +227,26 @@ def test_distill_and_export_name_the_features_of_an_env_without_a_table(tmp_path
 
     distill(run_dir, depth=1, episodes=1, eval_episodes=1, kind="multiclass")
     assert json.loads((run_dir / "trees" / "multiclass.json").read_text())["feature_names"] == PENDULUM_DOC
+
+
+def test_an_env_built_on_a_users_model_is_named_from_that_model(tmp_path):
+    """A custom xml_file may have other joints than the documented layout: the hand-written table would misname
+    them, so the names come from the model (here Hopper with its thigh joint renamed hip)."""
+    import os
+
+    from gymnasium.envs import mujoco as gym_mujoco
+
+    from smose.tasks.envs import feature_names
+
+    xml = (Path(os.path.dirname(gym_mujoco.__file__)) / "assets" / "hopper.xml").read_text()
+    assert xml.count('"thigh_joint"') == 2  # the joint and its actuator
+    custom = tmp_path / "hopper.xml"
+    custom.write_text(xml.replace('"thigh_joint"', '"hip"'))
+    env = _make("Hopper-v5", xml_file=str(custom))
+    obs, act = observation_names("Hopper-v5", 11, env), action_names("Hopper-v5", 3, env)
+    env.close()
+    assert obs[2] == "hip angle" and obs[8] == "hip angular velocity" and act[0] == "hip"
+    meta = {"env_id": "Hopper-v5", "env_kwargs": {"xml_file": str(custom)}, "architecture": {"n_obs": 11, "n_act": 3}}
+    assert feature_names(meta) == (obs, act)
+    # the env's own model keeps the documented names
+    assert observation_names("Hopper-v5", 11)[2] == "thigh joint angle"

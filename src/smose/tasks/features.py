@@ -108,10 +108,18 @@ _ACTIONS: dict[str, list[str]] = {
 }
 
 
-def table_names(env_id: str, n_obs: int, n_act: int) -> tuple[list[str] | None, list[str] | None]:
-    """The hand-written (observation, action) names of ``env_id`` where a documented layout of that size exists."""
+# A constructor argument that replaces the env's physics model: the documented layouts no longer describe it.
+MODEL_ARGUMENT = "xml_file"
+
+
+def table_names(env_id: str, n_obs: int, n_act: int, env_kwargs: dict | None = None
+                ) -> tuple[list[str] | None, list[str] | None]:
+    """The hand-written (observation, action) names of ``env_id`` where a documented layout of that size exists and
+    the env is built on its own model (not a user's ``xml_file``, whose joints the table would misname)."""
     from smose.tasks.env_id import task_name  # here: this module imports nothing of the package when it loads
 
+    if MODEL_ARGUMENT in (env_kwargs or {}):
+        return None, None
     task = task_name(env_id)
     observations = next((list(layout) for layout in _OBSERVATIONS.get(task, []) if len(layout) == n_obs), None)
     actions = _ACTIONS.get(task)
@@ -121,7 +129,7 @@ def table_names(env_id: str, n_obs: int, n_act: int) -> tuple[list[str] | None, 
 def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
     """Names of the ``n_obs`` observation components of ``env_id``: the hand-written table where it fits, else
     derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``."""
-    names = table_names(env_id, n_obs, 0)[0]
+    names = table_names(env_id, n_obs, 0, _spec_kwargs(env))[0]
     if names is None and env is not None:
         from smose.tasks import suites  # here: smose.tasks.suites builds on this module's names
 
@@ -130,6 +138,12 @@ def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
         if names is None:
             names = mujoco_observation_names(env.unwrapped, n_obs)
     return names if names is not None else [f"obs[{i}]" for i in range(n_obs)]
+
+
+def _spec_kwargs(env: Any) -> dict:
+    """The constructor arguments ``env`` was made with (``gymnasium.make`` records them in its spec)."""
+    spec = getattr(env, "spec", None)
+    return dict(getattr(spec, "kwargs", None) or {})
 
 
 def flattened_keys(env: Any) -> list[list] | None:
@@ -142,7 +156,7 @@ def flattened_keys(env: Any) -> list[list] | None:
 
 def action_names(env_id: str, n_act: int, env: Any = None) -> list[str]:
     """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``."""
-    names = table_names(env_id, 0, n_act)[1]
+    names = table_names(env_id, 0, n_act, _spec_kwargs(env))[1]
     if names is None and env is not None:
         from smose.tasks import suites
 
