@@ -143,10 +143,13 @@ def test_a_resumed_run_keeps_the_success_of_its_unfinished_episode_where_it_keep
         trainer.write_config()
         trainer.run(20)
         trainer.episode_success = True  # as if the unfinished episode had already succeeded
+        trainer.recent_successes.extend([True, False, True])  # the progress bar's last episodes
+        recent = list(trainer.recent_successes)
         trainer.checkpoint()
         trainer.close()
         resumed = Trainer.resume(run_dir, steps=30)
         try:
+            assert list(resumed.recent_successes) == recent  # the progress bar's succ% goes on where it was
             kept = env_state_kind(resumed.env) != "none"  # otherwise the resumed run starts a new episode
             assert kept == (env_id != ENV_ID)
             assert resumed.episode_success is (True if kept else None)
@@ -203,3 +206,18 @@ def test_the_table_reports_success_rates_beside_returns(tmp_path):
     with open(paths["csv"], newline="") as fh:
         row = next(csv.DictReader(fh))
     assert row["n_success"] == "2" and float(row["success_rate_mean"]) == pytest.approx(np.mean(rates))
+
+
+def test_an_eval_json_with_a_malformed_success_rate_is_refused_in_one_line(tmp_path):
+    from smose.errors import SmoseError
+    from smose.serialization import read_eval
+
+    path = tmp_path / "eval.json"
+    good = {"mean": 1.0, "std": 0.0, "success_rate": 0.5, "successes": [True, False]}
+    path.write_text(json.dumps(good))
+    assert read_eval(path)["success_rate"] == 0.5
+    for bad in ({"success_rate": "50%"}, {"success_rate": 1.5}, {"success_rate": True}, {"successes": [1, 0]},
+                {"successes": "yes"}):
+        path.write_text(json.dumps(good | bad))
+        with pytest.raises(SmoseError, match=r"eval.json: invalid evaluation \(success"):
+            read_eval(path)

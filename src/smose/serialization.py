@@ -420,7 +420,9 @@ def write_eval(path: Path, result: dict) -> None:
 
 
 def read_eval(path: Path) -> dict:
-    """eval.json, checked: a dict with finite-or-NaN numbers ``mean`` and ``std`` (older files lack the format)."""
+    """eval.json, checked: a dict with finite-or-NaN numbers ``mean`` and ``std`` (older files lack the format), and
+    where present a list of numbers ``expert_usage``, a ``success_rate`` in [0, 1] and a list of booleans
+    ``successes``."""
     path = Path(path)
     data = check_format(read_json(path, "evaluation"), path, EVAL_FORMAT, EVAL_FORMAT_VERSION, "smose evaluation",
                         required=False)
@@ -430,4 +432,10 @@ def read_eval(path: Path) -> dict:
     usage = data.get("expert_usage")
     if usage is not None and not (isinstance(usage, list) and all(isinstance(u, (int, float)) for u in usage)):
         raise SmoseError(f"{path}: invalid evaluation (expert_usage must be a list of numbers)")
+    rate = data.get("success_rate")  # absent for envs that report no success
+    if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1):
+        raise SmoseError(f"{path}: invalid evaluation (success_rate must be a number in [0, 1], got {rate!r})")
+    successes = data.get("successes")
+    if successes is not None and not (isinstance(successes, list) and all(isinstance(s, bool) for s in successes)):
+        raise SmoseError(f"{path}: invalid evaluation (successes must be a list of true/false)")
     return data

@@ -234,6 +234,11 @@ def load_checkpoint(run_dir: Path, data: dict, template: dict, may_differ: tuple
     last_return = _get(data, "episode.last_return", float, path, optional=True)
     # success: None while the env has reported none this episode (and in checkpoints older than the field)
     success = _get(data, "episode.success", bool, path, optional=True) if "success" in data["episode"] else None
+    # the progress bar's success of the last episodes (absent from checkpoints older than the field)
+    recent = (_get(data, "episode.recent_successes", list, path, optional=True) or []
+              if "recent_successes" in data["episode"] else [])
+    if not all(isinstance(flag, bool) for flag in recent):
+        raise SmoseError(f"{path}: invalid checkpoint (episode.recent_successes must be a list of true/false)")
     last_eval = _get(data, "last_eval", dict, path, optional=True)
     if last_eval is not None:
         _count(last_eval, "step", path, high=step)
@@ -298,7 +303,7 @@ def load_checkpoint(run_dir: Path, data: dict, template: dict, may_differ: tuple
             "learner": learner,
             "buffer": {"data": FileRows(handle.get_slice("buffer"), (size, width)), "pos": pos, "size": size},
             "episode": {"return": episode_return, "length": episode_length, "usage": usage, "success": success,
-                        "last_return": last_return},
+                        "last_return": last_return, "recent_successes": recent},
             "last_eval": last_eval,
             "last_stats": stats,
             "rng": {"numpy": rng["numpy"], "torch": tensors["rng/torch"], "env": rng["env"],

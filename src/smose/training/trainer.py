@@ -187,7 +187,8 @@ class Trainer:
             "buffer": self.buffer.state_dict(),
             "episode": {"return": self.episode_return, "length": self.episode_length,
                         "usage": self.episode_usage.tolist(), "success": self.episode_success,
-                        "last_return": None if math.isnan(last_return) else last_return},
+                        "last_return": None if math.isnan(last_return) else last_return,
+                        "recent_successes": list(self.recent_successes)},
             "last_eval": self.last_eval,
             "last_stats": {k: float(v) for k, v in self.stats.items()},
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state(),
@@ -220,6 +221,8 @@ class Trainer:
         self.episode_return, self.episode_length = float(episode["return"]), episode["length"]
         self.episode_usage[:] = episode["usage"]
         self.episode_success = episode["success"]
+        self.recent_successes.clear()
+        self.recent_successes.extend(episode["recent_successes"])
         last_return = episode["last_return"]
         self.last_episode_return = float("nan") if last_return is None else float(last_return)
         self.last_eval = state["last_eval"]
