@@ -248,5 +248,48 @@ def test_an_env_built_on_a_users_model_is_named_from_that_model(tmp_path):
     assert obs[2] == "hip angle" and obs[8] == "hip angular velocity" and act[0] == "hip"
     meta = {"env_id": "Hopper-v5", "env_kwargs": {"xml_file": str(custom)}, "architecture": {"n_obs": 11, "n_act": 3}}
     assert feature_names(meta) == (obs, act)
+    custom.unlink()  # the model cannot be rebuilt here: generic names, never the table's for another model
+    assert feature_names(meta) == ([f"obs[{i}]" for i in range(11)], [f"act[{j}]" for j in range(3)])
     # the env's own model keeps the documented names
     assert observation_names("Hopper-v5", 11)[2] == "thigh joint angle"
+
+
+def test_pusher_and_double_pendulum_names_point_at_the_values_they_name():
+    """Envs whose observation is computed (sines, body centres, constraint forces), not a qpos/qvel layout: the
+    hand-written tables, checked against the simulator state."""
+    import numpy as np
+
+    pusher = _make("Pusher-v5")
+    obs, _ = pusher.reset(seed=0)
+    names = observation_names("Pusher-v5", 23, pusher)
+    data = pusher.unwrapped
+    assert obs[names.index("elbow flex angle")] == pytest.approx(data.data.qpos[3])
+    assert obs[names.index("wrist roll angular velocity")] == pytest.approx(data.data.qvel[6])
+    assert obs[names.index("object y")] == pytest.approx(data.get_body_com("object")[1])
+    assert obs[names.index("fingertip z")] == pytest.approx(data.get_body_com("tips_arm")[2])
+    assert action_names("Pusher-v5", 7, pusher)[3] == "elbow flex torque"
+    pusher.close()
+    for version, n_obs in (("v5", 9), ("v4", 11)):
+        pendulum = _make(f"InvertedDoublePendulum-{version}")
+        obs, _ = pendulum.reset(seed=0)
+        names = observation_names(f"InvertedDoublePendulum-{version}", n_obs, pendulum)
+        qpos = pendulum.unwrapped.data.qpos
+        assert obs[names.index("cart position")] == pytest.approx(qpos[0])
+        assert obs[names.index("sin pole 2 angle")] == pytest.approx(np.sin(qpos[2]))
+        assert obs[names.index("cos pole 1 angle")] == pytest.approx(np.cos(qpos[1]))
+        assert len(set(names)) == n_obs
+        pendulum.close()
+
+
+def test_every_gymnasium_mujoco_v5_env_is_named():
+    ids = sorted(env_id for env_id, spec in gym.registry.items()
+                 if env_id.endswith("-v5") and "mujoco" in str(spec.entry_point))
+    assert len(ids) >= 11, ids
+    for env_id in ids:
+        env = _make(env_id)
+        obs_names = observation_names(env_id, env.observation_space.shape[0], env)
+        act_names = action_names(env_id, env.action_space.shape[0], env)
+        env.close()
+        generic = [name for name in obs_names + act_names if name.startswith(("obs[", "act["))]
+        assert not generic, (env_id, generic[:3])
+        assert len(set(obs_names)) == len(obs_names), env_id

@@ -12,6 +12,7 @@ import pytest
 
 from smose.cli import main
 from smose.serialization import load_model
+from smose.tasks import suites
 from smose.tasks.envs import make_env
 from smose.tasks.features import action_names, observation_names
 
@@ -155,6 +156,18 @@ def test_a_suite_trains_evaluates_distils_explains_exports_and_resumes(tmp_path,
         assert main(["export", str(run_dir), "--format", fmt, "--out", str(tmp_path / name)]) == 0
     exported = json.loads((tmp_path / "p.json").read_text())
     assert exported["observation_names"] == names
+    # the export names every argument the env is built with, MT1's fixed goal seed included
+    assert exported["env_kwargs"] == suites.construction_kwargs(env_id, meta["env_kwargs"])
+    assert ("seed" in exported["env_kwargs"]) == (env_id == MT1)
+
+    # fine-tuning under the trees rebuilds the same env and records its arguments
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(run_dir), "--steps", "30", "--tree-kind", "multiclass", "--quiet",
+                 "--out", str(tuned)]) == 0
+    assert json.loads((tuned / "config.json").read_text())["env_kwargs"] == meta["env_kwargs"]
+    capsys.readouterr()
+    assert main(["eval", str(tuned), "--episodes", "1"]) == 0
+    assert _last_json(capsys)["mean_length"] == 60
 
     assert main(["train", "--resume", str(run_dir), "--steps", "300", "--quiet"]) == 0
     _, meta = load_model(run_dir)

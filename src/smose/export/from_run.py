@@ -20,6 +20,7 @@ from smose.observations import OBS_LIMIT, OBS_LIMIT_LOG2
 from smose.run import MODEL_WEIGHTS
 from smose.serialization import load_model
 from smose.tasks.envs import feature_names
+from smose.tasks.suites import construction_kwargs
 
 ROUTERS = ("neural", "tree")
 MODES: tuple[str, ...] = get_args(DeterministicMode)
@@ -104,7 +105,9 @@ def collect(run_dir: Path | str, router: str | None = None, mode: str = "gated",
     obs_names, act_names = feature_names(meta)
     policy = ExportedPolicy(
         env_id=env_id,
-        env_kwargs=dict(meta.get("env_kwargs", {})),
+        # every argument the env is built with, a suite's fixed defaults included (Meta-World/MT1's goal seed), so
+        # that gymnasium.make(env_id, **env_kwargs) alone builds the same env
+        env_kwargs=construction_kwargs(env_id, dict(meta.get("env_kwargs", {}))),
         algo=algo,
         n_obs=actor.n_obs,
         n_act=actor.n_act,

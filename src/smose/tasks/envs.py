@@ -163,8 +163,10 @@ def feature_names(meta: dict, env: gym.Env | None = None) -> tuple[list[str], li
             env = None
     if env is None:
         obs = obs or dict_observation_names(meta.get("observation_keys"), arch["n_obs"])
+    kwargs = meta.get("env_kwargs")  # a user's xml_file: not the table's names even when the env is not built here
     try:
-        return obs or observation_names(env_id, arch["n_obs"], env), action_names(env_id, arch["n_act"], env)
+        return (obs or observation_names(env_id, arch["n_obs"], env, kwargs),
+                action_names(env_id, arch["n_act"], env, kwargs))
     finally:
         if built is not None:
             built.close()

@@ -80,6 +80,20 @@ _SWIMMER_OBS = [
 ]
 _SWIMMER_ACT = ["rotor 1 torque", "rotor 2 torque"]
 
+# Pusher: the arm's 7 joints (qpos, qvel), then the centres of the fingertip, the object and the goal.
+_PUSHER_JOINTS = ["shoulder pan", "shoulder lift", "upper arm roll", "elbow flex", "forearm roll", "wrist flex",
+                  "wrist roll"]
+_PUSHER_OBS = ([f"{joint} angle" for joint in _PUSHER_JOINTS] + [f"{joint} angular velocity" for joint in _PUSHER_JOINTS]
+               + [f"{body} {axis}" for body in ("fingertip", "object", "goal") for axis in ("x", "y", "z")])
+_PUSHER_ACT = [f"{joint} torque" for joint in _PUSHER_JOINTS]
+
+# InvertedDoublePendulum: the cart's position, sin and cos of the two hinge angles, the three velocities (clipped to
+# ±10), then constraint forces (clipped): v5 keeps the cart's only, v4 all three.
+_DOUBLE_PENDULUM_OBS = [
+    "cart position", "sin pole 1 angle", "sin pole 2 angle", "cos pole 1 angle", "cos pole 2 angle",
+    "cart velocity", "pole 1 angular velocity", "pole 2 angular velocity", "cart constraint force",
+]
+
 # Every documented observation layout per task; the one whose length matches is used. Layouts with the excluded
 # x(/y) positions first are what ``exclude_current_positions_from_observation=False`` produces.
 _OBSERVATIONS: dict[str, list[list[str]]] = {
@@ -96,6 +110,9 @@ _OBSERVATIONS: dict[str, list[list[str]]] = {
     "Reacher": [_REACHER_OBS, _REACHER_OBS + ["fingertip-target z"]],  # v5 (10), v4 (11)
     "Swimmer": [_SWIMMER_OBS, ["tip x", "tip y"] + _SWIMMER_OBS],
     "Pendulum": [["cos θ", "sin θ", "θ velocity"]],
+    "Pusher": [_PUSHER_OBS],
+    "InvertedDoublePendulum": [_DOUBLE_PENDULUM_OBS,  # v5 (9), v4 (11)
+                               _DOUBLE_PENDULUM_OBS + ["pole 1 constraint force", "pole 2 constraint force"]],
 }
 _ACTIONS: dict[str, list[str]] = {
     "Hopper": _HOPPER_ACT,
@@ -105,6 +122,8 @@ _ACTIONS: dict[str, list[str]] = {
     "Reacher": _REACHER_ACT,
     "Swimmer": _SWIMMER_ACT,
     "Pendulum": ["torque"],
+    "Pusher": _PUSHER_ACT,
+    "InvertedDoublePendulum": ["cart force"],
 }
 
 
@@ -126,10 +145,11 @@ def table_names(env_id: str, n_obs: int, n_act: int, env_kwargs: dict | None = N
     return observations, (list(actions) if actions is not None and len(actions) == n_act else None)
 
 
-def observation_names(env_id: str, n_obs: int, env: Any = None) -> list[str]:
+def observation_names(env_id: str, n_obs: int, env: Any = None, env_kwargs: dict | None = None) -> list[str]:
     """Names of the ``n_obs`` observation components of ``env_id``: the hand-written table where it fits, else
-    derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``."""
-    names = table_names(env_id, n_obs, 0, _spec_kwargs(env))[0]
+    derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``. ``env_kwargs``: the constructor arguments
+    (default: those ``env`` was made with)."""
+    names = table_names(env_id, n_obs, 0, _spec_kwargs(env) if env_kwargs is None else env_kwargs)[0]
     if names is None and env is not None:
         from smose.tasks import suites  # here: smose.tasks.suites builds on this module's names
 
@@ -154,9 +174,10 @@ def flattened_keys(env: Any) -> list[list] | None:
         return None
 
 
-def action_names(env_id: str, n_act: int, env: Any = None) -> list[str]:
-    """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``."""
-    names = table_names(env_id, 0, n_act, _spec_kwargs(env))[1]
+def action_names(env_id: str, n_act: int, env: Any = None, env_kwargs: dict | None = None) -> list[str]:
+    """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``
+    (``env_kwargs`` as in observation_names)."""
+    names = table_names(env_id, 0, n_act, _spec_kwargs(env) if env_kwargs is None else env_kwargs)[1]
     if names is None and env is not None:
         from smose.tasks import suites
 
