@@ -83,7 +83,8 @@ _SWIMMER_ACT = ["rotor 1 torque", "rotor 2 torque"]
 # Pusher: the arm's 7 joints (qpos, qvel), then the centres of the fingertip, the object and the goal.
 _PUSHER_JOINTS = ["shoulder pan", "shoulder lift", "upper arm roll", "elbow flex", "forearm roll", "wrist flex",
                   "wrist roll"]
-_PUSHER_OBS = ([f"{joint} angle" for joint in _PUSHER_JOINTS] + [f"{joint} angular velocity" for joint in _PUSHER_JOINTS]
+_PUSHER_OBS = ([f"{joint} angle" for joint in _PUSHER_JOINTS]
+               + [f"{joint} angular velocity" for joint in _PUSHER_JOINTS]
                + [f"{body} {axis}" for body in ("fingertip", "object", "goal") for axis in ("x", "y", "z")])
 _PUSHER_ACT = [f"{joint} torque" for joint in _PUSHER_JOINTS]
 
