@@ -101,7 +101,8 @@ def test_aggregate_across_tasks_normalises_and_uses_rliable(tmp_path):
     lines, figures = aggregate_section(rows, tmp_path)
     text = "\n".join(lines)
     # IQM of {0.4, 0.5, 0.5, 0.6} on every task: 0.5; every SMOSE run is below every SAC-L run: P = 0
-    assert "| smose | 1,000,000 | 6 | 4 | 0.500 [" in text and "| sac-l | 1,000,000 | 6 | 3 | 1.000 [1.000, 1.000] | 0.00 |" in text
+    assert "| smose | 1,000,000 | 6 | 4 | 0.500 [" in text
+    assert "| sac-l | 1,000,000 | 6 | 3 | 1.000 [1.000, 1.000] | 0.00 |" in text
     assert [p.name for p in figures] == ["aggregate_iqm_1000k.png", "performance_profiles_1000k.png"]
     assert all(p.stat().st_size > 1000 for p in figures)
 
