@@ -232,13 +232,11 @@ def test_distill_and_export_name_the_features_of_an_env_without_a_table(tmp_path
 def test_an_env_built_on_a_users_model_is_named_from_that_model(tmp_path):
     """A custom xml_file may have other joints than the documented layout: the hand-written table would misname
     them, so the names come from the model (here Hopper with its thigh joint renamed hip)."""
-    import os
-
     from gymnasium.envs import mujoco as gym_mujoco
 
     from smose.tasks.envs import feature_names
 
-    xml = (Path(os.path.dirname(gym_mujoco.__file__)) / "assets" / "hopper.xml").read_text()
+    xml = (Path(gym_mujoco.__file__).parent / "assets" / "hopper.xml").read_text()
     assert xml.count('"thigh_joint"') == 2  # the joint and its actuator
     custom = tmp_path / "hopper.xml"
     custom.write_text(xml.replace('"thigh_joint"', '"hip"'))
