@@ -23,6 +23,6 @@ def check_observations(obs) -> None:
     valid = np.abs(values) <= OBS_LIMIT  # False for NaN too
     if not valid.all():
         where = np.argwhere(~valid)[0]
-        raise SmoseError(f"observation component {int(where[-1])} is {float(values[tuple(where)])!r}: observations must "
-                         f"be finite numbers within ±2^{OBS_LIMIT_LOG2} (NaN or inf usually means a broken sensor or "
-                         "simulation)")
+        raise SmoseError(f"observation component {int(where[-1])} is {float(values[tuple(where)])!r}: observations "
+                         f"must be finite numbers within ±2^{OBS_LIMIT_LOG2} (NaN or inf usually means a broken sensor "
+                         "or simulation)")

@@ -150,7 +150,7 @@ def observation_names(env_id: str, n_obs: int, env: Any = None, env_kwargs: dict
     """Names of the ``n_obs`` observation components of ``env_id``: the hand-written table where it fits, else
     derived from ``env`` (a MuJoCo model, Dict keys), else ``obs[i]``. ``env_kwargs``: the constructor arguments
     (default: those ``env`` was made with)."""
-    names = table_names(env_id, n_obs, 0, _spec_kwargs(env) if env_kwargs is None else env_kwargs)[0]
+    names = table_names(env_id, n_obs, 0, _constructor_kwargs(env, env_kwargs))[0]
     if names is None and env is not None:
         from smose.tasks import suites  # here: smose.tasks.suites builds on this module's names
 
@@ -161,8 +161,11 @@ def observation_names(env_id: str, n_obs: int, env: Any = None, env_kwargs: dict
     return names if names is not None else [f"obs[{i}]" for i in range(n_obs)]
 
 
-def _spec_kwargs(env: Any) -> dict:
-    """The constructor arguments ``env`` was made with (``gymnasium.make`` records them in its spec)."""
+def _constructor_kwargs(env: Any, given: dict | None) -> dict:
+    """``given``, else the constructor arguments ``env`` was made with (``gymnasium.make`` records them in its
+    spec)."""
+    if given is not None:
+        return given
     spec = getattr(env, "spec", None)
     return dict(getattr(spec, "kwargs", None) or {})
 
@@ -178,7 +181,7 @@ def flattened_keys(env: Any) -> list[list] | None:
 def action_names(env_id: str, n_act: int, env: Any = None, env_kwargs: dict | None = None) -> list[str]:
     """Names of the ``n_act`` action components of ``env_id``: the table, else ``env``'s actuators, else ``act[i]``
     (``env_kwargs`` as in observation_names)."""
-    names = table_names(env_id, 0, n_act, _spec_kwargs(env) if env_kwargs is None else env_kwargs)[1]
+    names = table_names(env_id, 0, n_act, _constructor_kwargs(env, env_kwargs))[1]
     if names is None and env is not None:
         from smose.tasks import suites
 
