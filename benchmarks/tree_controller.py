@@ -6,13 +6,17 @@
 For each SMOSE run (a run directory with its checkpoint, e.g. a sweep's) this runs the library's own commands:
 `smose distill RUN --depth D --dagger R --kind all` (per-expert CART, multiclass CART, oblique CMA-ES; skipped when
 the run already holds trees made that way), then for every kind `smose finetune RUN --steps N --tree-kind KIND` into
-``--work`` (continued with `--resume` when interrupted, skipped when finished). It reads the numbers back from the
-files those commands write (trees/fidelity.json, each fine-tuning run's config.json record, eval.json and metrics.csv)
-and writes OUT.json (every number) and OUT.md (the tables and the issue's targets). Re-running it after an
-interruption redoes only what is missing.
+``--work`` (continued with `--resume` when interrupted, skipped when finished). With ``--longer L`` each finished
+fine-tuning run is then copied and continued to L steps (`smose finetune --resume COPY --steps L`): whether more
+fine-tuning helps, with the N-step result kept. It reads the numbers back from the files those commands write
+(trees/fidelity.json, each fine-tuning run's config.json record, eval.json and metrics.csv) and writes OUT.json
+(every number) and OUT.md (the tables and the issue's targets). Re-running it after an interruption redoes only what
+is missing.
 
-Ratios are tree-routed / neural return on the same evaluation episodes, defined for a positive neural return; for a
-negative one (Reacher) the difference tree − neural is shown and "at or above" means a difference >= 0.
+Ratios compare the tree-routed return with the neural router's on the same evaluation episodes: tree / neural for a
+positive neural return; for a negative one (Reacher, where returns are costs) neural / tree while the tree's return
+is negative too, so that on both sides 1 means equal and above 1 better, and a ratio of 0.95 lets the tree cost 1/0.95
+of the neural router's cost. The difference tree − neural is shown beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -54,45 +59,91 @@ def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> s
         trees = read_json(tree_file(source, kind), "tree file")
     except SmoseError:
         return "fresh"
-    if (record is None or record["tree_kind"] != kind or record["source_step"] != source_step
-            or record["trees_sha256"] != trees_digest(trees)):
+    if (record is None or "before" not in record or record["tree_kind"] != kind
+            or record["source_step"] != source_step or record["trees_sha256"] != trees_digest(trees)
+            or Path(record["source_run"]).resolve() != source.resolve()):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]
     return "finished" if checkpoint.get("finished") is True and done == steps else "resumable"
 
 
 def ratio_or_gap(value: float, neural: float) -> dict:
-    """tree / neural for a positive neural return, else the difference; and whether the tree is at or above."""
-    return {"ratio": value / neural if neural > 0 else None, "difference": value - neural,
-            "at_or_above": value >= neural}
+    """How ``value`` (tree-routed) compares with ``neural`` (module docstring): the ratio (None where there is none:
+    a zero neural return, or a negative one beaten by a non-negative tree return), the difference, and whether the
+    tree is at or above."""
+    if neural > 0:
+        ratio = value / neural
+    elif neural < 0 and value < 0:
+        ratio = neural / value  # costs: the tree's cost is 1/ratio of the neural router's
+    else:
+        ratio = None
+    return {"ratio": ratio, "difference": value - neural, "at_or_above": value >= neural, "costs": neural < 0}
+
+
+def finetune(run: Path, out: Path, source_step: int, kind: str, steps: int) -> None:
+    """Fine-tune ``run`` under its ``kind`` trees for ``steps`` steps into ``out``, unless that is done already."""
+    where = state(out, run, source_step, kind, steps)
+    if where == "resumable":
+        run_smose("finetune", "--resume", str(out), "--steps", str(steps), "--quiet")
+    elif where == "fresh":
+        run_smose("finetune", str(run), "--steps", str(steps), "--tree-kind", kind, "--out", str(out), "--force",
+                  "--quiet")
+
+
+def longer(run: Path, out: Path, source_step: int, kind: str, steps: int, longer_steps: int) -> Path:
+    """``out`` (finished at ``steps``) copied and continued to ``longer_steps`` fine-tuning steps; the copy."""
+    copy = out.with_name(f"{out.name}-longer{longer_steps}")
+    if state(copy, run, source_step, kind, longer_steps) == "fresh":
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy)
+    finetune(run, copy, source_step, kind, longer_steps)
+    return copy
+
+
+def after_finetuning(out: Path, record: dict) -> dict:
+    """The fine-tuned controller's final evaluation (checked to be on the episodes of ``record["before"]``), its
+    evaluations during fine-tuning and the seconds it took."""
+    result = read_eval(RunDir(out).eval)
+    before = record["before"]
+    if any(result.get(key) != before.get(key) for key in ("episodes", "seed", "mode")):
+        raise SmoseError(f"{out}: the final evaluation is not on the episodes of the evaluation before fine-tuning")
+    evals = [row for row in read_metrics(RunDir(out).metrics) if row.get("event") == "eval"]
+    curve = {int(row["step"]) - record["source_step"]: float(row["eval_return_mean"]) for row in evals}
+    # metrics.csv's time column: seconds of training (resumed runs continue it), evaluations included
+    seconds = float(evals[-1]["time"]) - float(evals[0]["time"]) if evals and evals[-1].get("time") else None
+    return {"after": result["mean"], "curve": curve, "seconds": seconds}
 
 
 def measure(run: Path, args: argparse.Namespace) -> dict:
-    """Distil (if needed) and fine-tune under every kind; the numbers of one run."""
+    """Distil (if needed) and fine-tune under every kind; the numbers of one run (with "error" if a step failed)."""
+    try:
+        return _measure(run, args)
+    except SmoseError as exc:
+        return {"run": str(run), "error": str(exc)}
+
+
+def _measure(run: Path, args: argparse.Namespace) -> dict:
+    checkpoint = read_checkpoint_json(run)
+    if checkpoint.get("finished") is not True:
+        raise SmoseError(f"{run}: the run has not finished training (its checkpoint is at step {checkpoint['step']})")
     wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, cma_iterations=args.cma_iterations)
     if tree_settings(run) != wanted:
         run_smose("distill", *wanted.command(run)[4:])
     fidelity = read_json(RunDir(run).fidelity, "tree fidelity summary")
-    neural = fidelity["returns"]["neural"]["mean"]
-    source_step = read_checkpoint_json(run)["step"]
+    source_step = checkpoint["step"]
     result = {"run": str(run), "env_id": fidelity["env_id"], "seed": read_json(RunDir(run).config, "config")["seed"],
-              "source_step": source_step, "neural_return": neural,
+              "source_step": source_step,
+              # distill's own evaluation (its seed and episodes), not the fine-tuning runs' "neural_return" below
+              "distill_neural_return": fidelity["returns"]["neural"]["mean"],
               "kinds": {}}
     for kind in KINDS:
-        out = args.work / f"{run.parent.name}-{run.name}-finetune-{kind}"
-        where = state(out, run, source_step, kind, args.finetune_steps)
-        if where == "resumable":
-            run_smose("finetune", "--resume", str(out), "--steps", str(args.finetune_steps), "--quiet")
-        elif where == "fresh":
-            run_smose("finetune", str(run), "--steps", str(args.finetune_steps), "--tree-kind", kind,
-                  "--out", str(out), "--force", "--quiet")
+        # the source's parent, name and the steps in the name: another sweep's run, or another length, is not this
+        out = args.work / f"{run.resolve().parent.parent.name}-{run.name}-finetune-{kind}-{args.finetune_steps}"
+        finetune(run, out, source_step, kind, args.finetune_steps)
         record = read_record(out)
         before = record["before"]
-        after = read_eval(RunDir(out).eval)["mean"]
-        evals = [row for row in read_metrics(RunDir(out).metrics) if row.get("event") == "eval"]
-        curve = {int(row["step"]) - record["source_step"]: float(row["eval_return_mean"]) for row in evals}
-        # metrics.csv's time column: seconds of training (resumed runs continue it), evaluations included
-        seconds = float(evals[-1]["time"]) - float(evals[0]["time"]) if evals and evals[-1].get("time") else None
+        done = after_finetuning(out, record)
+        after, curve, seconds = done["after"], done["curve"], done["seconds"]
         result["kinds"][kind] = {
             "agreement": fidelity[kind]["agreement"],
             "closed_loop_agreement": fidelity[kind]["closed_loop_agreement"],
@@ -105,6 +156,13 @@ def measure(run: Path, args: argparse.Namespace) -> dict:
             "best_during": max((v for step, v in curve.items() if step > 0), default=None),  # not the "before"
             "curve": curve, "finetune_run": str(out), "finetune_seconds": seconds,
         }
+        if args.longer:
+            copy = longer(run, out, source_step, kind, args.finetune_steps, args.longer)
+            more = after_finetuning(copy, read_record(copy))
+            result["kinds"][kind]["longer"] = {
+                "steps": args.longer, "after": more["after"],
+                "after_vs_neural": ratio_or_gap(more["after"], before["neural_return"]),
+                "curve": more["curve"], "finetune_run": str(copy), "finetune_seconds": more["seconds"]}
     return result
 
 
@@ -113,11 +171,21 @@ def pct(x: float | None) -> str:
 
 
 def versus(v: dict) -> str:
-    return f"{v['ratio']:.2f}" if v["ratio"] is not None else f"{v['difference']:+.2f}"
+    """The ratio, with the difference beside it where returns are costs; the difference alone without a ratio."""
+    if v["ratio"] is None:
+        return f"{v['difference']:+.2f}"
+    return f"{v['ratio']:.2f}" + (f" ({v['difference']:+.2f})" if v.get("costs") else "")
+
+
+def fmt_seconds(seconds: float | None, unit: float) -> str:
+    return "–" if seconds is None else f"{seconds / unit:.1f}"
 
 
 def markdown(record: dict) -> str:
-    runs = record["runs"]
+    runs = [run for run in record["runs"] if "error" not in run]
+    failed = [run for run in record["runs"] if "error" in run]
+    longer = any("longer" in k for run in runs for k in run["kinds"].values())
+    longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -125,29 +193,38 @@ def markdown(record: dict) -> str:
              f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind all`), "
              f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
              "the router on held-out states of the neural policy; *closed loop*: on the steps the tree-routed policy "
-             "takes itself; *before* / *after*: tree-routed return over the neural router's, on the fine-tuning "
-             "run's evaluation episodes (ratio; the difference where the neural return is negative); *best*: the "
-             "best evaluation during fine-tuning, likewise. Times: wall clock of fitting (with DAgger) and of "
-             "fine-tuning.", "",
-             "| run | neural | kind | held-out | closed loop | before | after | best | fit s | fine-tune min |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "takes itself; *before* / *after*: the tree-routed return against the neural router's, on the "
+             "fine-tuning run's evaluation episodes: tree / neural, or for negative returns (costs) neural / tree "
+             "with the difference tree − neural beside it, so 1 is equal and above 1 better on both; *best*: the "
+             "best periodic evaluation during fine-tuning, likewise (picked on the episodes it is scored on, so it "
+             "flatters)" + (f"; *after {longer_steps:,}*: the same fine-tuning continued to {longer_steps:,} steps"
+                            if longer else "") + ". Times: *fit s*, wall clock of fitting that kind's trees with "
+             "DAgger, from the distillation's record (the rollouts all kinds share are not in it); *fine-tune min*, "
+             "of fine-tuning, evaluations included.", "",
+             "| run | source step | neural | kind | held-out | closed loop | before | after | best | "
+             + ("after longer | " if longer else "") + "fit s | fine-tune min |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if longer else "") + "---|---|"]
     for run in runs:
         for kind, k in run["kinds"].items():
             best = (ratio_or_gap(k["best_during"], k["neural_return"]) if k["best_during"] is not None else None)
-            lines.append(f"| {Path(run['run']).name} | {k['neural_return']:.1f} | {kind} | {pct(k['agreement'])} | "
-                         f"{pct(k['closed_loop_agreement'])} | {versus(k['before_vs_neural'])} | "
-                         f"{versus(k['after_vs_neural'])} | {versus(best) if best else '–'} | "
-                         f"{k['fit_seconds'] if k['fit_seconds'] is not None else '–'} | "
-                         f"{'–' if k['finetune_seconds'] is None else round(k['finetune_seconds'] / 60, 1)} |")
+            more = ""
+            if longer:
+                more = (f"{versus(k['longer']['after_vs_neural'])} ({fmt_seconds(k['longer']['finetune_seconds'], 60)}"
+                        " min) | " if "longer" in k else "– | ")
+            lines.append(f"| {Path(run['run']).name} | {run['source_step']:,} | {k['neural_return']:.1f} | {kind} | "
+                         f"{pct(k['agreement'])} | {pct(k['closed_loop_agreement'])} | "
+                         f"{versus(k['before_vs_neural'])} | {versus(k['after_vs_neural'])} | "
+                         f"{versus(best) if best else '–'} | {more}"
+                         f"{fmt_seconds(k['fit_seconds'], 1)} | {fmt_seconds(k['finetune_seconds'], 60)} |")
     lines += ["", "## By task", "",
-              "Means over seeds of the returns (tree-routed before and after fine-tuning, neural), then their ratio "
-              "(the difference where the mean neural return is negative); *worst run*: the lowest single run's ratio.",
+              "Means over seeds of the returns (tree-routed before and after fine-tuning, neural), compared as above; "
+              "*worst run*: the lowest single run's ratio after fine-tuning.",
               "", "| task | seeds | kind | held-out | closed loop | neural | before | after | worst run, after | "
               "runs at or above the neural router, after |", "|---|---|---|---|---|---|---|---|---|---|"]
     tasks = sorted({run["env_id"] for run in runs})
     met: dict[str, list[str]] = {kind: [] for kind in KINDS}
     worst_run: dict[str, float | None] = {kind: None for kind in KINDS}
-    best_agreement: dict[str, float] = {}
+    high: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for task in tasks:
         mine = [run for run in runs if run["env_id"] == task]
         for kind in KINDS:
@@ -155,6 +232,8 @@ def markdown(record: dict) -> str:
             neural = statistics.mean(k["neural_return"] for k in ks)
             before = ratio_or_gap(statistics.mean(k["before"] for k in ks), neural)
             after = ratio_or_gap(statistics.mean(k["after"] for k in ks), neural)
+            # a run without a ratio is at or above (a non-negative tree return against a negative neural one) or
+            # has a zero neural return; neither can be the worst
             ratios = [k["after_vs_neural"]["ratio"] for k in ks if k["after_vs_neural"]["ratio"] is not None]
             worst = min(ratios, default=None)
             if worst is not None:
@@ -162,7 +241,8 @@ def markdown(record: dict) -> str:
             if after["at_or_above"]:
                 met[kind].append(task)
             agreement = statistics.mean(k["agreement"] for k in ks)
-            best_agreement[task] = max(best_agreement.get(task, 0.0), agreement)
+            if agreement >= 0.95:
+                high[kind].append(task)
             above = sum(k["after_vs_neural"]["at_or_above"] for k in ks)
             lines.append(f"| {task} | {len(ks)} | {kind} | {pct(agreement)} | "
                          f"{pct(statistics.mean(k['closed_loop_agreement'] for k in ks))} | {neural:.1f} | "
@@ -174,9 +254,12 @@ def markdown(record: dict) -> str:
         lines.append(f"- {kind}, after fine-tuning: mean tree-routed return at or above the neural router's on "
                      f"{len(met[kind])} of {len(tasks)} tasks (target: 5 of 6); lowest single-run ratio "
                      f"{'–' if worst is None else f'{worst:.2f}'} (target: never below 0.95).")
-    high = [task for task, a in best_agreement.items() if a >= 0.95]
-    lines.append(f"- Held-out agreement >= 95% for the best kind on {len(high)} of {len(tasks)} tasks (target: 4 of "
-                 f"6): {', '.join(high) or 'none'}.")
+    best_kind = max(KINDS, key=lambda kind: len(high[kind]))
+    lines.append(f"- Held-out agreement >= 95%, best kind ({best_kind}): {len(high[best_kind])} of {len(tasks)} "
+                 f"tasks (target: 4 of 6): {', '.join(high[best_kind]) or 'none'}. By kind: "
+                 + "; ".join(f"{kind} {len(high[kind])}" for kind in KINDS) + ".")
+    if failed:
+        lines += ["", "## Runs not measured", ""] + [f"- {run['error']}" for run in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +270,8 @@ def main() -> None:
     parser.add_argument("--dagger", type=int, default=4)
     parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
     parser.add_argument("--finetune-steps", type=int, default=50_000)
+    parser.add_argument("--longer", type=int, default=None, metavar="L",
+                        help="also continue each fine-tuning run (a copy) to L steps: whether more helps")
     parser.add_argument("--work", type=Path, default=Path("sweeps/tree-controller-finetune"),
                         help="where the fine-tuning runs go (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="runs measured at once (one per core)")
@@ -195,11 +280,10 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
-            runs = list(pool.map(lambda run: measure(run, args), args.runs))
-    except SmoseError as exc:
-        sys.exit(f"tree_controller: {exc}")
+    if args.longer is not None and args.longer <= args.finetune_steps:
+        sys.exit(f"tree_controller: --longer {args.longer} must exceed --finetune-steps {args.finetune_steps}")
+    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
+        runs = list(pool.map(lambda run: measure(run, args), args.runs))
     record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
               "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "
               f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, "depth": args.depth,
@@ -208,6 +292,10 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        sys.exit(f"tree_controller: {len(failed)} of {len(runs)} runs not measured (listed in "
+                 f"{args.out.with_suffix('.md')})")
 
 
 if __name__ == "__main__":
