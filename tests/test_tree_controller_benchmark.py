@@ -1,0 +1,79 @@
+"""benchmarks/tree_controller.py's arithmetic: how tree-routed returns compare with the neural router's, and how the
+per-task rows and the issue's targets are counted (on a made-up record: the measuring itself runs smose commands
+that the finetune and distill tests cover)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from tree_controller import markdown, ratio_or_gap  # noqa: E402
+
+
+def test_ratio_of_rewards_and_of_costs():
+    assert ratio_or_gap(90.0, 100.0) == {"ratio": 0.9, "difference": -10.0, "at_or_above": False, "costs": False}
+    # costs (negative returns): neural / tree, so 1 is equal and above 1 better, as for rewards
+    worse = ratio_or_gap(-5.0, -4.0)
+    assert worse["ratio"] == pytest.approx(0.8) and worse["difference"] == -1.0 and not worse["at_or_above"]
+    better = ratio_or_gap(-4.0, -5.0)
+    assert better["ratio"] == pytest.approx(1.25) and better["at_or_above"] and better["costs"]
+    # no ratio across the sign, or from a zero neural return; at or above still says which is better
+    assert ratio_or_gap(1.0, -5.0)["ratio"] is None and ratio_or_gap(1.0, -5.0)["at_or_above"]
+    assert ratio_or_gap(-1.0, 0.0)["ratio"] is None and not ratio_or_gap(-1.0, 0.0)["at_or_above"]
+
+
+def kind(agreement: float, neural: float, before: float, after: float) -> dict:
+    return {"agreement": agreement, "closed_loop_agreement": agreement, "fit_seconds": 1.0, "neural_return": neural,
+            "before": before, "after": after, "before_vs_neural": ratio_or_gap(before, neural),
+            "after_vs_neural": ratio_or_gap(after, neural), "best_during": after, "curve": {},
+            "finetune_run": "x", "finetune_seconds": 60.0}
+
+
+def run(env: str, seed: int, kinds: dict) -> dict:
+    return {"run": f"runs/{env}__smose__s{seed}", "env_id": env, "seed": seed, "source_step": 100_000,
+            "distill_neural_return": 0.0, "kinds": kinds}
+
+
+def record(runs: list) -> dict:
+    return {"command": "c", "date": "d", "machine": "m", "smose": "v", "note": "", "depth": 3, "dagger": 4,
+            "finetune_steps": 50_000, "runs": runs}
+
+
+def target(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_targets_count_one_best_kind_and_the_worst_run_of_every_task():
+    # per-expert reaches 95% agreement on tasks A and B, multiclass on C: no single kind on three tasks
+    runs = [run("A", 0, {"per-expert": kind(0.96, 100, 90, 101), "multiclass": kind(0.5, 100, 50, 99),
+                         "oblique": kind(0.5, 100, 50, 60)}),
+            run("B", 0, {"per-expert": kind(0.97, 100, 90, 100), "multiclass": kind(0.5, 100, 50, 99),
+                         "oblique": kind(0.5, 100, 50, 60)}),
+            # a cost task: the tree's worse return counts towards the worst run (-4 / -5 = 0.8)
+            run("C", 0, {"per-expert": kind(0.5, -4, -6, -5), "multiclass": kind(0.99, -4, -5, -3.9),
+                         "oblique": kind(0.5, -4, -6, -5)})]
+    text = markdown(record(runs))
+    assert "best kind (per-expert): 2 of 3 tasks" in text
+    assert "By kind: per-expert 2; multiclass 1; oblique 0." in text
+    assert target(text, "- per-expert,") == ("- per-expert, after fine-tuning: mean tree-routed return at or above the "
+                                              "neural router's on 2 of 3 tasks (target: 5 of 6); lowest single-run "
+                                              "ratio 0.80 (target: never below 0.95).")
+    assert "on 1 of 3 tasks" in target(text, "- multiclass,") and "ratio 0.99" in target(text, "- multiclass,")
+    assert "| C | 1 | multiclass | 99.0% | 99.0% | -4.0 | 0.80 (-1.00) | 1.03 (+0.10) | 1.03 | 1 of 1 |" in text
+
+
+def test_task_rows_average_over_seeds_before_comparing():
+    runs = [run("A", 0, {k: kind(0.9, 100, 80, 110) for k in ("per-expert", "multiclass", "oblique")}),
+            run("A", 1, {k: kind(0.8, 200, 160, 180) for k in ("per-expert", "multiclass", "oblique")})]
+    text = markdown(record(runs))
+    # means: neural 150, before 120 (0.80), after 145 (0.97); worst single run 180 / 200 = 0.90; one of two above
+    assert "| A | 2 | oblique | 85.0% | 85.0% | 150.0 | 0.80 | 0.97 | 0.90 | 1 of 2 |" in text
+
+
+def test_runs_that_failed_are_listed_not_counted():
+    runs = [run("A", 0, {k: kind(0.9, 100, 80, 110) for k in ("per-expert", "multiclass", "oblique")}),
+            {"run": "runs/B", "error": "runs/B: no checkpoint to resume from"}]
+    text = markdown(record(runs))
+    assert "on 1 of 1 tasks" in target(text, "- oblique,")
+    assert text.rstrip().endswith("## Runs not measured\n\n- runs/B: no checkpoint to resume from")
