@@ -13,6 +13,11 @@ fine-tuning helps, with the N-step result kept. It reads the numbers back from t
 (every number) and OUT.md (the tables and the issue's targets). Re-running it after an interruption redoes only what
 is missing.
 
+The fine-tuned controller has trained N steps more than the neural router it is compared with. With ``--control``
+the source run is also copied and trained on for the same N steps under its neural router (`smose train --resume
+COPY --steps S+N`), and the fine-tuned controller is compared with that too: how much of the gain is fine-tuning
+under the trees, and how much is more training.
+
 Ratios compare the tree-routed return with the neural router's on the same evaluation episodes: tree / neural for a
 positive neural return; for a negative one (Reacher, where returns are costs) neural / tree while the tree's return
 is negative too, so that on both sides 1 means equal and above 1 better, and a ratio of 0.95 lets the tree cost 1/0.95
@@ -100,6 +105,31 @@ def longer(run: Path, out: Path, source_step: int, kind: str, steps: int, longer
     return copy
 
 
+def comparable(config: dict) -> dict:
+    """A run's configuration without what continuing it changes."""
+    return {key: value for key, value in config.items() if key not in ("steps", "out", "checkpoint_every")}
+
+
+def continued(run: Path, source_step: int, args: argparse.Namespace) -> Path:
+    """A copy of ``run`` trained on under its neural router to ``source_step + --finetune-steps`` (the control)."""
+    copy = args.work / f"{run.resolve().parent.parent.name}-{run.name}-continued-{args.finetune_steps}"
+    target = source_step + args.finetune_steps
+    try:
+        mine = comparable(read_json(RunDir(copy).config, "config")) == comparable(read_json(RunDir(run).config,
+                                                                                          "config"))
+        checkpoint = read_checkpoint_json(copy)
+        if not mine or not source_step <= checkpoint["step"] <= target:
+            raise SmoseError("another run")
+        finished = checkpoint.get("finished") is True and checkpoint["step"] == target
+    except SmoseError:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(run, copy)
+        finished = False
+    if not finished:
+        run_smose("train", "--resume", str(copy), "--steps", str(target), "--quiet")
+    return copy
+
+
 def after_finetuning(out: Path, record: dict) -> dict:
     """The fine-tuned controller's final evaluation (checked to be on the episodes of ``record["before"]``), its
     evaluations during fine-tuning and the seconds it took."""
@@ -136,6 +166,14 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
               # distill's own evaluation (its seed and episodes), not the fine-tuning runs' "neural_return" below
               "distill_neural_return": fidelity["returns"]["neural"]["mean"],
               "kinds": {}}
+    if args.control:
+        copy = continued(run, source_step, args)
+        evaluation = read_eval(RunDir(copy).eval)
+        evals = [row for row in read_metrics(RunDir(copy).metrics) if row.get("event") == "eval"
+                 and int(row["step"]) >= source_step]
+        result["continued"] = {"steps": args.finetune_steps, "return": evaluation["mean"], "run": str(copy),
+                               "episodes": evaluation["episodes"], "seed": evaluation["seed"],
+                               "seconds": float(evals[-1]["time"]) - float(evals[0]["time"]) if evals else None}
     for kind in KINDS:
         # the source's parent, name and the steps in the name: another sweep's run, or another length, is not this
         out = args.work / f"{run.resolve().parent.parent.name}-{run.name}-finetune-{kind}-{args.finetune_steps}"
@@ -156,6 +194,10 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
             "best_during": max((v for step, v in curve.items() if step > 0), default=None),  # not the "before"
             "curve": curve, "finetune_run": str(out), "finetune_seconds": seconds,
         }
+        if args.control:
+            if any(result["continued"][key] != before[key] for key in ("episodes", "seed")):
+                raise SmoseError(f"{result['continued']['run']}: its evaluation is not on the fine-tuning's episodes")
+            result["kinds"][kind]["after_vs_continued"] = ratio_or_gap(after, result["continued"]["return"])
         if args.longer:
             copy = longer(run, out, source_step, kind, args.finetune_steps, args.longer)
             more = after_finetuning(copy, read_record(copy))
@@ -186,6 +228,7 @@ def markdown(record: dict) -> str:
     failed = [run for run in record["runs"] if "error" in run]
     longer = any("longer" in k for run in runs for k in run["kinds"].values())
     longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
+    control = any("continued" in run for run in runs)
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -198,18 +241,25 @@ def markdown(record: dict) -> str:
              "with the difference tree − neural beside it, so 1 is equal and above 1 better on both; *best*: the "
              "best periodic evaluation during fine-tuning, likewise (picked on the episodes it is scored on, so it "
              "flatters)" + (f"; *after {longer_steps:,}*: the same fine-tuning continued to {longer_steps:,} steps"
-                            if longer else "") + ". Times: *fit s*, wall clock of fitting that kind's trees with "
-             "DAgger, from the distillation's record (the rollouts all kinds share are not in it); *fine-tune min*, "
-             "of fine-tuning, evaluations included.", "",
+                            if longer else "")
+             + ("; *vs continued*: after fine-tuning against the neural router trained on for as many steps "
+                "(`--control`), on the same episodes" if control else "")
+             + ". Times: *fit s*, wall clock of fitting that kind's trees with DAgger, from the distillation's "
+             "record (the rollouts all kinds share are not in it); *fine-tune min*, of fine-tuning, evaluations "
+             "included.", "",
              "| run | source step | neural | kind | held-out | closed loop | before | after | best | "
-             + ("after longer | " if longer else "") + "fit s | fine-tune min |",
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if longer else "") + "---|---|"]
+             + ("vs continued | " if control else "") + (f"after {longer_steps:,} | " if longer else "") + "fit s | "
+             "fine-tune min |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if control else "") + ("---|" if longer else "")
+             + "---|---|"]
     for run in runs:
         for kind, k in run["kinds"].items():
             best = (ratio_or_gap(k["best_during"], k["neural_return"]) if k["best_during"] is not None else None)
             more = ""
+            if control:
+                more += (f"{versus(k['after_vs_continued'])} | " if "after_vs_continued" in k else "– | ")
             if longer:
-                more = (f"{versus(k['longer']['after_vs_neural'])} ({fmt_seconds(k['longer']['finetune_seconds'], 60)}"
+                more += (f"{versus(k['longer']['after_vs_neural'])} ({fmt_seconds(k['longer']['finetune_seconds'], 60)}"
                         " min) | " if "longer" in k else "– | ")
             lines.append(f"| {Path(run['run']).name} | {run['source_step']:,} | {k['neural_return']:.1f} | {kind} | "
                          f"{pct(k['agreement'])} | {pct(k['closed_loop_agreement'])} | "
@@ -248,6 +298,20 @@ def markdown(record: dict) -> str:
                          f"{pct(statistics.mean(k['closed_loop_agreement'] for k in ks))} | {neural:.1f} | "
                          f"{versus(before)} | {versus(after)} | {'–' if worst is None else f'{worst:.2f}'} | "
                          f"{above} of {len(ks)} |")
+    if control:
+        lines += ["", "## Against the neural router trained as long", "",
+                  f"Each source run trained on for {record['finetune_steps']:,} steps under its neural router "
+                  "(`--control`): its mean final return over the seeds, and the fine-tuned controllers' mean against "
+                  "it.", "", "| task | seeds | neural, continued | " + " | ".join(KINDS) + " |",
+                  "|---|---|---|" + "---|" * len(KINDS)]
+        for task in tasks:
+            mine = [run for run in runs if run["env_id"] == task and "continued" in run]
+            if not mine:
+                continue
+            neural = statistics.mean(run["continued"]["return"] for run in mine)
+            cells = [versus(ratio_or_gap(statistics.mean(run["kinds"][kind]["after"] for run in mine), neural))
+                     for kind in KINDS]
+            lines.append(f"| {task} | {len(mine)} | {neural:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""]
     for kind in KINDS:
         worst = worst_run[kind]
@@ -270,6 +334,9 @@ def main() -> None:
     parser.add_argument("--dagger", type=int, default=4)
     parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
     parser.add_argument("--finetune-steps", type=int, default=50_000)
+    parser.add_argument("--control", action="store_true",
+                        help="also train each source run on under its neural router for --finetune-steps steps (a "
+                             "copy) and compare with that")
     parser.add_argument("--longer", type=int, default=None, metavar="L",
                         help="also continue each fine-tuning run (a copy) to L steps: whether more helps")
     parser.add_argument("--work", type=Path, default=Path("sweeps/tree-controller-finetune"),

@@ -77,3 +77,18 @@ def test_runs_that_failed_are_listed_not_counted():
     text = markdown(record(runs))
     assert "on 1 of 1 tasks" in target(text, "- oblique,")
     assert text.rstrip().endswith("## Runs not measured\n\n- runs/B: no checkpoint to resume from")
+
+
+def test_the_control_compares_with_the_neural_router_trained_as_long():
+    runs = []
+    for seed, (continued, after) in enumerate([(120.0, 110.0), (140.0, 150.0)]):
+        kinds = {k: kind(0.9, 100, 80, after) for k in ("per-expert", "multiclass", "oblique")}
+        for k in kinds.values():
+            k["after_vs_continued"] = ratio_or_gap(after, continued)
+        runs.append(run("A", seed, kinds) | {"continued": {"steps": 50_000, "return": continued, "run": "c",
+                                                           "episodes": 10, "seed": seed, "seconds": 1.0}})
+    text = markdown(record(runs))
+    # per run: 110 / 120 and 150 / 140; per task: the means, 130 / 130
+    assert "| 0.92 | " in target(text, "| A__smose__s0 | 100,000 | 100.0 | oblique")
+    assert "| 1.07 | " in target(text, "| A__smose__s1 | 100,000 | 100.0 | oblique")
+    assert "| A | 2 | 130.0 | 1.00 | 1.00 | 1.00 |" in text
