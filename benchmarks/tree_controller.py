@@ -1,7 +1,8 @@
 """The deployable tree-routed controller, kind by kind: routing fidelity, return before and after `smose finetune`.
 
-    python benchmarks/tree_controller.py --runs sweeps/tree-controller/runs/*__smose__s* \
-        --finetune-steps 50000 --workers 2 --out benchmarks/results/tree-controller
+    python benchmarks/tree_controller.py --runs sweeps/tree-controller/runs/*__smose__s* --finetune-steps 50000 \
+        --control --workers 2 --work sweeps/tree-controller-finetune \
+        --out benchmarks/results/tree-controller/tree-controller
 
 For each SMOSE run (a run directory with its checkpoint, e.g. a sweep's) this runs the library's own commands:
 `smose distill RUN --depth D --dagger R --kind all` (per-expert CART, multiclass CART, oblique CMA-ES; skipped when
