@@ -111,9 +111,27 @@ def comparable(config: dict) -> dict:
     return {key: value for key, value in config.items() if key not in ("steps", "out", "checkpoint_every")}
 
 
+def work_dir(run: Path, what: str, args: argparse.Namespace) -> Path:
+    """Where ``what`` of ``run`` goes in ``--work``: named by the run's sweep directory, its name and the fine-tuning
+    steps, so that another sweep's run of the same name, or another length, is never taken for it."""
+    return args.work / f"{run.resolve().parent.parent.name}-{run.name}-{what}-{args.finetune_steps}"
+
+
+def eval_rows(run_dir: Path, from_step: int = 0) -> list[dict]:
+    """The evaluation rows of a run's metrics.csv, from ``from_step`` on."""
+    return [row for row in read_metrics(RunDir(run_dir).metrics)
+            if row.get("event") == "eval" and int(row["step"]) >= from_step]
+
+
+def seconds_between(evals: list[dict]) -> float | None:
+    """Seconds from the first to the last of ``evals`` by metrics.csv's time column: training time (resumed runs
+    continue it), evaluations included."""
+    return float(evals[-1]["time"]) - float(evals[0]["time"]) if evals and evals[-1].get("time") else None
+
+
 def continued(run: Path, source_step: int, args: argparse.Namespace) -> Path:
     """A copy of ``run`` trained on under its neural router to ``source_step + --finetune-steps`` (the control)."""
-    copy = args.work / f"{run.resolve().parent.parent.name}-{run.name}-continued-{args.finetune_steps}"
+    copy = work_dir(run, "continued", args)
     target = source_step + args.finetune_steps
     try:
         mine = comparable(read_json(RunDir(copy).config, "config")) == comparable(read_json(RunDir(run).config,
@@ -138,11 +156,9 @@ def after_finetuning(out: Path, record: dict) -> dict:
     before = record["before"]
     if any(result.get(key) != before.get(key) for key in ("episodes", "seed", "mode")):
         raise SmoseError(f"{out}: the final evaluation is not on the episodes of the evaluation before fine-tuning")
-    evals = [row for row in read_metrics(RunDir(out).metrics) if row.get("event") == "eval"]
+    evals = eval_rows(out)
     curve = {int(row["step"]) - record["source_step"]: float(row["eval_return_mean"]) for row in evals}
-    # metrics.csv's time column: seconds of training (resumed runs continue it), evaluations included
-    seconds = float(evals[-1]["time"]) - float(evals[0]["time"]) if evals and evals[-1].get("time") else None
-    return {"after": result["mean"], "curve": curve, "seconds": seconds}
+    return {"after": result["mean"], "curve": curve, "seconds": seconds_between(evals)}
 
 
 def measure(run: Path, args: argparse.Namespace) -> dict:
@@ -170,14 +186,11 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
     if args.control:
         copy = continued(run, source_step, args)
         evaluation = read_eval(RunDir(copy).eval)
-        evals = [row for row in read_metrics(RunDir(copy).metrics) if row.get("event") == "eval"
-                 and int(row["step"]) >= source_step]
         result["continued"] = {"steps": args.finetune_steps, "return": evaluation["mean"], "run": str(copy),
                                "episodes": evaluation["episodes"], "seed": evaluation["seed"],
-                               "seconds": float(evals[-1]["time"]) - float(evals[0]["time"]) if evals else None}
+                               "seconds": seconds_between(eval_rows(copy, source_step))}
     for kind in KINDS:
-        # the source's parent, name and the steps in the name: another sweep's run, or another length, is not this
-        out = args.work / f"{run.resolve().parent.parent.name}-{run.name}-finetune-{kind}-{args.finetune_steps}"
+        out = work_dir(run, f"finetune-{kind}", args)
         finetune(run, out, source_step, kind, args.finetune_steps)
         record = read_record(out)
         before = record["before"]
@@ -227,8 +240,8 @@ def fmt_seconds(seconds: float | None, unit: float) -> str:
 def markdown(record: dict) -> str:
     runs = [run for run in record["runs"] if "error" not in run]
     failed = [run for run in record["runs"] if "error" in run]
-    longer = any("longer" in k for run in runs for k in run["kinds"].values())
     longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
+    longer = longer_steps is not None
     control = any("continued" in run for run in runs)
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
