@@ -17,7 +17,8 @@ is missing.
 The fine-tuned controller has trained N steps more than the neural router it is compared with. With ``--control``
 the source run is also copied and trained on for the same N steps under its neural router (`smose train --resume
 COPY --steps S+N`), and the fine-tuned controller is compared with that too: how much of the gain is fine-tuning
-under the trees, and how much is more training.
+under the trees, and how much is more training. With both ``--control`` and ``--longer L`` the control is continued
+to L steps as well (a copy of the N-step one), and the longer fine-tuning is compared with it.
 
 Ratios compare the tree-routed return with the neural router's on the same evaluation episodes: tree / neural for a
 positive neural return; for a negative one (Reacher, where returns are costs) neural / tree while the tree's return
@@ -129,10 +130,13 @@ def seconds_between(evals: list[dict]) -> float | None:
     return float(evals[-1]["time"]) - float(evals[0]["time"]) if evals and evals[-1].get("time") else None
 
 
-def continued(run: Path, source_step: int, args: argparse.Namespace) -> Path:
-    """A copy of ``run`` trained on under its neural router to ``source_step + --finetune-steps`` (the control)."""
-    copy = work_dir(run, "continued", args)
-    target = source_step + args.finetune_steps
+def continued(run: Path, source_step: int, args: argparse.Namespace, steps: int | None = None) -> Path:
+    """A copy of ``run`` trained on under its neural router to ``source_step + steps`` (the control; ``steps``
+    defaults to ``--finetune-steps``). A longer control continues a copy of the ``--finetune-steps`` one."""
+    short = work_dir(run, "continued", args)
+    steps = args.finetune_steps if steps is None else steps
+    copy = short if steps == args.finetune_steps else short.with_name(f"{short.name}-longer{steps}")
+    target = source_step + steps
     try:
         mine = comparable(read_json(RunDir(copy).config, "config")) == comparable(read_json(RunDir(run).config,
                                                                                           "config"))
@@ -141,12 +145,20 @@ def continued(run: Path, source_step: int, args: argparse.Namespace) -> Path:
             raise SmoseError("another run")
         finished = checkpoint.get("finished") is True and checkpoint["step"] == target
     except SmoseError:
+        base = run if copy == short else continued(run, source_step, args)
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(run, copy)
+        shutil.copytree(base, copy)
         finished = False
     if not finished:
         run_smose("train", "--resume", str(copy), "--steps", str(target), "--quiet")
     return copy
+
+
+def control(copy: Path, source_step: int, steps: int) -> dict:
+    """The control's final evaluation, its run and the seconds its ``steps`` steps took."""
+    evaluation = read_eval(RunDir(copy).eval)
+    return {"steps": steps, "return": evaluation["mean"], "run": str(copy), "episodes": evaluation["episodes"],
+            "seed": evaluation["seed"], "seconds": seconds_between(eval_rows(copy, source_step))}
 
 
 def after_finetuning(out: Path, record: dict) -> dict:
@@ -184,11 +196,10 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
               "distill_neural_return": fidelity["returns"]["neural"]["mean"],
               "kinds": {}}
     if args.control:
-        copy = continued(run, source_step, args)
-        evaluation = read_eval(RunDir(copy).eval)
-        result["continued"] = {"steps": args.finetune_steps, "return": evaluation["mean"], "run": str(copy),
-                               "episodes": evaluation["episodes"], "seed": evaluation["seed"],
-                               "seconds": seconds_between(eval_rows(copy, source_step))}
+        result["continued"] = control(continued(run, source_step, args), source_step, args.finetune_steps)
+        if args.longer:
+            result["continued"]["longer"] = control(continued(run, source_step, args, args.longer), source_step,
+                                                    args.longer)
     for kind in KINDS:
         out = work_dir(run, f"finetune-{kind}", args)
         finetune(run, out, source_step, kind, args.finetune_steps)
@@ -219,6 +230,9 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
                 "steps": args.longer, "after": more["after"],
                 "after_vs_neural": ratio_or_gap(more["after"], before["neural_return"]),
                 "curve": more["curve"], "finetune_run": str(copy), "finetune_seconds": more["seconds"]}
+            if args.control:
+                result["kinds"][kind]["longer"]["after_vs_continued"] = ratio_or_gap(
+                    more["after"], result["continued"]["longer"]["return"])
     return result
 
 
@@ -231,6 +245,12 @@ def versus(v: dict) -> str:
     if v["ratio"] is None:
         return f"{v['difference']:+.2f}"
     return f"{v['ratio']:.2f}" + (f" ({v['difference']:+.2f})" if v.get("costs") else "")
+
+
+def longer_cell(longer: dict) -> str:
+    """After the longer fine-tuning: against the neural router, and against the longer control where there is one."""
+    return versus(longer["after_vs_neural"]) + (f" / {versus(longer['after_vs_continued'])}"
+                                                 if "after_vs_continued" in longer else "")
 
 
 def fmt_seconds(seconds: float | None, unit: float) -> str:
@@ -254,8 +274,9 @@ def markdown(record: dict) -> str:
              "fine-tuning run's evaluation episodes: tree / neural, or for negative returns (costs) neural / tree "
              "with the difference tree − neural beside it, so 1 is equal and above 1 better on both; *best*: the "
              "best periodic evaluation during fine-tuning, likewise (picked on the episodes it is scored on, so it "
-             "flatters)" + (f"; *after {longer_steps:,}*: the same fine-tuning continued to {longer_steps:,} steps"
-                            if longer else "")
+             "flatters)" + (f"; *after {longer_steps:,}*: the same fine-tuning continued to {longer_steps:,} steps, "
+                            "against the neural router (and, after the slash, against the control trained on as "
+                            "long)" if longer else "")
              + ("; *vs continued*: after fine-tuning against the neural router trained on for as many steps "
                 "(`--control`), on the same episodes" if control else "")
              + ". Times: *fit s*, wall clock of fitting that kind's trees with DAgger, from the distillation's "
@@ -273,8 +294,8 @@ def markdown(record: dict) -> str:
             if control:
                 more += (f"{versus(k['after_vs_continued'])} | " if "after_vs_continued" in k else "– | ")
             if longer:
-                more += (f"{versus(k['longer']['after_vs_neural'])} ({fmt_seconds(k['longer']['finetune_seconds'], 60)}"
-                        " min) | " if "longer" in k else "– | ")
+                more += (f"{longer_cell(k['longer'])} ({fmt_seconds(k['longer']['finetune_seconds'], 60)} min) | "
+                         if "longer" in k else "– | ")
             lines.append(f"| {Path(run['run']).name} | {run['source_step']:,} | {k['neural_return']:.1f} | {kind} | "
                          f"{pct(k['agreement'])} | {pct(k['closed_loop_agreement'])} | "
                          f"{versus(k['before_vs_neural'])} | {versus(k['after_vs_neural'])} | "
@@ -316,7 +337,9 @@ def markdown(record: dict) -> str:
         lines += ["", "## Against the neural router trained as long", "",
                   f"Each source run trained on for {record['finetune_steps']:,} steps under its neural router "
                   "(`--control`): its mean final return over the seeds, and the fine-tuned controllers' mean against "
-                  "it.", "", "| task | seeds | neural, continued | " + " | ".join(KINDS) + " |",
+                  "it" + ("; the rows marked with a number of steps, both trained on as long as `--longer` says"
+                          if longer else "") + ".", "",
+                  "| task | seeds | neural, continued | " + " | ".join(KINDS) + " |",
                   "|---|---|---|" + "---|" * len(KINDS)]
         for task in tasks:
             mine = [run for run in runs if run["env_id"] == task and "continued" in run]
@@ -326,6 +349,14 @@ def markdown(record: dict) -> str:
             cells = [versus(ratio_or_gap(statistics.mean(run["kinds"][kind]["after"] for run in mine), neural))
                      for kind in KINDS]
             lines.append(f"| {task} | {len(mine)} | {neural:.1f} | " + " | ".join(cells) + " |")
+            mine = [run for run in mine if "longer" in run["continued"]
+                    and all("longer" in run["kinds"][kind] for kind in KINDS)]
+            if mine:
+                neural = statistics.mean(run["continued"]["longer"]["return"] for run in mine)
+                cells = [versus(ratio_or_gap(statistics.mean(run["kinds"][kind]["longer"]["after"] for run in mine),
+                                             neural)) for kind in KINDS]
+                lines.append(f"| {task}, {mine[0]['continued']['longer']['steps']:,} steps | {len(mine)} | "
+                             f"{neural:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""]
     for kind in KINDS:
         worst = worst_run[kind]

@@ -92,3 +92,24 @@ def test_the_control_compares_with_the_neural_router_trained_as_long():
     assert "| 0.92 | " in target(text, "| A__smose__s0 | 100,000 | 100.0 | oblique")
     assert "| 1.07 | " in target(text, "| A__smose__s1 | 100,000 | 100.0 | oblique")
     assert "| A | 2 | 130.0 | 1.00 | 1.00 | 1.00 |" in text
+
+
+def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
+    runs = []
+    for seed, (continued, longer_continued, longer_after) in enumerate([(120.0, 200.0, 180.0), (140.0, 100.0, 120.0)]):
+        kinds = {k: kind(0.9, 100, 80, 110) for k in ("per-expert", "multiclass", "oblique")}
+        for k in kinds.values():
+            k["after_vs_continued"] = ratio_or_gap(110, continued)
+            k["longer"] = {"steps": 100_000, "after": longer_after, "after_vs_neural": ratio_or_gap(longer_after, 100),
+                           "after_vs_continued": ratio_or_gap(longer_after, longer_continued), "curve": {},
+                           "finetune_run": "x", "finetune_seconds": 120.0}
+        runs.append(run("A", seed, kinds) | {"continued": {
+            "steps": 50_000, "return": continued, "run": "c", "episodes": 10, "seed": seed, "seconds": 1.0,
+            "longer": {"steps": 100_000, "return": longer_continued, "run": "c2", "episodes": 10, "seed": seed,
+                       "seconds": 2.0}}})
+    text = markdown(record(runs))
+    # per run: 180 / 100 against the neural router, 180 / 200 against the control trained on 100k steps
+    assert "| 1.80 / 0.90 (2.0 min) | " in target(text, "| A__smose__s0 | 100,000 | 100.0 | per-expert")
+    # per task: the mean longer control (150) against the mean longer fine-tuning (150)
+    assert "| A, 100,000 steps | 2 | 150.0 | 1.00 | 1.00 | 1.00 |" in text
+    assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
