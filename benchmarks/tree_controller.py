@@ -54,6 +54,7 @@ from smose.training.finetune import read_record
 from smose_cli import run_smose
 
 ALL_KINDS = "all"
+DISTILLATION = Distillation(depth=3)  # the defaults of the settings the benchmark does not choose itself
 
 
 def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> str:
@@ -185,7 +186,8 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
     checkpoint = read_checkpoint_json(run)
     if checkpoint.get("finished") is not True:
         raise SmoseError(f"{run}: the run has not finished training (its checkpoint is at step {checkpoint['step']})")
-    wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, cma_iterations=args.cma_iterations)
+    wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, episodes=args.episodes,
+                          eval_episodes=args.eval_episodes, cma_iterations=args.cma_iterations)
     if tree_settings(run) != wanted:
         run_smose("distill", *wanted.command(run)[4:])
     fidelity = read_json(RunDir(run).fidelity, "tree fidelity summary")
@@ -378,6 +380,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dagger", type=int, default=4)
     parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
+    parser.add_argument("--episodes", type=int, default=DISTILLATION.episodes,
+                        help="episodes of the neural policy the trees are fitted on (smose distill --episodes)")
+    parser.add_argument("--eval-episodes", type=int, default=DISTILLATION.eval_episodes,
+                        help="episodes of distill's own evaluation (smose distill --eval-episodes); the fine-tuning "
+                             "runs evaluate on their source run's episodes")
     parser.add_argument("--finetune-steps", type=int, default=50_000)
     parser.add_argument("--control", action="store_true",
                         help="also train each source run on under its neural router for --finetune-steps steps (a "
@@ -399,7 +406,8 @@ def main() -> None:
     record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
               "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "
               f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, "depth": args.depth,
-              "dagger": args.dagger, "finetune_steps": args.finetune_steps, "runs": runs}
+              "dagger": args.dagger, "episodes": args.episodes, "eval_episodes": args.eval_episodes,
+              "cma_iterations": args.cma_iterations, "finetune_steps": args.finetune_steps, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))

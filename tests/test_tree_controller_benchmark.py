@@ -1,7 +1,9 @@
-"""benchmarks/tree_controller.py's arithmetic: how tree-routed returns compare with the neural router's, and how the
-per-task rows and the issue's targets are counted (on a made-up record: the measuring itself runs smose commands
-that the finetune and distill tests cover)."""
+"""benchmarks/tree_controller.py: how tree-routed returns compare with the neural router's, and how the per-task rows
+and the issue's targets are counted (on made-up records), and the whole measurement on a small run: what it runs, what
+it reads back, and that running it again redoes nothing."""
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,3 +115,37 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     # per task: the mean longer control (150) against the mean longer fine-tuning (150)
     assert "| A, 100,000 steps | 2 | 150.0 | 1.00 | 1.00 | 1.00 |" in text
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
+
+
+@pytest.mark.slow
+def test_the_benchmark_measures_a_run_and_redoes_nothing_when_run_again(pendulum_run, tmp_path, monkeypatch):
+    """The whole benchmark on a small run: distil, fine-tune under every kind, the control, and both continued to
+    --longer steps; a second invocation finds everything done and changes no run."""
+    from smose.training.checkpoint import read_checkpoint_json
+    from tree_controller import main
+
+    run_dir = tmp_path / "sweep" / "runs" / "pendulum"
+    shutil.copytree(pendulum_run, run_dir)  # the session fixture is shared: never write into it
+    work, out = tmp_path / "work", tmp_path / "out" / "tc"
+    argv = ["tree_controller.py", "--runs", str(run_dir), "--depth", "2", "--dagger", "1", "--cma-iterations", "3",
+            "--episodes", "2", "--eval-episodes", "1",
+            "--finetune-steps", "100", "--longer", "200", "--control", "--work", str(work), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    record = json.loads(out.with_suffix(".json").read_text())
+    [measured] = record["runs"]
+    source_step = measured["source_step"]
+    assert source_step == read_checkpoint_json(run_dir)["step"]
+    control = measured["continued"]
+    assert read_checkpoint_json(Path(control["run"]))["step"] == source_step + 100
+    assert read_checkpoint_json(Path(control["longer"]["run"]))["step"] == source_step + 200
+    for kind_name, measured_kind in measured["kinds"].items():
+        assert read_checkpoint_json(Path(measured_kind["finetune_run"]))["step"] == source_step + 100
+        longer = measured_kind["longer"]
+        assert read_checkpoint_json(Path(longer["finetune_run"]))["step"] == source_step + 200
+        assert longer["after_vs_continued"] == ratio_or_gap(longer["after"], control["longer"]["return"])
+        assert measured_kind["after_vs_continued"] == ratio_or_gap(measured_kind["after"], control["return"])
+    stamps = {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()}
+    main()
+    assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()} == stamps
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == record["runs"]
