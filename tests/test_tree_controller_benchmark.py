@@ -131,6 +131,7 @@ def test_the_benchmark_measures_a_run_and_redoes_nothing_when_run_again(pendulum
             "--episodes", "2", "--eval-episodes", "1",
             "--finetune-steps", "100", "--longer", "200", "--control", "--work", str(work), "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what main() sets for its subprocesses, undone after the test
     main()
     record = json.loads(out.with_suffix(".json").read_text())
     [measured] = record["runs"]
