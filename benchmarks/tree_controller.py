@@ -98,9 +98,15 @@ def finetune(run: Path, out: Path, source_step: int, kind: str, steps: int) -> N
                   "--quiet")
 
 
+def longer_copy(work: Path, steps: int) -> Path:
+    """Where a finished ``--finetune-steps`` work directory (fine-tuning or control) is copied to continue to
+    ``steps`` (``--longer``)."""
+    return work.with_name(f"{work.name}-longer{steps}")
+
+
 def longer(run: Path, out: Path, source_step: int, kind: str, steps: int, longer_steps: int) -> Path:
     """``out`` (finished at ``steps``) copied and continued to ``longer_steps`` fine-tuning steps; the copy."""
-    copy = out.with_name(f"{out.name}-longer{longer_steps}")
+    copy = longer_copy(out, longer_steps)
     if state(copy, run, source_step, kind, longer_steps) == "fresh":
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(out, copy)
@@ -136,7 +142,7 @@ def continued(run: Path, source_step: int, args: argparse.Namespace, steps: int 
     defaults to ``--finetune-steps``). A longer control continues a copy of the ``--finetune-steps`` one."""
     short = work_dir(run, "continued", args)
     steps = args.finetune_steps if steps is None else steps
-    copy = short if steps == args.finetune_steps else short.with_name(f"{short.name}-longer{steps}")
+    copy = short if steps == args.finetune_steps else longer_copy(short, steps)
     target = source_step + steps
     try:
         mine = comparable(read_json(RunDir(copy).config, "config")) == comparable(read_json(RunDir(run).config,

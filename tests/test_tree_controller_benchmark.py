@@ -140,7 +140,8 @@ def test_the_benchmark_measures_a_run_and_redoes_nothing_when_run_again(pendulum
     control = measured["continued"]
     assert read_checkpoint_json(Path(control["run"]))["step"] == source_step + 100
     assert read_checkpoint_json(Path(control["longer"]["run"]))["step"] == source_step + 200
-    for kind_name, measured_kind in measured["kinds"].items():
+    assert list(measured["kinds"]) == ["per-expert", "multiclass", "oblique"]
+    for measured_kind in measured["kinds"].values():
         assert read_checkpoint_json(Path(measured_kind["finetune_run"]))["step"] == source_step + 100
         longer = measured_kind["longer"]
         assert read_checkpoint_json(Path(longer["finetune_run"]))["step"] == source_step + 200
