@@ -9,6 +9,9 @@ SUITES_PY := $(SUITES_VENV)/bin/python
 DEMO_ENV ?= Hopper-v5
 DEMO_STEPS ?= 20000
 DEMO_DIR ?= runs/demo
+# The suite's processes (pytest-xdist; `auto`: one per CPU core, 0: the suite in this process). Each takes whole test
+# files, so that a file's shared fixtures (small real training runs) are built once per process that needs them.
+TEST_WORKERS ?= auto
 
 # Headless MuJoCo rendering (`smose video`, EGL) needs these Debian packages; `setup-render` installs them with apt-get
 # when they are missing and we are root, and otherwise only warns (everything but `smose video` works without them).
@@ -63,7 +66,7 @@ demo: setup setup-render
 # Everything in $(VENV) (the suites' tests skip there: no smose[suites]), then the suites' tests where they are
 # installed; SMOSE_REQUIRE_SUITES makes them fail rather than skip if the suites do not import.
 test: setup-test setup-suites setup-render
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 	SMOSE_REQUIRE_SUITES=1 $(SUITES_PY) -m pytest -q tests/test_suites.py
 
 clean:
