@@ -12,7 +12,9 @@ fine-tuning run is then copied and continued to L steps (`smose finetune --resum
 fine-tuning helps, with the N-step result kept. It reads the numbers back from the files those commands write
 (trees/fidelity.json, each fine-tuning run's config.json record, eval.json and metrics.csv) and writes OUT.json
 (every number) and OUT.md (the tables and the issue's targets). Re-running it after an interruption redoes only what
-is missing.
+is missing. ``--keep EARLIER.json`` carries the runs of an earlier OUT.json over into this one as they were recorded
+(when their run and work directories are gone, say on another machine), unless this invocation measures them again;
+each kept batch keeps its own command, date and note.
 
 The fine-tuned controller has trained N steps more than the neural router it is compared with. With ``--control``
 the source run is also copied and trained on for the same N steps under its neural router (`smose train --resume
@@ -244,6 +246,32 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
     return result
 
 
+# the settings a record's numbers depend on: an earlier record is kept (``--keep``) only where they agree
+SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "finetune_steps")
+
+
+def kept_runs(earlier: dict, where: Path, settings: dict, measured: list[Path]) -> tuple[list[dict], list[dict]]:
+    """The runs of an ``earlier`` record (read from ``where``) that this invocation does not measure again, and its
+    batches (its own and those it kept itself), each with the names of its runs that are still kept. An earlier
+    record made with other settings (of those it records) is refused."""
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+        raise SmoseError(f"{where}: not a record of this benchmark (no list of runs)")
+    for key in SETTINGS:
+        if key in earlier and earlier[key] != settings[key]:
+            raise SmoseError(f"{where}: measured with {key} = {earlier[key]}, not {settings[key]}; "
+                             f"its runs cannot be kept in this record")
+    again = {str(run) for run in measured}
+    runs = [run for run in earlier["runs"] if "error" not in run and run["run"] not in again]
+    names = {run["run"] for run in runs}
+    batches = []
+    for batch in earlier.get("earlier", []) + [{key: earlier.get(key) for key in ("command", "date", "smose", "note")}
+                                               | {"runs": [run["run"] for run in earlier["runs"]]}]:
+        if mine := [name for name in batch["runs"] if name in names]:
+            batches.append(batch | {"runs": mine})
+            names -= set(mine)
+    return runs, batches
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -274,6 +302,10 @@ def markdown(record: dict) -> str:
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
+             *[line for batch in record.get("earlier", []) for line in (
+                 f"Kept from an earlier record ({batch['date']}; smose {batch['smose']}): "
+                 f"{', '.join(Path(name).name for name in batch['runs'])}, measured by `{batch['command']}`. "
+                 f"{batch['note'] or ''}".rstrip(), "")],
              f"Depth-{record['depth']} trees with {record['dagger']} DAgger "
              f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind all`), "
              f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
@@ -402,18 +434,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="runs measured at once (one per core)")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    parser.add_argument("--keep", type=Path, default=None, metavar="EARLIER.json",
+                        help="also report the runs of an earlier OUT.json as recorded there (those --runs does not "
+                             "measure again), e.g. when their work directories are gone")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.longer is not None and args.longer <= args.finetune_steps:
         sys.exit(f"tree_controller: --longer {args.longer} must exceed --finetune-steps {args.finetune_steps}")
+    settings = {key: getattr(args, key) for key in SETTINGS}
+    kept, batches = [], []
+    if args.keep is not None:
+        try:
+            kept, batches = kept_runs(read_json(args.keep, "benchmark record"), args.keep, settings, args.runs)
+        except SmoseError as exc:
+            sys.exit(f"tree_controller: {exc}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
         runs = list(pool.map(lambda run: measure(run, args), args.runs))
     record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
               "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "
-              f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, "depth": args.depth,
-              "dagger": args.dagger, "episodes": args.episodes, "eval_episodes": args.eval_episodes,
-              "cma_iterations": args.cma_iterations, "finetune_steps": args.finetune_steps, "runs": runs}
+              f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, **settings,
+              **({"earlier": batches} if batches else {}), "runs": kept + runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from tree_controller import markdown, ratio_or_gap  # noqa: E402
+from smose.errors import SmoseError  # noqa: E402
+from tree_controller import kept_runs, markdown, ratio_or_gap  # noqa: E402
 
 
 def test_ratio_of_rewards_and_of_costs():
@@ -115,6 +116,54 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     # per task: the mean longer control (150) against the mean longer fine-tuning (150)
     assert "| A, 100,000 steps | 2 | 150.0 | 1.00 | 1.00 | 1.00 |" in text
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
+
+
+SETTINGS = {"depth": 3, "dagger": 4, "episodes": 10, "eval_episodes": 5, "cma_iterations": 200,
+            "finetune_steps": 50_000}
+
+
+def all_kinds(after: float) -> dict:
+    return {k: kind(0.9, 100, 80, after) for k in ("per-expert", "multiclass", "oblique")}
+
+
+def test_kept_runs_carry_their_batch_over_unless_measured_again():
+    # an earlier record of A and B (without the settings it did not record yet), and a failed run C
+    first = record([run("A", 0, all_kinds(110)), run("B", 0, all_kinds(120)), {"run": "runs/C", "error": "no"}])
+    first |= {"command": "first command", "date": "2026-12-01", "note": "beside a sweep"}
+    runs, batches = kept_runs(first, Path("first.json"), SETTINGS, [Path("runs/B__smose__s0")])
+    assert [r["run"] for r in runs] == ["runs/A__smose__s0"]  # B is measured again, C had failed
+    assert batches == [{"command": "first command", "date": "2026-12-01", "smose": "v", "note": "beside a sweep",
+                        "runs": ["runs/A__smose__s0"]}]
+    # the record made then (A kept, B measured anew) is kept in turn: each run stays with the batch that measured it
+    second = record(runs + [run("B", 0, all_kinds(130))]) | SETTINGS | {"command": "second", "date": "2026-12-02",
+                                                                          "earlier": batches}
+    runs, batches = kept_runs(second, Path("second.json"), SETTINGS, [Path("runs/D__smose__s0")])
+    assert [r["run"] for r in runs] == ["runs/A__smose__s0", "runs/B__smose__s0"]
+    assert [(b["command"], b["runs"]) for b in batches] == [("first command", ["runs/A__smose__s0"]),
+                                                            ("second", ["runs/B__smose__s0"])]
+    text = markdown(record(runs) | {"earlier": batches})
+    assert ("Kept from an earlier record (2026-12-01; smose v): A__smose__s0, measured by `first command`. "
+            "beside a sweep") in text.splitlines()
+
+
+def test_a_record_made_with_other_settings_is_not_kept(tmp_path, monkeypatch, capsys):
+    from tree_controller import main
+
+    earlier = record([run("A", 0, all_kinds(110))]) | {"dagger": 2}
+    with pytest.raises(SmoseError, match=r"^e.json: measured with dagger = 2, not 4; its runs cannot be kept"):
+        kept_runs(earlier, Path("e.json"), SETTINGS, [])
+    with pytest.raises(SmoseError, match="not a record of this benchmark"):
+        kept_runs({"runs": {}}, Path("e.json"), SETTINGS, [])
+    # from the command line: one line, and nothing measured or written
+    (tmp_path / "e.json").write_text(json.dumps(earlier))
+    out, work = tmp_path / "out" / "tc", tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["tree_controller.py", "--runs", str(tmp_path / "missing"), "--keep",
+                                      str(tmp_path / "e.json"), "--work", str(work), "--out", str(out)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert str(exited.value).startswith("tree_controller: ") and "\n" not in str(exited.value)
+    assert "dagger = 2, not 4" in str(exited.value)
+    assert not out.parent.exists() and not work.exists()
 
 
 @pytest.mark.slow
