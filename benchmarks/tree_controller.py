@@ -46,7 +46,7 @@ from smose import __version__
 from smose.choices import KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
-from smose.interpret.oblique import DEFAULT_ITERATIONS
+from smose.interpret.oblique import CMA_DEFAULT_START, CMA_STARTS, DEFAULT_ITERATIONS
 from smose.interpret.tree_policy import trees_digest
 from smose.interpret.trees import tree_file
 from smose.run import RunDir, read_metrics
@@ -195,7 +195,8 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
     if checkpoint.get("finished") is not True:
         raise SmoseError(f"{run}: the run has not finished training (its checkpoint is at step {checkpoint['step']})")
     wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, episodes=args.episodes,
-                          eval_episodes=args.eval_episodes, cma_iterations=args.cma_iterations)
+                          eval_episodes=args.eval_episodes, cma_iterations=args.cma_iterations,
+                          cma_start=args.cma_start)
     if tree_settings(run) != wanted:
         run_smose("distill", *wanted.command(run)[4:])
     fidelity = read_json(RunDir(run).fidelity, "tree fidelity summary")
@@ -247,7 +248,9 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
 
 
 # the settings a record's numbers depend on: an earlier record is kept (``--keep``) only where they agree
-SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "finetune_steps")
+SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps")
+# what a record that does not name a setting was measured with (the only choice before the setting was recorded)
+UNRECORDED = {"cma_start": "zeros"}
 
 
 def kept_runs(earlier: dict, where: Path, settings: dict, measured: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -257,8 +260,9 @@ def kept_runs(earlier: dict, where: Path, settings: dict, measured: list[Path]) 
     if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
         raise SmoseError(f"{where}: not a record of this benchmark (no list of runs)")
     for key in SETTINGS:
-        if key in earlier and earlier[key] != settings[key]:
-            raise SmoseError(f"{where}: measured with {key} = {earlier[key]}, not {settings[key]}; "
+        value = earlier.get(key, UNRECORDED.get(key))
+        if value is not None and value != settings[key]:
+            raise SmoseError(f"{where}: measured with {key} = {value}, not {settings[key]}; "
                              f"its runs cannot be kept in this record")
     again = {str(run) for run in measured}
     runs = [run for run in earlier["runs"] if "error" not in run and run["run"] not in again]
@@ -418,6 +422,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dagger", type=int, default=4)
     parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
+    parser.add_argument("--cma-start", choices=CMA_STARTS, default=CMA_DEFAULT_START,
+                        help="where the oblique trees' CMA-ES starts (smose distill --cma-start)")
     parser.add_argument("--episodes", type=int, default=DISTILLATION.episodes,
                         help="episodes of the neural policy the trees are fitted on (smose distill --episodes)")
     parser.add_argument("--eval-episodes", type=int, default=DISTILLATION.eval_episodes,

@@ -47,7 +47,8 @@ def test_cma_es_finds_an_oblique_boundary_no_axis_aligned_split_can():
     assert np.mean(cart.predict(test_states) == test_labels) < 0.85  # one axis-aligned split cannot do it
 
     actor = actor_for(3, 2)
-    trees = fit_oblique(actor, states, labels, depth=1, env_id=ENV_ID, iterations=40, seed=0)
+    # the labels are not this (random) actor's router's choices: the search from zeros, as the authors
+    trees = fit_oblique(actor, states, labels, depth=1, env_id=ENV_ID, iterations=40, seed=0, start="zeros")
     assert np.mean(TreeRouter(trees).predict(test_states) == test_labels) > 0.97
     root = trees["trees"][0]["nodes"][0]
     weights, threshold = np.asarray(root["state_weights"]), root["state_threshold"]
@@ -166,10 +167,11 @@ def test_cli_oblique_distill_eval_explain_and_export(pendulum_run, tmp_path, cap
     assert "oblique tree:" in out and "routing agreement" in out
     trees_dir = run_dir / "trees"
     fidelity = json.loads((trees_dir / "fidelity.json").read_text())
-    assert fidelity["cma_iterations"] == 3 and fidelity["dagger_rounds"] == 1
+    assert fidelity["cma_iterations"] == 3 and fidelity["dagger_rounds"] == 1 and fidelity["cma_start"] == "router"
     assert fidelity["oblique"]["dagger_states"] == [400]  # one round of two 200-step episodes
     trees = load_trees(trees_dir / "oblique.json")
     assert trees["feature_names"] == ["cos θ", "sin θ", "θ velocity"] and trees["cma"]["population"] == 64
+    assert trees["cma"]["start"] == "router"
     assert stale_trees(run_dir) is None
     rules = (trees_dir / "oblique.txt").read_text()
     assert "oblique tree" in rules and "θ" in rules and "weight per standard deviation" in rules
@@ -210,8 +212,11 @@ def test_oblique_bad_input_is_refused(pendulum_run, capsys):
         distill(pendulum_run, kind="forest")
     with pytest.raises(SmoseError, match="cma_iterations must be an integer >= 1"):
         distill(pendulum_run, kind="oblique", cma_iterations=0)
+    with pytest.raises(SmoseError, match="unknown CMA-ES start 'ones'; expected one of router, zeros"):
+        distill(pendulum_run, kind="oblique", cma_start="ones")
     for argv in (["distill", str(pendulum_run), "--kind", "forest"],
                  ["distill", str(pendulum_run), "--cma-iterations", "0"],
+                 ["distill", str(pendulum_run), "--cma-start", "ones"],
                  ["eval", str(pendulum_run), "--router", "tree", "--tree-kind", "forest"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
@@ -222,13 +227,90 @@ def test_oblique_bad_input_is_refused(pendulum_run, capsys):
 
 def test_settings_of_an_oblique_distillation_remake_it():
     base = {"depth": 3, "dagger_rounds": 2, "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated"}
-    assert distill_settings(base | {"oblique": {}, "cma_iterations": 7}) == {
+    assert distill_settings(base | {"oblique": {}, "cma_iterations": 7, "cma_start": "router"}) == {
         "depth": 3, "dagger": 2, "kind": "oblique", "episodes": 5, "eval_episodes": 4, "seed": 1, "mode": "gated",
-        "cma_iterations": 7}
+        "cma_iterations": 7, "cma_start": "router"}
+    # trees made before the start was recorded all started from zeros
+    assert distill_settings(base | {"oblique": {}, "cma_iterations": 7})["cma_start"] == "zeros"
     every = base | {"per-expert": {}, "multiclass": {}, "oblique": {}, "cma_iterations": 7}
     assert distill_settings(every)["kind"] == "all"
     assert distill_settings(base | {"per-expert": {}, "multiclass": {}})["kind"] == "both"
     assert "cma_iterations" not in distill_settings(base | {"multiclass": {}})
+
+
+def router_data(n_obs: int, n_experts: int, n: int, seed: int) -> tuple[SMOSEActor, np.ndarray, np.ndarray]:
+    """States in several units and the choices of a random linear router over them."""
+    actor = actor_for(n_obs, n_experts, seed=seed)
+    rng = np.random.default_rng(seed)
+    states = (rng.normal(size=(n, n_obs)) * rng.uniform(0.1, 5, n_obs) + rng.normal(size=n_obs)).astype(np.float32)
+    return actor, states, actor.choose(torch.from_numpy(states)).numpy()
+
+
+def test_router_boundaries_are_where_two_logits_are_equal():
+    actor, states, _ = router_data(4, 5, 500, seed=1)
+    mean, scale = oblique.standardisation(states)
+    weight, bias = oblique.router_boundaries(actor.router.weight.detach().numpy(), actor.router.bias.detach().numpy(),
+                                             mean, scale)
+    assert weight.shape == (10, 4) and np.allclose(np.linalg.norm(weight, axis=1), 1.0)
+    logits = actor.decision_logits(torch.from_numpy(states)).numpy()
+    x = (states.astype(np.float64) - mean) / scale
+    side = x @ weight.T + bias
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    for p, (i, j) in enumerate(pairs):
+        difference = logits[:, i] - logits[:, j]
+        # the same sign as z_i - z_j, up to a positive factor (the norm)
+        np.testing.assert_allclose(side[:, p] * np.linalg.norm(difference) / np.linalg.norm(side[:, p]), difference,
+                                   rtol=1e-6, atol=1e-9)
+
+
+def brute_force_best(go_left: np.ndarray, labels: np.ndarray, n_classes: int) -> int:
+    """Most states a complete depth-2 tree over these splits routes right: every root, left and right split tried."""
+    best = 0
+    n_splits = go_left.shape[1]
+    for root in range(n_splits):
+        for split_left in range(n_splits):
+            for split_right in range(n_splits):
+                leaf = np.where(go_left[:, root], np.where(go_left[:, split_left], 0, 1),
+                                np.where(go_left[:, split_right], 2, 3))
+                counts = oblique.leaf_classes(leaf, labels, 4, n_classes)
+                best = max(best, int(counts.max(axis=1).sum()))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_boundary_tree_search_finds_the_best_tree_over_its_splits(seed):
+    rng = np.random.default_rng(seed)
+    go_left = rng.random((300, 6)) < rng.uniform(0.2, 0.8, 6)
+    labels = rng.integers(0, 4, 300)
+    plan, routed = oblique.boundary_tree(go_left, labels, 4, depth=2)
+    assert routed == brute_force_best(go_left, labels, 4)
+    # the plan routes as many as it says (pre-order: root, its left child, its right child)
+    root, split_left, split_right = plan
+    leaf = np.where(go_left[:, root], np.where(go_left[:, split_left], 0, 1), np.where(go_left[:, split_right], 2, 3))
+    assert oblique.leaf_classes(leaf, labels, 4, 4).max(axis=1).sum() == routed
+    # a beam narrower than the splits searches fewer trees: never better, and its plan still routes as it says
+    narrow_plan, narrow = oblique.boundary_tree(go_left, labels, 4, depth=2, beam=2)
+    assert narrow <= routed and len(narrow_plan) == 3
+
+
+def test_the_router_start_routes_better_than_zeros_and_refining_never_loses():
+    actor, states, labels = router_data(6, 8, 3000, seed=2)
+    from_router = fit_oblique(actor, states, labels, depth=3, env_id=ENV_ID, iterations=15, seed=0)
+    from_zeros = fit_oblique(actor, states, labels, depth=3, env_id=ENV_ID, iterations=15, seed=0, start="zeros")
+    assert from_router["cma"]["start"] == "router" and from_router["cma"]["sigma0"] == oblique.CMA_SIGMA0["router"]
+    assert from_zeros["cma"]["generations"] == 15 and from_zeros["cma"]["sigma0"] == 1.0
+    assert from_router["cma"]["train_misrouted"] <= from_router["cma"]["start_misrouted"]
+    agreement = {name: float(np.mean(TreeRouter(trees).predict(states) == labels))
+                 for name, trees in (("router", from_router), ("zeros", from_zeros))}
+    assert agreement["router"] == pytest.approx(1 - from_router["cma"]["train_misrouted"], abs=1e-3)
+    assert agreement["router"] > agreement["zeros"] + 0.05
+
+
+def test_two_experts_are_split_exactly_by_their_one_boundary():
+    actor, states, labels = router_data(3, 2, 800, seed=4)
+    trees = fit_oblique(actor, states, labels, depth=1, env_id=ENV_ID, iterations=50, seed=0)
+    assert trees["cma"]["start_misrouted"] == 0.0 and trees["cma"]["generations"] == 0  # nothing left to search
+    assert np.array_equal(TreeRouter(trees).predict(states), labels)
 
 
 def test_table_has_oblique_columns_only_where_distilled():

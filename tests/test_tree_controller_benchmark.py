@@ -118,7 +118,7 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
 
 
-SETTINGS = {"depth": 3, "dagger": 4, "episodes": 10, "eval_episodes": 5, "cma_iterations": 200,
+SETTINGS = {"depth": 3, "dagger": 4, "episodes": 10, "eval_episodes": 5, "cma_iterations": 200, "cma_start": "zeros",
             "finetune_steps": 50_000}
 
 
@@ -152,6 +152,9 @@ def test_a_record_made_with_other_settings_is_not_kept(tmp_path, monkeypatch, ca
     earlier = record([run("A", 0, all_kinds(110))]) | {"dagger": 2}
     with pytest.raises(SmoseError, match=r"^e.json: measured with dagger = 2, not 4; its runs cannot be kept"):
         kept_runs(earlier, Path("e.json"), SETTINGS, [])
+    # a record that names no CMA-ES start was made with the only one there was then, from zeros
+    with pytest.raises(SmoseError, match="measured with cma_start = zeros, not router"):
+        kept_runs(record([]), Path("e.json"), SETTINGS | {"cma_start": "router"}, [])
     with pytest.raises(SmoseError, match="not a record of this benchmark"):
         kept_runs({"runs": {}}, Path("e.json"), SETTINGS, [])
     # from the command line: one line, and nothing measured or written

@@ -37,3 +37,7 @@ DEFAULT_TREE_KIND = "per-expert"  # the trees that route (eval, video, export, f
 # (`smose distill --cma-iterations`).
 CMA_POPULATION = 64
 CMA_DEFAULT_ITERATIONS = 200
+# Where the oblique tree's CMA-ES starts (`smose distill --cma-start`): "router", from the best tree whose nodes are the
+# router's own boundaries between two experts (smose.interpret.oblique.boundary_tree); "zeros", the authors' start.
+CMA_STARTS = ("router", "zeros")
+CMA_DEFAULT_START = "router"

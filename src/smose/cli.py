@@ -16,7 +16,9 @@ from smose._version import __version__
 from smose.choices import (
     ACTION_MODES,
     CMA_DEFAULT_ITERATIONS,
+    CMA_DEFAULT_START,
     CMA_POPULATION,
+    CMA_STARTS,
     DEFAULT_TREE_KIND,
     KIND_GROUPS,
     KINDS,
@@ -186,7 +188,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
                       eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger,
-                      cma_iterations=args.cma_iterations)
+                      cma_iterations=args.cma_iterations, cma_start=args.cma_start)
     print_summary(summary, Path(args.run_dir))
     return 0
 
@@ -370,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cma-iterations", type=Count(1, MAX_CMA_ITERATIONS), default=CMA_DEFAULT_ITERATIONS, metavar="N",
                    help=f"CMA-ES generations of each oblique fit (population {CMA_POPULATION}; default "
                         f"{CMA_DEFAULT_ITERATIONS})")
+    p.add_argument("--cma-start", choices=CMA_STARTS, default=CMA_DEFAULT_START,
+                   help="where each oblique fit's CMA-ES starts: router, the best tree of the router's own boundaries "
+                        "between two experts (default); zeros, all weights zero as in the authors' code")
     p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")

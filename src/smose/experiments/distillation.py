@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from smose.errors import SmoseError
 from smose.interpret.distill import KIND_GROUPS, distill_settings, stale_trees
-from smose.interpret.oblique import DEFAULT_ITERATIONS
+from smose.interpret.oblique import CMA_DEFAULT_START, DEFAULT_ITERATIONS
 from smose.run import RunDir
 from smose.serialization import read_json
 
@@ -36,6 +36,7 @@ class Distillation:
     seed: int = 0
     mode: str = "gated"
     cma_iterations: int = DEFAULT_ITERATIONS  # only used by oblique trees, which sweeps do not make
+    cma_start: str = CMA_DEFAULT_START  # likewise
 
     def __post_init__(self) -> None:
         for name, value, low in (("--distill", self.depth, 1), ("--dagger", self.dagger, 0)):
@@ -51,14 +52,15 @@ class Distillation:
         return [sys.executable, "-m", "smose", "distill", str(run_dir), "--depth", str(self.depth),
                 "--dagger", str(self.dagger), "--kind", self.kind, "--episodes", str(self.episodes),
                 "--eval-episodes", str(self.eval_episodes), "--seed", str(self.seed), "--mode", self.mode,
-                *(["--cma-iterations", str(self.cma_iterations)] if self._oblique() else [])]
+                *(["--cma-iterations", str(self.cma_iterations), "--cma-start", self.cma_start]
+                  if self._oblique() else [])]
 
     def _oblique(self) -> bool:
         return "oblique" in KIND_GROUPS.get(self.kind, (self.kind,))
 
     def describe(self) -> str:
         return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                        if f.name != "cma_iterations" or self._oblique())
+                        if not f.name.startswith("cma_") or self._oblique())
 
 
 def tree_settings(run_dir: Path) -> Distillation | None:

@@ -69,6 +69,7 @@ def distill_settings(fidelity: dict) -> dict[str, Any]:
                 "eval_episodes": fidelity["eval_episodes"], "seed": fidelity["seed"], "mode": fidelity["mode"]}
     if "oblique" in kinds:
         settings["cma_iterations"] = fidelity["cma_iterations"]
+        settings["cma_start"] = fidelity.get("cma_start", "zeros")  # the only start before it was recorded
     return settings
 
 
@@ -98,7 +99,7 @@ def collect_states(
 def dagger_fits(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
-    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS, cma_start: str = oblique.CMA_DEFAULT_START,
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """Trees of ``kind`` fitted on the neural policy's states (round 0), then after each of ``rounds`` DAgger rounds:
     roll out the current trees for ``episodes`` episodes, label the states they reach with the router's choice, add
@@ -112,7 +113,7 @@ def dagger_fits(
 
     def fit(actor, states, labels, depth, env_id, names):
         if kind == "oblique":
-            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed, names)
+            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed, names, cma_start)
         return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id,
                                                                                names)
 
@@ -129,13 +130,13 @@ def dagger_fits(
 def fit_with_dagger(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
-    cma_iterations: int = oblique.DEFAULT_ITERATIONS,
+    cma_iterations: int = oblique.DEFAULT_ITERATIONS, cma_start: str = oblique.CMA_DEFAULT_START,
 ) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """The trees after the last of ``rounds`` DAgger rounds (see dagger_fits), the data they were fitted on and the
     number of states each round added."""
     sizes = []
     for trees, states, labels in dagger_fits(actor, env, kind, states, labels, depth, env_id, rounds, episodes, seed,
-                                             mode, cma_iterations):
+                                             mode, cma_iterations, cma_start):
         sizes.append(len(labels))
     return trees, states, labels, [int(b - a) for a, b in zip(sizes, sizes[1:])]
 
@@ -192,12 +193,13 @@ def distill(
     mode: DeterministicMode = "gated",
     dagger: int = 0,
     cma_iterations: int = oblique.DEFAULT_ITERATIONS,
+    cma_start: str = oblique.CMA_DEFAULT_START,
 ) -> dict:
     """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary.
 
     ``kind``: one of KINDS, or "both" (the CART kinds) or "all" (see KIND_GROUPS). ``dagger``: rounds of DAgger after
     the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
-    generations of each oblique fit.
+    generations of each oblique fit; ``cma_start``: where they start ("router" or "zeros", smose.interpret.oblique).
     """
     from smose.serialization import check_env_compatible, load_model
     from smose.tasks.envs import make_run_env
@@ -215,6 +217,8 @@ def distill(
             raise SmoseError(f"{name} must be at most {limit:,}, got {value}")
     if kind not in (*KINDS, *KIND_GROUPS):
         raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join((*KINDS, *KIND_GROUPS))}")
+    if cma_start not in oblique.CMA_STARTS:
+        raise SmoseError(f"unknown CMA-ES start {cma_start!r}; expected one of {', '.join(oblique.CMA_STARTS)}")
     kinds = KIND_GROUPS.get(kind, (kind,))
     if "oblique" in kinds and depth > oblique.MAX_DEPTH:
         raise SmoseError(f"oblique trees have depth <= {oblique.MAX_DEPTH} (a complete tree of depth {depth} has "
@@ -236,7 +240,8 @@ def distill(
         for k in kinds:
             started = time.perf_counter()
             trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
-                                                              dagger, episodes, seed, mode, cma_iterations)
+                                                              dagger, episodes, seed, mode, cma_iterations,
+                                                              cma_start)
             fitted[k], fit_data[k], seconds[k] = trees, (states, labels), time.perf_counter() - started
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,
@@ -256,6 +261,7 @@ def distill(
         }
         if "oblique" in kinds:
             summary["cma_iterations"] = cma_iterations
+            summary["cma_start"] = cma_start
         neural = evaluate(actor, env, eval_episodes, seed, mode)
         returns: dict[str, Any] = {"neural": neural, "ratio": {}}
         for k, trees in fitted.items():

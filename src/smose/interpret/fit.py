@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from smose.algo.policy import SMOSEActor
+from smose.errors import SmoseError
 from smose.interpret import oblique
 from smose.interpret.tree_router import descend, router_features
 from smose.interpret.trees import TREE_FORMAT, TREE_FORMAT_VERSION, router_digest, tree_shape
@@ -123,18 +124,27 @@ def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
 
 
 def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
-                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None) -> dict:
+                iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None,
+                start: str = oblique.CMA_DEFAULT_START) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
-    target k(s); returns the tree-file dict. Leaf counts and votes come from the library's own walk
+    target k(s), from ``start`` ("router": the best tree of the actor's router boundaries; "zeros": the authors');
+    returns the tree-file dict. Leaf counts and votes come from the library's own walk
     (smose.interpret.oblique.node_activations)."""
     names = names or observation_names(env_id, actor.n_obs)
-    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed)
+    if start not in oblique.CMA_STARTS:
+        raise SmoseError(f"unknown CMA-ES start {start!r}; expected one of {', '.join(oblique.CMA_STARTS)}")
+    router = None
+    if start == "router":
+        router = (actor.router.weight.detach().double().numpy(), actor.router.bias.detach().double().numpy())
+    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed, router)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
                           fitted["scale"], states, labels, actor.n_experts)
     header = _header("oblique", actor, env_id, depth, names)
     return header | {"standardisation": {"mean": fitted["mean"].tolist(), "scale": fitted["scale"].tolist()},
-                     "cma": {"population": oblique.CMA_POPULATION, "sigma0": oblique.CMA_SIGMA0,
-                             "generations": fitted["generations"], "train_misrouted": fitted["train_misrouted"]},
+                     "cma": {"start": fitted["start"], "population": oblique.CMA_POPULATION,
+                             "sigma0": fitted["sigma0"], "generations": fitted["generations"],
+                             "start_misrouted": fitted["start_misrouted"],
+                             "train_misrouted": fitted["train_misrouted"]},
                      "trees": [_tree_entry(nodes, None)]}
 
 
