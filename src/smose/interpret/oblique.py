@@ -139,10 +139,12 @@ def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth
     candidate index.
     """
     go_left = np.asarray(go_left, dtype=bool)
+    # counts as float64 matrix products: exact (integers far below 2**53) and fast
+    go_left_float = go_left.astype(np.float64)
     one_hot = np.eye(n_classes, dtype=np.float64)[np.asarray(labels, dtype=np.int64)]
 
     def one_level(rows: np.ndarray) -> np.ndarray:  # [P] states each split routes right as a depth-1 tree
-        left_counts = go_left[rows].T.astype(np.float64) @ one_hot[rows]  # [P, n_classes]
+        left_counts = go_left_float[rows].T @ one_hot[rows]  # [P, n_classes]
         right_counts = one_hot[rows].sum(axis=0) - left_counts
         return left_counts.max(axis=1) + right_counts.max(axis=1)
 
@@ -206,7 +208,8 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     if router is not None:
         boundary_weight, boundary_bias = router_boundaries(*router, mean, scale)
         go_left = (x[:, :n_obs].astype(np.float64) @ boundary_weight.T + boundary_bias) <= 0
-        plan, _ = boundary_tree(go_left, labels, n_classes, depth)
+        with threadpool_limits(limits=1, user_api="blas"):  # many small products, as below
+            plan, _ = boundary_tree(go_left, labels, n_classes, depth)
         x0 = np.concatenate([boundary_weight[plan], boundary_bias[plan, None]], axis=1).ravel()
     es = cma.CMAEvolutionStrategy(x0, CMA_SIGMA0[start], {
         "popsize": CMA_POPULATION, "seed": int(seed) % (2**31 - 2) + 1,  # cma reads seed 0 as "from the clock"
