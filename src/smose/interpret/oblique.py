@@ -131,11 +131,11 @@ def router_boundaries(router_weight: np.ndarray, router_bias: np.ndarray, mean: 
 def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth: int,
                   beam: int = BOUNDARY_BEAM) -> tuple[list[int], int]:
     """The complete tree of ``depth`` over candidate splits that routes the most states to their label with
-    majority-vote leaves: (the candidate of each internal node in pre-order, the number of states it routes right).
+    majority-vote leaves: (the candidate of each internal node in pre-order, the number of states it labels right).
 
     ``go_left`` [N, P] says for each state which way each of P candidate splits sends it. The search is exhaustive
     (best subtree of each side for every split of a node) while P <= ``beam``; otherwise each node above the last
-    level tries only the ``beam`` splits that route the most of its states right on their own. Ties go to the lower
+    level tries only the ``beam`` splits that label the most of its states right as a tree of depth 1. Ties go to the lower
     candidate index.
     """
     go_left = np.asarray(go_left, dtype=bool)
@@ -143,7 +143,7 @@ def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth
     go_left_float = go_left.astype(np.float64)
     one_hot = np.eye(n_classes, dtype=np.float64)[np.asarray(labels, dtype=np.int64)]
 
-    def one_level(rows: np.ndarray) -> np.ndarray:  # [P] states each split routes right as a depth-1 tree
+    def one_level(rows: np.ndarray) -> np.ndarray:  # [P] states each split labels right as a tree of depth 1
         left_counts = go_left_float[rows].T @ one_hot[rows]  # [P, n_classes]
         right_counts = one_hot[rows].sum(axis=0) - left_counts
         return left_counts.max(axis=1) + right_counts.max(axis=1)
@@ -156,17 +156,18 @@ def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth
             split = int(np.argmax(scores))
             return int(round(scores[split])), [split]
         order = np.argsort(-scores, kind="stable")[:beam] if len(scores) > beam else range(len(scores))
-        top, plan = -1, []
+        most, plan = -1, []
         for split in order:
             goes = go_left[rows, split]
-            right_left, plan_left = best(rows[goes], levels - 1)
-            right_right, plan_right = best(rows[~goes], levels - 1)
-            if right_left + right_right > top or (right_left + right_right == top and split < plan[0]):
-                top, plan = right_left + right_right, [int(split), *plan_left, *plan_right]
-        return top, plan
+            correct_left, plan_left = best(rows[goes], levels - 1)
+            correct_right, plan_right = best(rows[~goes], levels - 1)
+            correct = correct_left + correct_right
+            if correct > most or (correct == most and split < plan[0]):
+                most, plan = correct, [int(split), *plan_left, *plan_right]
+        return most, plan
 
-    routed, plan = best(np.arange(len(one_hot)), depth)
-    return plan, routed
+    correct, plan = best(np.arange(len(one_hot)), depth)
+    return plan, correct
 
 
 def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iterations: int = DEFAULT_ITERATIONS,
