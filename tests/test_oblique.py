@@ -306,6 +306,13 @@ def test_the_router_start_routes_better_than_zeros_and_refining_never_loses():
     assert agreement["router"] > agreement["zeros"] + 0.05
 
 
+def test_one_expert_has_no_boundaries_and_starts_from_zeros():
+    actor, states, labels = router_data(3, 1, 200, seed=5)
+    trees = fit_oblique(actor, states, labels, depth=2, env_id=ENV_ID, iterations=5, seed=0)
+    assert trees["cma"]["start"] == "zeros" and trees["cma"]["train_misrouted"] == 0.0
+    assert (TreeRouter(trees).predict(states) == 0).all()
+
+
 def test_two_experts_are_split_exactly_by_their_one_boundary():
     actor, states, labels = router_data(3, 2, 800, seed=4)
     trees = fit_oblique(actor, states, labels, depth=1, env_id=ENV_ID, iterations=50, seed=0)

@@ -177,7 +177,8 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     fit went.
 
     ``router``: the linear router's (Θ, c) whose choices the labels are: CMA-ES starts from the best tree of its pair
-    boundaries (the "router" start, module docstring); None starts from zeros, as the authors. The loss is the
+    boundaries (the "router" start, module docstring); None (or a router of one expert) starts from zeros, as the
+    authors. The loss is the
     misrouted fraction with majority-vote leaves, evaluated with a float32 matrix product (fast, and away from exact
     ties the same decisions as node_activations). The best candidate ever seen, the start included, is kept.
     """
@@ -204,9 +205,10 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
         return 1.0 - counts.max(axis=1).sum() / len(labels)
 
     dimension = len(internal) * (n_obs + 1)
-    start = "zeros" if router is None else "router"
+    # one expert has no boundaries (and every tree routes to it): that start is zeros
+    start = "router" if router is not None and len(router[0]) > 1 else "zeros"
     x0 = np.zeros(dimension)
-    if router is not None:
+    if start == "router":
         boundary_weight, boundary_bias = router_boundaries(*router, mean, scale)
         go_left = (x[:, :n_obs].astype(np.float64) @ boundary_weight.T + boundary_bias) <= 0
         with threadpool_limits(limits=1, user_api="blas"):  # many small products, as below
