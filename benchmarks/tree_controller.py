@@ -46,7 +46,7 @@ from smose import __version__
 from smose.choices import KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
-from smose.interpret.oblique import CMA_DEFAULT_START, CMA_STARTS, DEFAULT_ITERATIONS
+from smose.interpret.oblique import CMA_STARTS, DEFAULT_ITERATIONS
 from smose.interpret.tree_policy import trees_digest
 from smose.interpret.trees import tree_file
 from smose.run import RunDir, read_metrics
@@ -248,32 +248,63 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
 
 
 # the settings a record's numbers depend on: an earlier record is kept (``--keep``) only where they agree
-SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps")
-# what a record that does not name a setting was measured with (the only choice before the setting was recorded)
-UNRECORDED = {"cma_start": "zeros"}
+SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps",
+            "control", "longer")
+# what a record that does not name a setting was measured with: the benchmark's only choice, or its default, before
+# it recorded the setting
+UNRECORDED = {"episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros"}
 
 
-def kept_runs(earlier: dict, where: Path, settings: dict, measured: list[Path]) -> tuple[list[dict], list[dict]]:
-    """The runs of an ``earlier`` record (read from ``where``) that this invocation does not measure again, and its
-    batches (its own and those it kept itself), each with the names of its runs that are still kept. An earlier
-    record made with other settings (of those it records) is refused."""
-    if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+def record_settings(record: dict, where: Path) -> dict:
+    """The SETTINGS of a record of this benchmark (``--control`` and ``--longer`` read off its runs when it does not
+    name them)."""
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
         raise SmoseError(f"{where}: not a record of this benchmark (no list of runs)")
+    runs = [run for run in record["runs"] if "error" not in run]
+    derived = {"control": any("continued" in run for run in runs),
+               "longer": next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k),
+                              None)}
+    try:
+        return {key: record[key] if key in record else {**UNRECORDED, **derived}[key] for key in SETTINGS}
+    except KeyError as missing:
+        raise SmoseError(f"{where}: not a record of this benchmark (no {missing})") from None
+
+
+def run_key(run: str | Path) -> tuple[str, str]:
+    """A measured run, wherever the record was made: its sweep directory's name and its own (as in ``work_dir``)."""
+    path = Path(run)
+    return path.parent.parent.name, path.name
+
+
+def kept_runs(earlier: dict, where: Path, settings: dict) -> tuple[list[dict], list[dict]]:
+    """The measured runs of an ``earlier`` record (read from ``where``) and its batches (its own and those it kept
+    itself), each with its command, date, machine, note and the runs it measured. A record made with other
+    settings is refused."""
+    theirs = record_settings(earlier, where)
     for key in SETTINGS:
-        value = earlier.get(key, UNRECORDED.get(key))
-        if value is not None and value != settings[key]:
-            raise SmoseError(f"{where}: measured with {key} = {value}, not {settings[key]}; "
+        if theirs[key] != settings[key]:
+            raise SmoseError(f"{where}: measured with {key} = {theirs[key]}, not {settings[key]}; "
                              f"its runs cannot be kept in this record")
-    again = {str(run) for run in measured}
-    runs = [run for run in earlier["runs"] if "error" not in run and run["run"] not in again]
-    names = {run["run"] for run in runs}
-    batches = []
-    for batch in earlier.get("earlier", []) + [{key: earlier.get(key) for key in ("command", "date", "smose", "note")}
-                                               | {"runs": [run["run"] for run in earlier["runs"]]}]:
-        if mine := [name for name in batch["runs"] if name in names]:
-            batches.append(batch | {"runs": mine})
-            names -= set(mine)
+    runs = [run for run in earlier["runs"] if "error" not in run]
+    own = {key: earlier.get(key) for key in ("command", "date", "machine", "smose", "note")}
+    batches = earlier.get("earlier", []) + [own | {"runs": [run["run"] for run in earlier["runs"]]}]
     return runs, batches
+
+
+def merged(kept: list[dict], batches: list[dict], measured: list[dict]) -> tuple[list[dict], list[dict]]:
+    """This invocation's ``measured`` runs with the ``kept`` ones it did not measure, or failed to measure again
+    (the earlier numbers stand then); the ``batches`` pruned to the kept runs they account for."""
+    kept_by_key = {run_key(run["run"]): run for run in kept}
+    new = [kept_by_key.get(run_key(run["run"]), run) if "error" in run else run for run in measured]
+    again = {run_key(run["run"]) for run in new}
+    runs = [run for run in kept if run_key(run["run"]) not in again] + new
+    names = {run["run"] for run in runs if any(run is earlier for earlier in kept)}
+    pruned = []
+    for batch in batches:
+        if mine := [name for name in batch["runs"] if name in names]:
+            pruned.append(batch | {"runs": mine})
+            names -= set(mine)
+    return runs, pruned
 
 
 def pct(x: float | None) -> str:
@@ -307,9 +338,9 @@ def markdown(record: dict) -> str:
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
              *[line for batch in record.get("earlier", []) for line in (
-                 f"Kept from an earlier record ({batch['date']}; smose {batch['smose']}): "
-                 f"{', '.join(Path(name).name for name in batch['runs'])}, measured by `{batch['command']}`. "
-                 f"{batch['note'] or ''}".rstrip(), "")],
+                 f"Kept from an earlier record ({batch['date']}; {batch.get('machine') or 'machine not recorded'}; "
+                 f"smose {batch['smose']}): {', '.join(Path(name).name for name in batch['runs'])}, measured by "
+                 f"`{batch['command']}`. {batch['note'] or ''}".rstrip(), "")],
              f"Depth-{record['depth']} trees with {record['dagger']} DAgger "
              f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind all`), "
              f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
@@ -422,8 +453,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dagger", type=int, default=4)
     parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
-    parser.add_argument("--cma-start", choices=CMA_STARTS, default=CMA_DEFAULT_START,
-                        help="where the oblique trees' CMA-ES starts (smose distill --cma-start)")
+    # zeros: the committed record was made from the authors' start, before the router start existed; re-running its
+    # command must not distil the runs again (which would fine-tune them again under other trees)
+    parser.add_argument("--cma-start", choices=CMA_STARTS, default="zeros",
+                        help="where the oblique trees' CMA-ES starts (smose distill --cma-start; default %(default)s, "
+                             "as the committed record)")
     parser.add_argument("--episodes", type=int, default=DISTILLATION.episodes,
                         help="episodes of the neural policy the trees are fitted on (smose distill --episodes)")
     parser.add_argument("--eval-episodes", type=int, default=DISTILLATION.eval_episodes,
@@ -450,24 +484,26 @@ def main() -> None:
     kept, batches = [], []
     if args.keep is not None:
         try:
-            kept, batches = kept_runs(read_json(args.keep, "benchmark record"), args.keep, settings, args.runs)
+            kept, batches = kept_runs(read_json(args.keep, "benchmark record"), args.keep, settings)
         except SmoseError as exc:
             sys.exit(f"tree_controller: {exc}")
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
         runs = list(pool.map(lambda run: measure(run, args), args.runs))
+    measured = runs
+    runs, batches = merged(kept, batches, measured)
     record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
               "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "
               f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, **settings,
-              **({"earlier": batches} if batches else {}), "runs": kept + runs}
+              **({"earlier": batches} if batches else {}), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
-    failed = [run for run in runs if "error" in run]
+    failed = [run for run in measured if "error" in run]
     if failed:
-        sys.exit(f"tree_controller: {len(failed)} of {len(runs)} runs not measured (listed in "
+        sys.exit(f"tree_controller: {len(failed)} of {len(measured)} runs not measured (listed in "
                  f"{args.out.with_suffix('.md')})")
 
 

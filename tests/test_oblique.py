@@ -1,5 +1,6 @@
 """Oblique trees fitted with CMA-ES (`smose distill --kind oblique`): fitting, file format, routing, CLI."""
 
+import itertools
 import json
 import shutil
 
@@ -257,40 +258,47 @@ def test_router_boundaries_are_where_two_logits_are_equal():
     side = x @ weight.T + bias
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     for p, (i, j) in enumerate(pairs):
-        difference = logits[:, i] - logits[:, j]
-        # the same sign as z_i - z_j, up to a positive factor (the norm)
+        difference = logits[:, j] - logits[:, i]
+        # z_j - z_i up to a positive factor (the norm): <= 0, left, where the router prefers i (ties: i, the lower)
         np.testing.assert_allclose(side[:, p] * np.linalg.norm(difference) / np.linalg.norm(side[:, p]), difference,
                                    rtol=1e-6, atol=1e-9)
+    # two experts with the same row of Θ: no direction, and the bias alone sends every state to the preferred one
+    theta = np.array([[1.0, 2.0], [1.0, 2.0]])
+    weight, bias = oblique.router_boundaries(theta, np.array([0.5, -0.5]), np.zeros(2), np.ones(2))
+    assert np.all(weight == 0) and bias[0] < 0  # z_0 > z_1 everywhere: every state left, to expert 0
 
 
-def brute_force_best(go_left: np.ndarray, labels: np.ndarray, n_classes: int) -> int:
-    """Most states a complete depth-2 tree over these splits routes right: every root, left and right split tried."""
-    best = 0
-    n_splits = go_left.shape[1]
-    for root in range(n_splits):
-        for split_left in range(n_splits):
-            for split_right in range(n_splits):
-                leaf = np.where(go_left[:, root], np.where(go_left[:, split_left], 0, 1),
-                                np.where(go_left[:, split_right], 2, 3))
-                counts = oblique.leaf_classes(leaf, labels, 4, n_classes)
-                best = max(best, int(counts.max(axis=1).sum()))
-    return best
+def labelled_right(go_left: np.ndarray, labels: np.ndarray, n_classes: int, plan: tuple[int, ...], depth: int) -> int:
+    """States a complete tree labels right with majority-vote leaves, its splits given in pre-order (the library's
+    own walk of a complete tree)."""
+    from smose.interpret.tree_router import descend
+
+    left, right = oblique.complete_tree(depth)
+    internal = np.flatnonzero(left >= 0)
+    goes = np.zeros((len(labels), len(left)), dtype=bool)
+    goes[:, internal] = go_left[:, list(plan)]
+    return int(oblique.leaf_classes(descend(goes, left, right), labels, len(left), n_classes).max(axis=1).sum())
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_boundary_tree_search_finds_the_best_tree_over_its_splits(seed):
+@pytest.mark.parametrize("depth,n_splits,seed", [(2, 6, 0), (2, 6, 1), (2, 5, 2), (3, 3, 3), (3, 3, 4)])
+def test_boundary_tree_search_finds_the_best_tree_over_its_splits(depth, n_splits, seed):
     rng = np.random.default_rng(seed)
-    go_left = rng.random((300, 6)) < rng.uniform(0.2, 0.8, 6)
+    go_left = rng.random((300, n_splits)) < rng.uniform(0.2, 0.8, n_splits)
     labels = rng.integers(0, 4, 300)
-    plan, routed = oblique.boundary_tree(go_left, labels, 4, depth=2)
-    assert routed == brute_force_best(go_left, labels, 4)
-    # the plan routes as many as it says (pre-order: root, its left child, its right child)
-    root, split_left, split_right = plan
-    leaf = np.where(go_left[:, root], np.where(go_left[:, split_left], 0, 1), np.where(go_left[:, split_right], 2, 3))
-    assert oblique.leaf_classes(leaf, labels, 4, 4).max(axis=1).sum() == routed
-    # a beam narrower than the splits searches fewer trees: never better, and its plan still routes as it says
-    narrow_plan, narrow = oblique.boundary_tree(go_left, labels, 4, depth=2, beam=2)
-    assert narrow <= routed and len(narrow_plan) == 3
+    plan, correct = oblique.boundary_tree(go_left, labels, 4, depth=depth)
+    # every assignment of splits to the internal nodes tried: the best, and the first best in that order (ties: lower)
+    scores = {p: labelled_right(go_left, labels, 4, p, depth)
+              for p in itertools.product(range(n_splits), repeat=2**depth - 1)}
+    assert correct == max(scores.values()) == labelled_right(go_left, labels, 4, tuple(plan), depth)
+    assert tuple(plan) == min(p for p, score in scores.items() if score == correct)
+    # a beam narrower than the splits searches fewer trees: never better, and its plan labels as many as it says
+    narrow_plan, narrow = oblique.boundary_tree(go_left, labels, 4, depth=depth, beam=2)
+    assert narrow <= correct and narrow == labelled_right(go_left, labels, 4, tuple(narrow_plan), depth)
+
+
+def test_boundary_tree_needs_a_split():
+    with pytest.raises(ValueError, match="at least one split"):
+        oblique.boundary_tree(np.zeros((5, 0), dtype=bool), np.zeros(5, dtype=np.int64), 1, depth=2)
 
 
 def test_the_router_start_routes_better_than_zeros_and_refining_never_loses():

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from smose.errors import SmoseError  # noqa: E402
-from tree_controller import kept_runs, markdown, ratio_or_gap  # noqa: E402
+from tree_controller import kept_runs, markdown, merged, ratio_or_gap  # noqa: E402
 
 
 def test_ratio_of_rewards_and_of_costs():
@@ -118,45 +118,70 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
 
 
-SETTINGS = {"depth": 3, "dagger": 4, "episodes": 10, "eval_episodes": 5, "cma_iterations": 200, "cma_start": "zeros",
-            "finetune_steps": 50_000}
+SETTINGS = {"depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros",
+            "finetune_steps": 50_000, "control": False, "longer": None}
 
 
 def all_kinds(after: float) -> dict:
     return {k: kind(0.9, 100, 80, after) for k in ("per-expert", "multiclass", "oblique")}
 
 
+def swept(env: str, after: float, where: str = "sweeps") -> dict:
+    """A measured run of sweep "tc", its directory under ``where``."""
+    return run(env, 0, all_kinds(after)) | {"run": f"{where}/tc/runs/{env}__smose__s0"}
+
+
 def test_kept_runs_carry_their_batch_over_unless_measured_again():
     # an earlier record of A and B (without the settings it did not record yet), and a failed run C
-    first = record([run("A", 0, all_kinds(110)), run("B", 0, all_kinds(120)), {"run": "runs/C", "error": "no"}])
+    first = record([swept("A", 110), swept("B", 120), {"run": "sweeps/tc/runs/C", "error": "no"}])
     first |= {"command": "first command", "date": "2026-12-01", "note": "beside a sweep"}
-    runs, batches = kept_runs(first, Path("first.json"), SETTINGS, [Path("runs/B__smose__s0")])
-    assert [r["run"] for r in runs] == ["runs/A__smose__s0"]  # B is measured again, C had failed
-    assert batches == [{"command": "first command", "date": "2026-12-01", "smose": "v", "note": "beside a sweep",
-                        "runs": ["runs/A__smose__s0"]}]
-    # the record made then (A kept, B measured anew) is kept in turn: each run stays with the batch that measured it
-    second = record(runs + [run("B", 0, all_kinds(130))]) | SETTINGS | {"command": "second", "date": "2026-12-02",
-                                                                          "earlier": batches}
-    runs, batches = kept_runs(second, Path("second.json"), SETTINGS, [Path("runs/D__smose__s0")])
-    assert [r["run"] for r in runs] == ["runs/A__smose__s0", "runs/B__smose__s0"]
-    assert [(b["command"], b["runs"]) for b in batches] == [("first command", ["runs/A__smose__s0"]),
-                                                            ("second", ["runs/B__smose__s0"])]
+    kept, batches = kept_runs(first, Path("first.json"), SETTINGS)
+    assert [r["run"] for r in kept] == ["sweeps/tc/runs/A__smose__s0", "sweeps/tc/runs/B__smose__s0"]  # C failed
+    # B measured again, the same sweep's run in another place: it replaces the earlier B
+    runs, batches = merged(kept, batches, [swept("B", 130, where="/elsewhere")])
+    assert [r["run"] for r in runs] == ["sweeps/tc/runs/A__smose__s0", "/elsewhere/tc/runs/B__smose__s0"]
+    assert batches == [{"command": "first command", "date": "2026-12-01", "machine": "m", "smose": "v",
+                        "note": "beside a sweep", "runs": ["sweeps/tc/runs/A__smose__s0"]}]
+    # another sweep's run of the same name is another run
+    assert len(merged(kept, batches, [swept("B", 130) | {"run": "sweeps/other/runs/B__smose__s0"}])[0]) == 3
+    # that record kept in turn: each run stays with the batch that measured it
+    second = record(runs) | SETTINGS | {"command": "second", "date": "2026-12-02", "earlier": batches}
+    kept, batches = kept_runs(second, Path("second.json"), SETTINGS)
+    runs, batches = merged(kept, batches, [swept("D", 90)])
+    assert [r["run"] for r in runs] == ["sweeps/tc/runs/A__smose__s0", "/elsewhere/tc/runs/B__smose__s0",
+                                        "sweeps/tc/runs/D__smose__s0"]
+    assert [(b["command"], b["runs"]) for b in batches] == [("first command", ["sweeps/tc/runs/A__smose__s0"]),
+                                                            ("second", ["/elsewhere/tc/runs/B__smose__s0"])]
     text = markdown(record(runs) | {"earlier": batches})
-    assert ("Kept from an earlier record (2026-12-01; smose v): A__smose__s0, measured by `first command`. "
+    assert ("Kept from an earlier record (2026-12-01; m; smose v): A__smose__s0, measured by `first command`. "
             "beside a sweep") in text.splitlines()
 
 
-def test_a_record_made_with_other_settings_is_not_kept(tmp_path, monkeypatch, capsys):
+def test_a_run_that_fails_to_be_measured_again_keeps_its_earlier_numbers():
+    kept, batches = kept_runs(record([swept("A", 110)]), Path("e.json"), SETTINGS)
+    runs, batches = merged(kept, batches, [{"run": "sweeps/tc/runs/A__smose__s0", "error": "no checkpoint"}])
+    assert runs == kept and batches[0]["runs"] == ["sweeps/tc/runs/A__smose__s0"]
+
+
+def test_a_record_made_with_other_settings_is_not_kept(tmp_path, monkeypatch):
     from tree_controller import main
 
     earlier = record([run("A", 0, all_kinds(110))]) | {"dagger": 2}
     with pytest.raises(SmoseError, match=r"^e.json: measured with dagger = 2, not 4; its runs cannot be kept"):
-        kept_runs(earlier, Path("e.json"), SETTINGS, [])
-    # a record that names no CMA-ES start was made with the only one there was then, from zeros
+        kept_runs(earlier, Path("e.json"), SETTINGS)
+    # what a record does not name is what the benchmark did before it named it: CMA-ES from zeros, 20 episodes
     with pytest.raises(SmoseError, match="measured with cma_start = zeros, not router"):
-        kept_runs(record([]), Path("e.json"), SETTINGS | {"cma_start": "router"}, [])
+        kept_runs(record([]), Path("e.json"), SETTINGS | {"cma_start": "router"})
+    with pytest.raises(SmoseError, match="measured with episodes = 20, not 10"):
+        kept_runs(record([]), Path("e.json"), SETTINGS | {"episodes": 10})
+    # --control and --longer are read off the runs when the record does not name them
+    controlled = run("A", 0, all_kinds(110)) | {"continued": {"steps": 50_000, "return": 100.0}}
+    with pytest.raises(SmoseError, match="measured with control = True, not False"):
+        kept_runs(record([controlled]), Path("e.json"), SETTINGS)
     with pytest.raises(SmoseError, match="not a record of this benchmark"):
-        kept_runs({"runs": {}}, Path("e.json"), SETTINGS, [])
+        kept_runs({"runs": {}}, Path("e.json"), SETTINGS)
+    with pytest.raises(SmoseError, match="not a record of this benchmark .no 'depth'"):
+        kept_runs({"runs": []}, Path("e.json"), SETTINGS)
     # from the command line: one line, and nothing measured or written
     (tmp_path / "e.json").write_text(json.dumps(earlier))
     out, work = tmp_path / "out" / "tc", tmp_path / "work"

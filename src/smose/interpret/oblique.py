@@ -112,17 +112,18 @@ def leaf_classes(leaves: np.ndarray, labels: np.ndarray, n_nodes: int, n_classes
 def router_boundaries(router_weight: np.ndarray, router_bias: np.ndarray, mean: np.ndarray,
                       scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The router's boundary between experts i and j (for every pair i < j) as a hyperplane over the standardised
-    state: (weights [P, n_obs], biases [P]) with ``w · x + b <= 0`` exactly where ``z_i(s) <= z_j(s)``, for the
-    router's logits ``z = Θ s + c`` and ``x = (s - mean) / scale``; each scaled to ``||w|| = 1`` (a pair whose rows
-    of Θ are equal keeps w = 0). float64."""
+    state: (weights [P, n_obs], biases [P]) with ``w · x + b <= 0`` exactly where ``z_i(s) >= z_j(s)`` (the router
+    prefers i, or ties, which its argmax gives to the lower index i), for the router's logits ``z = Θ s + c`` and
+    ``x = (s - mean) / scale``; each scaled to ``||w|| = 1`` (a pair whose rows of Θ are equal keeps w = 0).
+    float64."""
     theta = np.asarray(router_weight, dtype=np.float64)
     c = np.asarray(router_bias, dtype=np.float64)
     mean, scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
     pairs = [(i, j) for i in range(len(theta)) for j in range(i + 1, len(theta))]
-    difference = np.asarray([theta[i] - theta[j] for i, j in pairs]).reshape(len(pairs), theta.shape[1])
-    # z_i - z_j = d · s + (c_i - c_j), and s = x ⊙ scale + mean
+    difference = np.asarray([theta[j] - theta[i] for i, j in pairs]).reshape(len(pairs), theta.shape[1])
+    # z_j - z_i = d · s + (c_j - c_i), and s = x ⊙ scale + mean
     weight = difference * scale
-    bias = difference @ mean + np.asarray([c[i] - c[j] for i, j in pairs])
+    bias = difference @ mean + np.asarray([c[j] - c[i] for i, j in pairs]).reshape(len(pairs))
     norm = np.linalg.norm(weight, axis=1)
     norm = np.where(norm > 0, norm, 1.0)
     return weight / norm[:, None], bias / norm
@@ -135,10 +136,12 @@ def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth
 
     ``go_left`` [N, P] says for each state which way each of P candidate splits sends it. The search is exhaustive
     (best subtree of each side for every split of a node) while P <= ``beam``; otherwise each node above the last
-    level tries only the ``beam`` splits that label the most of its states right as a tree of depth 1. Ties go to the lower
-    candidate index.
+    level tries only the ``beam`` splits that label the most of its states right as a tree of depth 1. Ties go to the
+    lower candidate index.
     """
     go_left = np.asarray(go_left, dtype=bool)
+    if go_left.ndim != 2 or go_left.shape[1] == 0:
+        raise ValueError(f"boundary_tree needs [states, splits] with at least one split, got shape {go_left.shape}")
     # counts as float64 matrix products: exact (integers far below 2**53) and fast
     go_left_float = go_left.astype(np.float64)
     one_hot = np.eye(n_classes, dtype=np.float64)[np.asarray(labels, dtype=np.int64)]
