@@ -490,8 +490,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
-        runs = list(pool.map(lambda run: measure(run, args), args.runs))
-    measured = runs
+        measured = list(pool.map(lambda run: measure(run, args), args.runs))
     runs, batches = merged(kept, batches, measured)
     record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
               "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "

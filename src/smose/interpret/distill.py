@@ -21,7 +21,7 @@ from smose.choices import KIND_GROUPS, KINDS
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.interpret import oblique
-from smose.interpret.fit import fit_multiclass, fit_oblique, fit_per_expert
+from smose.interpret.fit import check_cma_start, fit_multiclass, fit_oblique, fit_per_expert
 from smose.interpret.rules import rules_text
 from smose.interpret.tree_policy import TreeRoutedActor
 
@@ -217,8 +217,7 @@ def distill(
             raise SmoseError(f"{name} must be at most {limit:,}, got {value}")
     if kind not in (*KINDS, *KIND_GROUPS):
         raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join((*KINDS, *KIND_GROUPS))}")
-    if cma_start not in oblique.CMA_STARTS:
-        raise SmoseError(f"unknown CMA-ES start {cma_start!r}; expected one of {', '.join(oblique.CMA_STARTS)}")
+    check_cma_start(cma_start)  # before any rollout
     kinds = KIND_GROUPS.get(kind, (kind,))
     if "oblique" in kinds and depth > oblique.MAX_DEPTH:
         raise SmoseError(f"oblique trees have depth <= {oblique.MAX_DEPTH} (a complete tree of depth {depth} has "

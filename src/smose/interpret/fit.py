@@ -123,6 +123,12 @@ def fit_multiclass(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, de
     return _header("multiclass", actor, env_id, depth, names) | {"trees": [_tree_entry(nodes, None)]}
 
 
+def check_cma_start(start: str) -> None:
+    """Refuse a CMA-ES start the oblique fit does not know (one line)."""
+    if start not in oblique.CMA_STARTS:
+        raise SmoseError(f"unknown CMA-ES start {start!r}; expected one of {', '.join(oblique.CMA_STARTS)}")
+
+
 def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
                 iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None,
                 start: str = oblique.CMA_DEFAULT_START) -> dict:
@@ -131,8 +137,7 @@ def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth
     returns the tree-file dict. Leaf counts and votes come from the library's own walk
     (smose.interpret.oblique.node_activations)."""
     names = names or observation_names(env_id, actor.n_obs)
-    if start not in oblique.CMA_STARTS:
-        raise SmoseError(f"unknown CMA-ES start {start!r}; expected one of {', '.join(oblique.CMA_STARTS)}")
+    check_cma_start(start)
     router = None
     if start == "router":
         router = (actor.router.weight.detach().double().numpy(), actor.router.bias.detach().double().numpy())

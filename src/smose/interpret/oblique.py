@@ -181,9 +181,9 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
 
     ``router``: the linear router's (Θ, c) whose choices the labels are: CMA-ES starts from the best tree of its pair
     boundaries (the "router" start, module docstring); None (or a router of one expert) starts from zeros, as the
-    authors. The loss is the
-    misrouted fraction with majority-vote leaves, evaluated with a float32 matrix product (fast, and away from exact
-    ties the same decisions as node_activations). The best candidate ever seen, the start included, is kept.
+    authors. The loss is the misrouted fraction with majority-vote leaves, evaluated with a float32 matrix product
+    (fast, and away from exact ties the same decisions as node_activations). The best candidate ever seen, the start
+    included, is kept.
     """
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
