@@ -52,7 +52,7 @@ from smose.interpret.trees import tree_file
 from smose.run import RunDir, read_metrics
 from smose.serialization import read_eval, read_json
 from smose.training.checkpoint import read_checkpoint_json
-from smose.training.finetune import read_record
+from smose.training.finetune import read_record, source_dir
 from smose_cli import run_smose
 
 ALL_KINDS = "all"
@@ -71,7 +71,7 @@ def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> s
         return "fresh"
     if (record is None or "before" not in record or record["tree_kind"] != kind
             or record["source_step"] != source_step or record["trees_sha256"] != trees_digest(trees)
-            or Path(record["source_run"]).resolve() != source.resolve()):
+            or source_dir(out, record).resolve() != source.resolve()):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]
     return "finished" if checkpoint.get("finished") is True and done == steps else "resumable"

@@ -29,7 +29,7 @@ from smose.serialization import load_model, save_model
 from smose.training.buffer import Batch
 from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
 from smose.training.config import SACHyperParams
-from smose.training.finetune import check_source, prepare
+from smose.training.finetune import check_source, prepare, read_record, source_dir
 from smose.training.trainer import Trainer
 
 STEPS = 200
@@ -186,8 +186,12 @@ def test_resume_extends_fine_tuning_exactly(source, tuned, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["fine_tuning_steps"] == STEPS + 100 and summary["tree_kind"] == "multiclass"
     assert (resumed / "model.safetensors").read_bytes() == (longer / "model.safetensors").read_bytes()
-    assert json.loads((resumed / "config.json").read_text())["finetune"] == \
-        json.loads((longer / "config.json").read_text())["finetune"]
+    records = [read_record(run) for run in (resumed, longer)]
+    # the copy finds its source by the path it was given, the other from where it is
+    assert source_dir(resumed, records[0]) == source_dir(longer, records[1]) == source
+    for record in records:
+        del record["source_run_relative"]
+    assert records[0] == records[1]
     # `smose train --resume` continues it under its trees too
     trainer = Trainer.resume(resumed, steps=1500 + STEPS + 150)
     try:
@@ -300,6 +304,27 @@ def refused(capsys, *argv: str) -> str:
 def copy_run(source: Path, target: Path, skip: tuple[str, ...] = ()) -> Path:
     shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in skip])
     return target
+
+
+def test_the_source_run_is_found_from_anywhere_and_after_a_move(source, tmp_path, monkeypatch, capsys):
+    """config.json names the source run as given and relative to the fine-tuning run: a run fine-tuned with relative
+    paths from one directory finds its source from another and after both were moved together; a copy of the
+    fine-tuning run alone falls back to the path as given."""
+    work = tmp_path / "work"
+    copy_run(source, work / "runs" / "pendulum")
+    monkeypatch.chdir(work)
+    assert main(["finetune", "runs/pendulum", "--steps", "10", "--out", "tuned/pendulum-ft", "--quiet"]) == 0
+    record = read_record(Path("tuned/pendulum-ft"))
+    assert record["source_run"] == "runs/pendulum" and record["source_run_relative"] == "../../runs/pendulum"
+    monkeypatch.chdir(tmp_path)
+    assert source_dir(Path("work/tuned/pendulum-ft"), record) == Path("work/runs/pendulum")
+    moved = work.rename(tmp_path / "moved")
+    assert source_dir(moved / "tuned" / "pendulum-ft", record) == moved / "runs" / "pendulum"
+    capsys.readouterr()
+    assert main(["info", "moved/tuned/pendulum-ft", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finetune"]["source_dir"] == "moved/runs/pendulum"
+    alone = copy_run(moved / "tuned" / "pendulum-ft", tmp_path / "alone")
+    assert source_dir(alone, record) == Path("runs/pendulum")
 
 
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_path, capsys):

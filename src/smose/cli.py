@@ -208,11 +208,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         **_last_metrics(run_dir),
     }
     if paths.config.is_file():
-        from smose.training.finetune import FINETUNE_KEY, read_record
+        from smose.training.finetune import FINETUNE_KEY, read_record, source_dir
 
         record = read_record(run_dir)
-        if record is not None:
-            info[FINETUNE_KEY] = record
+        if record is not None:  # with where the source run is from here
+            info[FINETUNE_KEY] = {**record, "source_dir": str(source_dir(run_dir, record))}
     if paths.eval.is_file():
         from smose.serialization import read_eval
 
@@ -239,7 +239,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"algorithm  {arch['algo']}: {shape}")
     if "finetune" in info:
         record = info["finetune"]
-        print(f"routing    fixed {record['tree_kind']} trees (fine-tuned under them from {record['source_run']} at "
+        print(f"routing    fixed {record['tree_kind']} trees (fine-tuned under them from {record['source_dir']} at "
               f"step {record['source_step']})")
     print(f"parameters train {counts['train']:,} / deploy {counts['deploy']:,} / active {counts['active']:,}")
     print(f"trained    {info['trained_steps']} steps")

@@ -226,9 +226,13 @@ def distill(
     actor, meta = load_model(run_dir)
     actor = require_smose(actor, meta, run_dir)
     if isinstance(actor, TreeRoutedActor):
+        from smose.training.finetune import read_record, source_dir  # it imports this module
+
+        record = read_record(run_dir)
+        source = source_dir(run_dir, record) if record is not None else "the run it was fine-tuned from"
         raise SmoseError(f"{run_dir} was fine-tuned under its fixed {actor.tree_kind} trees: they choose its expert "
                          "and its router only gates the action, so there is no routing left to distil; distil the "
-                         "source run instead (config.json's finetune.source_run)")
+                         f"source run instead ({source})")
     env_id = meta["env_id"]
     env = make_run_env(meta)
     check_env_compatible(meta, env, run_dir / MODEL_META)

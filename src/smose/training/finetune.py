@@ -11,6 +11,7 @@ it is: docs/finetune.md.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ from smose.training.trainer import Trainer, resume, run_locked
 
 # config.json's record of a fine-tuning run: source run and step, tree kind, the trees' SHA-256, returns before.
 FINETUNE_KEY = "finetune"
+# The record's path of the source run relative to the fine-tuning run's own directory (``source_run`` is the path as
+# given, relative to wherever the command ran): it finds the source from any working directory, and after the two
+# directories are moved together.
+SOURCE_RELATIVE_KEY = "source_run_relative"
 # What a fine-tuning run sets differently from its source run, besides steps and out. The load-balancing loss and the
 # router noise act on which expert the router's argmax picks, which no longer acts (lb_loss "none" turns both off).
 FINETUNE_SETTINGS: dict[str, Any] = {"lb_loss": "none", "lb_weight": None}
@@ -55,10 +60,23 @@ def read_record(run_dir: Path) -> dict | None:
         return None
     if not (isinstance(record, dict) and record.get("tree_kind") in KINDS
             and isinstance(record.get("trees_sha256"), str) and isinstance(record.get("source_step"), int)
-            and isinstance(record.get("source_run"), str)):
+            and isinstance(record.get("source_run"), str)
+            and isinstance(record.get(SOURCE_RELATIVE_KEY, ""), str)):
         raise SmoseError(f"{path}: invalid {FINETUNE_KEY} record (needs source_run, source_step, tree_kind and "
                          "trees_sha256)")
     return record
+
+
+def source_dir(run_dir: Path, record: dict) -> Path:
+    """The source run's directory of the fine-tuning run ``run_dir`` (its record: :func:`read_record`), as a path from
+    the current directory: found from ``run_dir`` where it is there (from any working directory, and after the two
+    were moved together), else the path as it was given to ``smose finetune`` (after ``run_dir`` alone was copied
+    elsewhere; and all records written before ``source_run_relative``)."""
+    if SOURCE_RELATIVE_KEY in record:
+        found = Path(os.path.normpath(Path(run_dir) / record[SOURCE_RELATIVE_KEY]))
+        if found.is_dir():
+            return found
+    return Path(record["source_run"])
 
 
 def fixed_trees(run_dir: Path) -> tuple[dict, dict | None]:
@@ -144,7 +162,9 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
     if update is not None:
         changes["update"] = update
     config = dataclasses.replace(source.config, **changes)  # validated by __post_init__
-    record = {"source_run": str(source.run_dir), "source_step": start, "tree_kind": source.trees["kind"],
+    record = {"source_run": str(source.run_dir),
+              SOURCE_RELATIVE_KEY: os.path.relpath(source.run_dir.resolve(), Path(out).resolve()),
+              "source_step": start, "tree_kind": source.trees["kind"],
               "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"]}
     trainer = Trainer(config, out, routing_trees=source.trees, record={FINETUNE_KEY: record})
     try:

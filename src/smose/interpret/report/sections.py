@@ -62,7 +62,7 @@ def at_a_glance(view: RunView, fidelity: dict | None) -> list[str]:
         chooser = "trees"
         record = view.finetune
         items.append(f"Fixed {view.fixed_trees.tree_kind} trees choose the expert at every step: the controller was "
-                     f"fine-tuned under them (from {record.get('source_run', 'its source run')} at step "
+                     f"fine-tuned under them (from {view.finetune_source} at step "
                      f"{record.get('source_step', '?')}); the router's scores only give the gate that scales the "
                      "chosen expert's output.")
     items.append(f"{len(used)} of {actor.n_experts} experts act; expert {top} takes the most steps "

@@ -76,7 +76,7 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
         section.blocks.append(Text(
             f"These trees choose the expert at every step: the controller was fine-tuned under them for "
             f"{(view.meta.get('trained_steps') or 0) - record.get('source_step', 0):,} steps and they did not "
-            f"change. They were distilled from the neural router of {record.get('source_run', 'the source run')} "
+            f"change. They were distilled from the neural router of {view.finetune_source} "
             "(its trees/fidelity.json holds their agreement with it). Splits are shown on the raw state variable; "
             "'true' branches go left."))
         fidelity = {}

@@ -161,6 +161,13 @@ class RunView:
         record = (self.config or {}).get("finetune")
         return record if isinstance(record, dict) else {}
 
+    @property
+    def finetune_source(self) -> str:
+        """Where the run it was fine-tuned from is, from the current directory (smose.training.finetune.source_dir)."""
+        from smose.training.finetune import source_dir
+
+        return str(source_dir(self.run_dir, self.finetune)) if "source_run" in self.finetune else "its source run"
+
     def used_experts(self) -> list[int]:
         if self.rollouts.experts is None:
             return []
