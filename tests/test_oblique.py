@@ -280,6 +280,30 @@ def labelled_right(go_left: np.ndarray, labels: np.ndarray, n_classes: int, plan
     return int(oblique.leaf_classes(descend(goes, left, right), labels, len(left), n_classes).max(axis=1).sum())
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_generations_loss_at_once_is_each_trees_loss(depth):
+    """misrouted_many (the fit's fast path: one product for all trees, a table of leaves, one count) gives
+    misrouted's numbers for every tree of a generation, over states in several chunks of products."""
+    rng = np.random.default_rng(depth)
+    n_states, n_obs, n_classes = 2 * oblique.LOSS_CHUNK + 123, 5, 4
+    x = np.concatenate([rng.normal(size=(n_states, n_obs)), np.ones((n_states, 1))], axis=1).astype(np.float32)
+    labels = 2 * (x[:, 0] > 0) + (x[:, 1] > 0)  # which trees route them right depends on their hyperplanes
+    labels = np.where(rng.random(n_states) < 0.1, rng.integers(0, n_classes, n_states), labels)
+    left, right = oblique.complete_tree(depth)
+    params = rng.normal(size=(16, 2**depth - 1, n_obs + 1))
+    params[0] = 0.0  # every node sends every state left: one leaf holds them all
+    params[1] = 0.0
+    params[1, 0, 0] = 1.0  # the root splits on the first feature's sign, every other node sends left
+    many = oblique.misrouted_many(x, labels, params, left, right, n_classes)
+    assert many.tolist() == [oblique.misrouted(x, labels, p, left, right, n_classes) for p in params]
+    assert many[0] == 1 - np.bincount(labels).max() / n_states
+    negative = x[:, 0] <= 0
+    assert many[1] == 1 - (np.bincount(labels[negative]).max() + np.bincount(labels[~negative]).max()) / n_states
+    assert len(set(many.tolist())) > 8  # the trees differ, and so do their losses
+    with pytest.raises(ValueError, match="internal nodes"):
+        oblique.misrouted_many(x, labels, params[:, :1], *oblique.complete_tree(depth + 1), n_classes)
+
+
 @pytest.mark.parametrize("depth,n_splits,seed", [(2, 6, 0), (2, 6, 1), (2, 5, 2), (3, 3, 3), (3, 3, 4)])
 def test_boundary_tree_search_finds_the_best_tree_over_its_splits(depth, n_splits, seed):
     rng = np.random.default_rng(seed)

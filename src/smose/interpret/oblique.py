@@ -41,6 +41,9 @@ DEFAULT_ITERATIONS = CMA_DEFAULT_ITERATIONS
 BOUNDARY_BEAM = 28
 # Deeper complete trees have too many hyperplanes to search and to read.
 MAX_DEPTH = 3
+# States per matrix product in CMA-ES's loss (misrouted_many): a generation's products for this many states fit in
+# the cache (64 trees × 7 nodes × 2048 states in float32: 3.7 MB), twice as fast as one product for all the states.
+LOSS_CHUNK = 2048
 
 
 def complete_tree(depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +176,78 @@ def boundary_tree(go_left: np.ndarray, labels: np.ndarray, n_classes: int, depth
     return plan, correct
 
 
+def loss_inputs(states: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """[N, n_obs + 1] float32: the standardised states with a column of ones, what CMA-ES's loss multiplies each
+    node's weights and bias by."""
+    return np.concatenate([standardised(states, mean, scale), np.ones((len(states), 1), dtype=np.float32)], axis=1)
+
+
+def boundary_start(x: np.ndarray, labels: np.ndarray, n_classes: int, depth: int,
+                   router: tuple[np.ndarray, np.ndarray], mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The router start (module docstring): [n_internal, n_obs + 1] float64 weights then bias of each internal node
+    of the best complete tree of ``depth`` over the router's pair boundaries, for the states ``x``
+    (:func:`loss_inputs`) and their ``labels``."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    boundary_weight, boundary_bias = router_boundaries(*router, mean, scale)
+    go_left = (x[:, :-1].astype(np.float64) @ boundary_weight.T + boundary_bias) <= 0
+    with threadpool_limits(limits=1, user_api="blas"):  # many small products: threads cost more than they give
+        plan, _ = boundary_tree(go_left, labels, n_classes, depth)
+    return np.concatenate([boundary_weight[plan], boundary_bias[plan, None]], axis=1)
+
+
+def decisions(x: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """[N, n_internal] which way each internal node sends each state (true: left) in CMA-ES's loss: ``x`` the
+    standardised states with a column of ones (float32), ``params`` [n_internal, n_obs + 1] each node's weights then
+    bias, as a float32 matrix product."""
+    return x @ np.asarray(params, dtype=np.float64).T.astype(np.float32) <= 0
+
+
+def misrouted(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: np.ndarray, right: np.ndarray,
+              n_classes: int) -> float:
+    """The fraction of states (``x`` as :func:`decisions`) whose leaf's majority label is not their own, for the
+    complete tree (``left``, ``right``: :func:`complete_tree`) with internal nodes ``params``: CMA-ES's loss."""
+    from smose.interpret.tree_router import descend
+
+    internal = np.flatnonzero(left >= 0)
+    go_left = np.zeros((len(x), len(left)), dtype=bool)
+    go_left[:, internal] = decisions(x, params)
+    counts = leaf_classes(descend(go_left, left, right), labels, len(left), n_classes)
+    return 1.0 - counts.max(axis=1).sum() / len(labels)
+
+
+def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: np.ndarray, right: np.ndarray,
+                   n_classes: int) -> np.ndarray:
+    """:func:`misrouted` of each tree in ``params`` [C, n_internal, n_obs + 1] (a CMA-ES generation) at once: one
+    float32 matrix product for every node of every tree (its roundings may differ from the product per tree, so
+    only a decision at an exact tie can differ), each state's leaf read from a table of every combination of the
+    internal nodes' decisions (one byte: at most 8 internal nodes) instead of a walk per tree, one count for all
+    the trees. [C] float64."""
+    from smose.interpret.tree_router import descend
+
+    params = np.asarray(params, dtype=np.float64)
+    n_trees, n_internal = params.shape[:2]
+    internal = np.flatnonzero(left >= 0)
+    if n_internal != len(internal) or n_internal > 8:
+        raise ValueError(f"misrouted_many needs the {len(internal)} internal nodes of the tree (at most 8), "
+                         f"got {n_internal}")
+    combinations = np.arange(2**n_internal)
+    go_left = np.zeros((len(combinations), len(left)), dtype=bool)
+    go_left[:, internal] = (combinations[:, None] >> np.arange(n_internal)) & 1
+    leaf_of = descend(go_left, left, right)  # [2**n_internal] the leaf each combination of decisions reaches
+    flat = params.reshape(n_trees * n_internal, -1).astype(np.float32)
+    codes = np.zeros((n_trees, len(x)), dtype=np.uint8)  # bit i: internal node i sends the state left
+    for start in range(0, len(x), LOSS_CHUNK):  # the products of a chunk stay in cache
+        goes = (flat @ x[start:start + LOSS_CHUNK].T <= 0).reshape(n_trees, n_internal, -1)
+        chunk = codes[:, start:start + LOSS_CHUNK]
+        for i in range(n_internal):
+            chunk |= goes[:, i].view(np.uint8) << np.uint8(i)
+    leaves = leaf_of[codes] + len(left) * np.arange(n_trees)[:, None]  # a node id of every tree's own
+    counts = leaf_classes(leaves.ravel(), np.tile(labels, n_trees), n_trees * len(left), n_classes)
+    correct = counts.max(axis=1).reshape(n_trees, len(left)).sum(axis=1)
+    return 1.0 - correct / len(labels)
+
+
 def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iterations: int = DEFAULT_ITERATIONS,
         seed: int = 0, router: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Fit a complete oblique tree of ``depth`` to the labels with CMA-ES; returns the standardisation, the node
@@ -181,14 +256,12 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
 
     ``router``: the linear router's (Θ, c) whose choices the labels are: CMA-ES starts from the best tree of its pair
     boundaries (the "router" start, module docstring); None (or a router of one expert) starts from zeros, as the
-    authors. The loss is the misrouted fraction with majority-vote leaves, evaluated with a float32 matrix product
-    (fast, and away from exact ties the same decisions as node_activations). The best candidate ever seen, the start
-    included, is kept.
+    authors. The loss is the misrouted fraction with majority-vote leaves (:func:`misrouted`), evaluated with float32
+    matrix products (fast, and away from exact ties the same decisions as node_activations) for a whole generation
+    at once (:func:`misrouted_many`). The best candidate ever seen, the start included, is kept.
     """
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-    from smose.interpret.tree_router import descend
 
     states = np.asarray(states, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
@@ -196,39 +269,28 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     left, right = complete_tree(depth)
     internal = np.flatnonzero(left >= 0)
     mean, scale = standardisation(states)
-    x = np.concatenate([(states - mean) / scale, np.ones((len(states), 1), dtype=np.float32)], axis=1)
+    x = loss_inputs(states, mean, scale)
 
     def unpack(vector: np.ndarray) -> np.ndarray:  # [n_internal, n_obs + 1]: weights then bias
         return np.asarray(vector, dtype=np.float64).reshape(len(internal), n_obs + 1)
 
-    def misrouted(vector: np.ndarray) -> float:
-        go_left = np.zeros((len(states), len(left)), dtype=bool)
-        go_left[:, internal] = x @ unpack(vector).T.astype(np.float32) <= 0
-        counts = leaf_classes(descend(go_left, left, right), labels, len(left), n_classes)
-        return 1.0 - counts.max(axis=1).sum() / len(labels)
-
     dimension = len(internal) * (n_obs + 1)
     # one expert has no boundaries (and every tree routes to it): that start is zeros
     start = "router" if router is not None and len(router[0]) > 1 else "zeros"
-    x0 = np.zeros(dimension)
-    if start == "router":
-        boundary_weight, boundary_bias = router_boundaries(*router, mean, scale)
-        go_left = (x[:, :n_obs].astype(np.float64) @ boundary_weight.T + boundary_bias) <= 0
-        with threadpool_limits(limits=1, user_api="blas"):  # many small products, as below
-            plan, _ = boundary_tree(go_left, labels, n_classes, depth)
-        x0 = np.concatenate([boundary_weight[plan], boundary_bias[plan, None]], axis=1).ravel()
+    x0 = boundary_start(x, labels, n_classes, depth, router, mean, scale).ravel() if start == "router" \
+        else np.zeros(dimension)
     es = cma.CMAEvolutionStrategy(x0, CMA_SIGMA0[start], {
         "popsize": CMA_POPULATION, "seed": int(seed) % (2**31 - 2) + 1,  # cma reads seed 0 as "from the clock"
         "maxiter": iterations, "verbose": -9, "tolfun": 0, "tolflatfitness": iterations, "tolx": 0,
         "tolfunhist": 0, "tolstagnation": iterations + 1,
     })
-    best, best_loss = x0, misrouted(x0)
+    best, best_loss = x0, misrouted(x, labels, unpack(x0), left, right, n_classes)
     start_loss = best_loss
     with threadpool_limits(limits=1, user_api="blas"):  # the products are small: threads cost more than they give
         while best_loss > 0.0 and not es.stop():
             candidates = es.ask()
-            losses = [misrouted(c) for c in candidates]
-            es.tell(candidates, losses)
+            losses = misrouted_many(x, labels, np.stack([unpack(c) for c in candidates]), left, right, n_classes)
+            es.tell(candidates, losses.tolist())
             i = int(np.argmin(losses))
             if losses[i] < best_loss:
                 best, best_loss = np.asarray(candidates[i]), losses[i]
