@@ -11,7 +11,7 @@ the run already holds trees made that way), then for every kind `smose finetune 
 fine-tuning run is then copied and continued to L steps (`smose finetune --resume COPY --steps L`): whether more
 fine-tuning helps, with the N-step result kept. It reads the numbers back from the files those commands write
 (trees/fidelity.json, each fine-tuning run's config.json record, eval.json and metrics.csv) and writes OUT.json
-(every number) and OUT.md (the tables and the issue's targets). Re-running it after an interruption redoes only what
+(every number) and OUT.md (the tables and the targets). Re-running it after an interruption redoes only what
 is missing. ``--keep EARLIER.json`` carries the runs of an earlier OUT.json over into this one as they were recorded
 (when their run and work directories are gone, say on another machine), unless this invocation measures them again;
 each kept batch keeps its own command, date and note.
@@ -46,7 +46,7 @@ from smose import __version__
 from smose.choices import KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
-from smose.interpret.oblique import CMA_STARTS, DEFAULT_ITERATIONS
+from smose.interpret.oblique import CMA_STARTS
 from smose.interpret.tree_policy import trees_digest
 from smose.interpret.trees import tree_file
 from smose.run import RunDir, read_metrics
@@ -452,9 +452,12 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="SMOSE run directories with checkpoints")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dagger", type=int, default=4)
-    parser.add_argument("--cma-iterations", type=int, default=DEFAULT_ITERATIONS, help="oblique trees' CMA-ES")
-    # zeros: the committed record was made from the authors' start, before the router start existed; re-running its
-    # command must not distil the runs again (which would fine-tune them again under other trees)
+    # 200 generations and zeros: the committed record's, made before the router start existed and before smose
+    # distill's default became 1000 generations; re-running its command must not distil the runs again (which would
+    # fine-tune them again under other trees)
+    parser.add_argument("--cma-iterations", type=int, default=UNRECORDED["cma_iterations"],
+                        help="CMA-ES generations of the oblique trees (smose distill --cma-iterations; default "
+                             "%(default)s, as the committed record)")
     parser.add_argument("--cma-start", choices=CMA_STARTS, default="zeros",
                         help="where the oblique trees' CMA-ES starts (smose distill --cma-start; default %(default)s, "
                              "as the committed record)")

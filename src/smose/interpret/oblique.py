@@ -262,6 +262,7 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     """
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    from tqdm import tqdm
 
     states = np.asarray(states, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
@@ -286,7 +287,10 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     })
     best, best_loss = x0, misrouted(x, labels, unpack(x0), left, right, n_classes)
     start_loss = best_loss
-    with threadpool_limits(limits=1, user_api="blas"):  # the products are small: threads cost more than they give
+    # a fit takes minutes on large runs: a bar on a terminal (tqdm leaves it off elsewhere), gone when done
+    bar = tqdm(total=iterations, disable=None, leave=False, unit="gen", desc=f"oblique tree ({len(labels):,} states)",
+               dynamic_ncols=True)
+    with bar, threadpool_limits(limits=1, user_api="blas"):  # small products: threads cost more than they give
         while best_loss > 0.0 and not es.stop():
             candidates = es.ask()
             losses = misrouted_many(x, labels, np.stack([unpack(c) for c in candidates]), left, right, n_classes)
@@ -294,6 +298,8 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
             i = int(np.argmin(losses))
             if losses[i] < best_loss:
                 best, best_loss = np.asarray(candidates[i]), losses[i]
+                bar.set_postfix_str(f"misrouted {100 * best_loss:.2f}%", refresh=False)
+            bar.update()
     params = unpack(best).astype(np.float32)
     weight = np.zeros((len(left), n_obs), dtype=np.float32)
     bias = np.zeros(len(left), dtype=np.float32)
