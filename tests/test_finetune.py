@@ -325,6 +325,20 @@ def test_the_source_run_is_found_from_anywhere_and_after_a_move(source, tmp_path
     assert json.loads(capsys.readouterr().out)["finetune"]["source_dir"] == "moved/runs/pendulum"
     alone = copy_run(moved / "tuned" / "pendulum-ft", tmp_path / "alone")
     assert source_dir(alone, record) == Path("runs/pendulum")
+    # a copy of it alone beside another run of the source's name: the run that holds its trees, from here
+    decoy = copy_run(moved / "runs" / "pendulum", tmp_path / "copies" / "runs" / "pendulum", skip=("trees",))
+    copy = copy_run(moved / "tuned" / "pendulum-ft", tmp_path / "copies" / "tuned" / "pendulum-ft")
+    monkeypatch.chdir(moved)
+    assert source_dir(copy, record) == Path("runs/pendulum")
+    shutil.rmtree(moved / "runs")  # the source gone: the directory the copy's relative path leads to
+    assert source_dir(copy, record).resolve() == decoy.resolve()
+    # through a symbolic link to the fine-tuning run, its relative path is followed from where the run really is
+    link = tmp_path / "latest"
+    link.symlink_to(moved / "tuned" / "pendulum-ft")
+    shutil.copytree(decoy, moved / "runs" / "pendulum")
+    shutil.copytree(moved / "tuned" / "pendulum-ft" / "trees", moved / "runs" / "pendulum" / "trees")  # its trees
+    monkeypatch.chdir(tmp_path)
+    assert source_dir(link, record).resolve() == (moved / "runs" / "pendulum").resolve()
 
 
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_path, capsys):

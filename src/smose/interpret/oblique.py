@@ -219,8 +219,9 @@ def misrouted(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: np.nd
 def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: np.ndarray, right: np.ndarray,
                    n_classes: int) -> np.ndarray:
     """:func:`misrouted` of each tree in ``params`` [C, n_internal, n_obs + 1] (a CMA-ES generation) at once: one
-    float32 matrix product for every node of every tree (its roundings may differ from the product per tree, so
-    only a decision at an exact tie can differ), each state's leaf read from a table of every combination of the
+    float32 matrix product for every node of every tree (its roundings may differ from the product per tree's: a
+    decision whose activation is within float32 rounding of 0 may differ, where CMA-ES's candidates almost never
+    fall), each state's leaf read from a table of every combination of the
     internal nodes' decisions (one byte: at most 8 internal nodes) instead of a walk per tree, one count for all
     the trees. [C] float64."""
     from smose.interpret.tree_router import descend
@@ -257,8 +258,8 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     ``router``: the linear router's (Θ, c) whose choices the labels are: CMA-ES starts from the best tree of its pair
     boundaries (the "router" start, module docstring); None (or a router of one expert) starts from zeros, as the
     authors. The loss is the misrouted fraction with majority-vote leaves (:func:`misrouted`), evaluated with float32
-    matrix products (fast, and away from exact ties the same decisions as node_activations) for a whole generation
-    at once (:func:`misrouted_many`). The best candidate ever seen, the start included, is kept.
+    matrix products (fast; away from activations within rounding of 0 the same decisions as node_activations) for a
+    whole generation at once (:func:`misrouted_many`). The best candidate ever seen, the start included, is kept.
     """
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn

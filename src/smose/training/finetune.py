@@ -69,14 +69,26 @@ def read_record(run_dir: Path) -> dict | None:
 
 def source_dir(run_dir: Path, record: dict) -> Path:
     """The source run's directory of the fine-tuning run ``run_dir`` (its record: :func:`read_record`), as a path from
-    the current directory: found from ``run_dir`` where it is there (from any working directory, and after the two
-    were moved together), else the path as it was given to ``smose finetune`` (after ``run_dir`` alone was copied
-    elsewhere; and all records written before ``source_run_relative``)."""
+    the current directory. Of the path from ``run_dir`` (``source_run_relative``: from any working directory, and
+    after the two were moved together) and the path as it was given to ``smose finetune`` (``source_run``), the first
+    that holds the trees it was fine-tuned under (a copy of ``run_dir`` alone may sit beside another run of the
+    source's name); else the first that is a directory; else ``source_run`` (all that records written before
+    ``source_run_relative`` hold)."""
+    candidates = [Path(record["source_run"])]
     if SOURCE_RELATIVE_KEY in record:
-        found = Path(os.path.normpath(Path(run_dir) / record[SOURCE_RELATIVE_KEY]))
-        if found.is_dir():
-            return found
-    return Path(record["source_run"])
+        relative = Path(run_dir) / record[SOURCE_RELATIVE_KEY]  # ".." resolved by the file system (symbolic links)
+        tidy = Path(os.path.normpath(relative))
+        candidates.insert(0, tidy if tidy.resolve() == relative.resolve() else relative.resolve())
+
+    def holds_the_trees(candidate: Path) -> bool:
+        try:
+            return trees_digest(read_json(tree_file(candidate, record["tree_kind"]), "tree file")) == \
+                record["trees_sha256"]
+        except (SmoseError, OSError, TypeError, ValueError):  # no tree file there, or not one
+            return False
+
+    return next((c for c in candidates if holds_the_trees(c)), None) or \
+        next((c for c in candidates if c.is_dir()), candidates[-1])
 
 
 def fixed_trees(run_dir: Path) -> tuple[dict, dict | None]:
@@ -255,7 +267,8 @@ def summary(run_dir: Path) -> dict:
     def ratio(value: float | None) -> float | None:  # defined for positive returns, as smose distill's ratio
         return None if value is None or neural is None or neural <= 0 else value / neural
 
-    return {"run_dir": str(run_dir), "source_run": record.get("source_run"), "tree_kind": record.get("tree_kind"),
+    source = str(source_dir(run_dir, record)) if record else None
+    return {"run_dir": str(run_dir), "source_run": source, "tree_kind": record.get("tree_kind"),
             "fine_tuning_steps": read_checkpoint_json(run_dir)["step"] - record.get("source_step", 0),
             "neural_return": neural, "tree_return_before": before.get("tree_return"),
             "final_eval_mean": after["mean"], "final_eval_std": after["std"],

@@ -163,10 +163,12 @@ class RunView:
 
     @property
     def finetune_source(self) -> str:
-        """Where the run it was fine-tuned from is, from the current directory (smose.training.finetune.source_dir)."""
+        """Where the run it was fine-tuned from is (smose.training.finetune.source_dir), as an absolute path: the
+        report is read from anywhere."""
         from smose.training.finetune import source_dir
 
-        return str(source_dir(self.run_dir, self.finetune)) if "source_run" in self.finetune else "its source run"
+        return str(source_dir(self.run_dir, self.finetune).resolve()) if "source_run" in self.finetune \
+            else "its source run"
 
     def used_experts(self) -> list[int]:
         if self.rollouts.experts is None:
