@@ -14,20 +14,14 @@ do not). Reports the median time per generation of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from smose import __version__
+from record import header, write
 from smose.choices import CMA_POPULATION
 from smose.interpret import oblique
 from smose.interpret.distill import collect_states, require_smose
@@ -101,15 +95,8 @@ def main() -> None:
     for run in args.runs:
         runs.append(measure(run, args.generations, args.episodes))
         print(f"{run.name}: {runs[-1]['each_ms']:.0f} ms -> {runs[-1]['many_ms']:.0f} ms", flush=True)
-    record = {"command": "python benchmarks/oblique_loss.py " + shlex.join(sys.argv[1:]),
-              "date": dt.date.today().isoformat(),
-              "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs", "smose": __version__,
-              "note": args.note, "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
-
+    record = {**header("oblique_loss.py", args.note), "runs": runs}
+    write(args.out, record, markdown(record))
 
 if __name__ == "__main__":
     main()

@@ -14,19 +14,13 @@ number) and OUT.md (the table).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from smose import __version__
+from record import header, write
 from smose.choices import CMA_DEFAULT_START, CMA_STARTS
 from smose.evaluate import evaluate
 from smose.interpret.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, fit_with_dagger, require_smose
@@ -126,16 +120,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
     runs = [measure(run, args) for run in args.runs]
-    record = {"command": "python benchmarks/oblique_start.py " + shlex.join(sys.argv[1:]),
-              "date": dt.date.today().isoformat(),
-              "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs", "smose": __version__,
-              "note": args.note, "depth": args.depth, "dagger": args.dagger, "episodes": args.episodes,
-              "eval_episodes": args.eval_episodes, "cma_iterations": args.cma_iterations, "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
-
+    record = {**header("oblique_start.py", args.note), "depth": args.depth, "dagger": args.dagger,
+              "episodes": args.episodes, "eval_episodes": args.eval_episodes, "cma_iterations": args.cma_iterations,
+              "runs": runs}
+    write(args.out, record, markdown(record))
 
 if __name__ == "__main__":
     main()

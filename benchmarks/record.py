@@ -1,0 +1,29 @@
+"""What every benchmark record starts with, and how it is written: OUT.json (every number) and OUT.md (the tables)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+from smose import __version__
+
+
+def header(script: str, note: str) -> dict:
+    """The command as run (``script`` and this process's arguments), the date, the machine, smose's version and the
+    note of what else ran."""
+    return {"command": f"python benchmarks/{script} " + shlex.join(sys.argv[1:]), "date": dt.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs", "smose": __version__,
+            "note": note}
+
+
+def write(out: Path, record: dict, markdown: str) -> None:
+    """OUT.json and OUT.md, and the table on standard output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
