@@ -98,5 +98,6 @@ def main() -> None:
     record = {**header("oblique_loss.py", args.note), "runs": runs}
     write(args.out, record, markdown(record))
 
+
 if __name__ == "__main__":
     main()

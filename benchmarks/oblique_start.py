@@ -7,8 +7,8 @@ For each SMOSE run this does what `smose distill --kind oblique --cma-start STAR
 and defaults: depth 3, 20 fitting and 20 held-out episodes, 10 evaluation episodes; but 200 generations unless told,
 those of its first records, made before smose distill's default became 1000), for both starts on the same states,
 one after the other, and the two CART kinds beside them for reference (`--kind per-expert`, `--kind multiclass`, the
-same DAgger rounds). Nothing is written into the run directories. Writes OUT.json (every
-number) and OUT.md (the table).
+same DAgger rounds). Nothing is written into the run directories. Writes OUT.json (every number) and OUT.md (the
+table).
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def main() -> None:
               "episodes": args.episodes, "eval_episodes": args.eval_episodes, "cma_iterations": args.cma_iterations,
               "runs": runs}
     write(args.out, record, markdown(record))
+
 
 if __name__ == "__main__":
     main()

@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime as dt
-import json
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
-from smose import __version__
+from record import header, write
 from smose.choices import KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
@@ -495,14 +491,9 @@ def main() -> None:
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:  # each job is a chain of subprocesses
         measured = list(pool.map(lambda run: measure(run, args), args.runs))
     runs, batches = merged(kept, batches, measured)
-    record = {"command": "python benchmarks/tree_controller.py " + shlex.join(sys.argv[1:]),
-              "date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.system()}, "
-              f"{os.cpu_count()} CPUs", "smose": __version__, "note": args.note, **settings,
-              **({"earlier": batches} if batches else {}), "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    record = {**header("tree_controller.py", args.note), **settings, **({"earlier": batches} if batches else {}),
+              "runs": runs}
+    write(args.out, record, markdown(record))
     failed = [run for run in measured if "error" in run]
     if failed:
         sys.exit(f"tree_controller: {len(failed)} of {len(measured)} runs not measured (listed in "

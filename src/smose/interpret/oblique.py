@@ -221,9 +221,8 @@ def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: 
     """:func:`misrouted` of each tree in ``params`` [C, n_internal, n_obs + 1] (a CMA-ES generation) at once: one
     float32 matrix product for every node of every tree (its roundings may differ from the product per tree's: a
     decision whose activation is within float32 rounding of 0 may differ, where CMA-ES's candidates almost never
-    fall), each state's leaf read from a table of every combination of the
-    internal nodes' decisions (one byte: at most 8 internal nodes) instead of a walk per tree, one count for all
-    the trees. [C] float64."""
+    fall), each state's leaf read from a table of every combination of the internal nodes' decisions (one byte: at
+    most 8 internal nodes) instead of a walk per tree, one count for all the trees. [C] float64."""
     from smose.interpret.tree_router import descend
 
     params = np.asarray(params, dtype=np.float64)
