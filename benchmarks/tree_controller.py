@@ -43,12 +43,10 @@ from smose.choices import KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
 from smose.interpret.oblique import CMA_STARTS
-from smose.interpret.tree_policy import trees_digest
-from smose.interpret.trees import tree_file
 from smose.run import RunDir, read_metrics
 from smose.serialization import read_eval, read_json
 from smose.training.checkpoint import read_checkpoint_json
-from smose.training.finetune import read_record, source_dir
+from smose.training.finetune import holds_trees, read_record, source_dir
 from smose_cli import run_smose
 
 ALL_KINDS = "all"
@@ -62,11 +60,10 @@ def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> s
     again)."""
     try:
         record, checkpoint = read_record(out), read_checkpoint_json(out)
-        trees = read_json(tree_file(source, kind), "tree file")
     except SmoseError:
         return "fresh"
     if (record is None or "before" not in record or record["tree_kind"] != kind
-            or record["source_step"] != source_step or record["trees_sha256"] != trees_digest(trees)
+            or record["source_step"] != source_step or not holds_trees(source, kind, record["trees_sha256"])
             or source_dir(out, record).resolve() != source.resolve()):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]

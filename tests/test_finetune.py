@@ -29,7 +29,7 @@ from smose.serialization import load_model, save_model
 from smose.training.buffer import Batch
 from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
 from smose.training.config import SACHyperParams
-from smose.training.finetune import check_source, prepare, read_record, source_dir
+from smose.training.finetune import check_source, holds_trees, prepare, read_record, source_dir
 from smose.training.trainer import Trainer
 
 STEPS = 200
@@ -339,6 +339,24 @@ def test_the_source_run_is_found_from_anywhere_and_after_a_move(source, tmp_path
     shutil.copytree(moved / "tuned" / "pendulum-ft" / "trees", moved / "runs" / "pendulum" / "trees")  # its trees
     monkeypatch.chdir(tmp_path)
     assert source_dir(link, record).resolve() == (moved / "runs" / "pendulum").resolve()
+
+
+def test_holds_trees_compares_the_tree_file_with_the_recorded_digest(source, tuned, tmp_path):
+    """The source run and the fine-tuning run hold the trees their record names; other kinds, a changed file, a
+    missing one and one that is not JSON do not."""
+    record = read_record(tuned)
+    assert holds_trees(source, "multiclass", record["trees_sha256"])
+    assert holds_trees(tuned, "multiclass", record["trees_sha256"])
+    assert not holds_trees(source, "per-expert", record["trees_sha256"])
+    assert not holds_trees(tmp_path, "multiclass", record["trees_sha256"])  # no tree file
+    copy = copy_run(source, tmp_path / "copy")
+    path = copy / "trees" / "multiclass.json"
+    trees = json.loads(path.read_text())
+    trees["max_depth"] = trees["max_depth"] + 1
+    path.write_text(json.dumps(trees))
+    assert not holds_trees(copy, "multiclass", record["trees_sha256"])
+    path.write_text("{ not json")
+    assert not holds_trees(copy, "multiclass", record["trees_sha256"])
 
 
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_path, capsys):

@@ -80,15 +80,17 @@ def source_dir(run_dir: Path, record: dict) -> Path:
         tidy = Path(os.path.normpath(relative))
         candidates.insert(0, tidy if tidy.resolve() == relative.resolve() else relative.resolve())
 
-    def holds_the_trees(candidate: Path) -> bool:
-        try:
-            return trees_digest(read_json(tree_file(candidate, record["tree_kind"]), "tree file")) == \
-                record["trees_sha256"]
-        except (SmoseError, OSError, TypeError, ValueError):  # no tree file there, or not one
-            return False
-
-    return next((c for c in candidates if holds_the_trees(c)), None) or \
+    return next((c for c in candidates if holds_trees(c, record["tree_kind"], record["trees_sha256"])), None) or \
         next((c for c in candidates if c.is_dir()), candidates[-1])
+
+
+def holds_trees(run_dir: Path, kind: str, sha256: str) -> bool:
+    """Whether ``run_dir``'s ``kind`` tree file holds the trees of SHA-256 ``sha256`` (as recorded by a fine-tuning
+    run); False when there is no such file or it is not a tree file."""
+    try:
+        return trees_digest(read_json(tree_file(run_dir, kind), "tree file")) == sha256
+    except (SmoseError, OSError, TypeError, ValueError):
+        return False
 
 
 def fixed_trees(run_dir: Path) -> tuple[dict, dict | None]:
