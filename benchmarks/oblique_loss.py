@@ -8,7 +8,9 @@ For each SMOSE run: the states `smose distill --kind oblique` fits on (20 determ
 generations). Each generation's misrouted fractions are computed by `smose.interpret.oblique.misrouted`, one tree
 after the other (the reference), and by `misrouted_many`, the generation at once (what the fit calls); the two are
 interleaved, generation by generation, on one thread, and must give the same numbers (the benchmark says where they
-do not). Reports the median time per generation of each and their ratio.
+do not). Reports the median time per generation of each and their ratio, and the peak memory each allocates for the
+first generation (traced apart from the timed calls). With --episodes 100 the states are as many as after distill's
+4 DAgger rounds of 20 episodes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,16 @@ from smose.interpret import oblique
 from smose.interpret.distill import collect_states, require_smose
 from smose.serialization import check_env_compatible, load_model
 from smose.tasks.envs import make_run_env
+
+
+def peak_mb(function, *args) -> float:
+    """The peak of the memory (numpy's included) that ``function(*args)`` allocates, in MB."""
+    tracemalloc.start()
+    try:
+        function(*args)
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
 
 
 def measure(run_dir: Path, generations: int, episodes: int) -> dict:
@@ -49,10 +62,14 @@ def measure(run_dir: Path, generations: int, episodes: int) -> dict:
     x0 = oblique.boundary_start(x, labels, n_classes, 3, router, mean, scale).ravel()
     es = cma.CMAEvolutionStrategy(x0, oblique.CMA_SIGMA0["router"],
                                   {"popsize": CMA_POPULATION, "seed": 1, "verbose": -9})
-    each, many, disagreements = [], [], 0
+    each, many, disagreements, peaks = [], [], 0, {}
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(generations):
             params = np.stack([np.reshape(c, (n_internal, n_obs + 1)) for c in es.ask()])
+            if not peaks:
+                peaks = {"each_peak_mb": peak_mb(lambda: [oblique.misrouted(x, labels, p, left, right, n_classes)
+                                                          for p in params]),
+                         "many_peak_mb": peak_mb(oblique.misrouted_many, x, labels, params, left, right, n_classes)}
             started = time.perf_counter()
             reference = [oblique.misrouted(x, labels, p, left, right, n_classes) for p in params]
             each.append(time.perf_counter() - started)
@@ -64,7 +81,14 @@ def measure(run_dir: Path, generations: int, episodes: int) -> dict:
     return {"run": str(run_dir), "env_id": meta["env_id"], "states": len(labels), "n_obs": n_obs,
             "generations": generations, "each_ms": 1000 * statistics.median(each),
             "many_ms": 1000 * statistics.median(many), "ratio": statistics.median(each) / statistics.median(many),
-            "disagreements": disagreements}
+            "disagreements": disagreements, **peaks}
+
+
+def peak(run: dict) -> str:
+    """The peak memory column: "each / at once" in MB; "–" for records made before it was measured."""
+    if "many_peak_mb" not in run:
+        return "–"
+    return f"{run['each_peak_mb']:.0f} / {run['many_peak_mb']:.0f}"
 
 
 def markdown(record: dict) -> str:
@@ -73,13 +97,14 @@ def markdown(record: dict) -> str:
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
              f"Median wall clock of the misrouted fraction of {CMA_POPULATION} depth-3 oblique trees (one CMA-ES "
              "generation) on the states distill fits on, one thread, the two interleaved; *differ*: losses "
-             "where the two disagree, of all the generations' trees.", "",
-             "| run | states | observations | each tree (ms) | at once (ms) | faster | differ |",
-             "|---|---|---|---|---|---|---|"]
+             "where the two disagree, of all the generations' trees; *peak MB*: the most memory either allocates at once for "
+             "a generation (each tree / at once).", "",
+             "| run | states | observations | each tree (ms) | at once (ms) | faster | differ | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in record["runs"]:
         lines.append(f"| {Path(run['run']).name} | {run['states']:,} | {run['n_obs']} | {run['each_ms']:.0f} | "
                      f"{run['many_ms']:.0f} | {run['ratio']:.1f}× | {run['disagreements']} of "
-                     f"{run['generations'] * CMA_POPULATION} |")
+                     f"{run['generations'] * CMA_POPULATION} | {peak(run)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,5 +20,6 @@ def test_both_losses_are_timed_on_real_generations_and_agree(pendulum_run, tmp_p
     assert run["states"] == 2 * 200 and run["n_obs"] == 3 and run["generations"] == 3  # Pendulum: 200 steps each
     assert run["disagreements"] == 0 and run["each_ms"] > 0 and run["many_ms"] > 0
     assert run["ratio"] == pytest.approx(run["each_ms"] / run["many_ms"])
-    assert "| pendulum | 400 | 3 | " in out.with_suffix(".md").read_text() and "0 of 192 |" in \
+    assert run["each_peak_mb"] > 0 and run["many_peak_mb"] > 0
+    assert "| pendulum | 400 | 3 | " in out.with_suffix(".md").read_text() and "0 of 192 | " in \
         out.with_suffix(".md").read_text()

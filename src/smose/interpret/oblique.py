@@ -42,7 +42,8 @@ BOUNDARY_BEAM = 28
 # Deeper complete trees have too many hyperplanes to search and to read.
 MAX_DEPTH = 3
 # States per matrix product in CMA-ES's loss (misrouted_many): a generation's products for this many states fit in
-# the cache (64 trees × 7 nodes × 2048 states in float32: 3.7 MB), twice as fast as one product for all the states.
+# the cache (64 trees × 7 nodes × 2048 states in float32: 3.7 MB), twice as fast as one product for all the states;
+# the leaves are counted chunk by chunk too, so a generation's memory does not grow with the states.
 LOSS_CHUNK = 2048
 
 
@@ -222,7 +223,8 @@ def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: 
     float32 matrix product for every node of every tree (its roundings may differ from the product per tree's: a
     decision whose activation is within float32 rounding of 0 may differ, where CMA-ES's candidates almost never
     fall), each state's leaf read from a table of every combination of the internal nodes' decisions (one byte: at
-    most 8 internal nodes) instead of a walk per tree, one count for all the trees. [C] float64."""
+    most 8 internal nodes) instead of a walk per tree, and one count for all the trees per chunk of states (the
+    memory of a generation does not grow with the states). [C] float64."""
     from smose.interpret.tree_router import descend
 
     params = np.asarray(params, dtype=np.float64)
@@ -236,14 +238,16 @@ def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: 
     go_left[:, internal] = (combinations[:, None] >> np.arange(n_internal)) & 1
     leaf_of = descend(go_left, left, right)  # [2**n_internal] the leaf each combination of decisions reaches
     flat = params.reshape(n_trees * n_internal, -1).astype(np.float32)
-    codes = np.zeros((n_trees, len(x)), dtype=np.uint8)  # bit i: internal node i sends the state left
-    for start in range(0, len(x), LOSS_CHUNK):  # the products of a chunk stay in cache
+    tree_offset = len(left) * np.arange(n_trees)[:, None]  # each tree's node ids are its own
+    counts = np.zeros((n_trees * len(left), n_classes), dtype=np.int64)
+    for start in range(0, len(x), LOSS_CHUNK):  # a chunk's products and counts stay in cache, whatever the states
         goes = (flat @ x[start:start + LOSS_CHUNK].T <= 0).reshape(n_trees, n_internal, -1)
-        chunk = codes[:, start:start + LOSS_CHUNK]
+        codes = np.zeros(goes[:, 0].shape, dtype=np.uint8)  # bit i: internal node i sends the state left
         for i in range(n_internal):
-            chunk |= goes[:, i].view(np.uint8) << np.uint8(i)
-    leaves = leaf_of[codes] + len(left) * np.arange(n_trees)[:, None]  # a node id of every tree's own
-    counts = leaf_classes(leaves.ravel(), np.tile(labels, n_trees), n_trees * len(left), n_classes)
+            codes |= goes[:, i].view(np.uint8) << np.uint8(i)
+        leaves = leaf_of[codes] + tree_offset
+        counts += leaf_classes(leaves.ravel(), np.tile(labels[start:start + LOSS_CHUNK], n_trees),
+                               n_trees * len(left), n_classes)
     correct = counts.max(axis=1).reshape(n_trees, len(left)).sum(axis=1)
     return 1.0 - correct / len(labels)
 
