@@ -11,10 +11,6 @@ written into the run directories. Writes OUT.json (every number) and OUT.md (the
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -22,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smose import __version__
+from record import header, write
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.interpret.distill import HOLDOUT_SEED_OFFSET, TreeRouter, collect_states, dagger_fits, require_smose
@@ -58,12 +54,12 @@ def measure(run_dir: Path, rounds: int, depth: int, episodes: int, eval_episodes
             "rounds": per_round, "seconds": round(time.monotonic() - started, 1)}
 
 
-def markdown(results: list[dict], command: str, args: argparse.Namespace) -> str:
-    rounds = args.rounds
+def markdown(record: dict, args: argparse.Namespace) -> str:
+    results, rounds = record["results"], args.rounds
     lines = ["# DAgger for the per-expert trees", "",
-             f"Command: `{command}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {platform.system()}; smose {__version__}; "
-             f"{dt.date.today().isoformat()}. One thread.", "",
+             f"Command: `{record['command']}`", "",
+             f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. One thread. "
+             f"{record['note']}".rstrip(), "",
              f"Per run: depth-{args.depth} per-expert trees after each round (round 0: fitted on {args.episodes} "
              "deterministic episodes of the neural policy, the method's plain form; each round adds "
              f"{args.episodes} episodes driven by the current trees, labelled by the router). *held-out*: agreement "
@@ -96,12 +92,12 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     parser.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = parser.parse_args()
     if args.rounds < 0 or min(args.depth, args.episodes, args.eval_episodes) < 1:
         parser.error("--rounds must be >= 0; --depth, --episodes and --eval-episodes >= 1")
     torch.set_num_threads(1)
-    command = shlex.join(["python", "benchmarks/dagger.py", *sys.argv[1:]])
     results = []
     for run in args.runs:
         try:
@@ -110,11 +106,9 @@ def main() -> None:
             sys.exit(f"dagger.py: error: {exc}")
         last = results[-1]["rounds"]
         print(f"{run}: ratio {last[0]['ratio']} -> {last[-1]['ratio']} ({results[-1]['seconds']} s)", flush=True)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps({"command": command, "date": dt.date.today().isoformat(),
-                                                        "results": results}, indent=1))
-        out.with_suffix(".md").write_text(markdown(results, command, args))
+        # rewritten after every run, so that the runs measured so far are kept when a later one fails
+        record = {**header("dagger.py", args.note), "results": results}
+        write(Path(args.out), record, markdown(record, args))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import datetime as dt
 import errno
 import io
 import json
@@ -49,7 +48,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from smose import __version__, serialization
+from record import header, time_of_day
+from smose import serialization
 from smose.cli import main
 from smose.errors import SmoseError
 from smose.serialization import load_model, read_eval
@@ -398,16 +398,17 @@ def bad_inputs(work: Path, reference: Path) -> list[dict]:
 
 
 # ---- report --------------------------------------------------------------------------------------------------------
-def report(command: str, results: dict, started: float) -> str:
+def report(note: str, results: dict, started: float) -> str:
     kill, sigint, full, enospc = results["sigkill"], results["sigint"], results["disk_full"], results["enospc"]
     redone = [r["redone"] for r in kill["records"]]
+    head = header("fault_injection.py", note)
     lines = [
         "# Fault injection",
         "",
-        f"Command: `{command}`  ",
-        f"Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; smose {__version__}, torch "
-        f"{torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} cores; "
-        f"took {time.monotonic() - started:.0f} s; 1-min load average at the end {os.getloadavg()[0]:.1f}.  ",
+        f"Command: `{head['command']}`  ",
+        f"Date: {head['date']} {time_of_day()}; machine: {head['machine']}; smose {head['smose']}, torch "
+        f"{torch.__version__}, Python {platform.python_version()}; took {time.monotonic() - started:.0f} s; "
+        f"1-min load average at the end {os.getloadavg()[0]:.1f}. {head['note']}".rstrip() + "  ",
         f"Training configuration: `smose train {shlex.join(CONFIG_ARGS)}`; one checkpoint interval = "
         f"{CONFIG['checkpoint_every']} steps ({results['interval']:.1f} s here).",
         "",
@@ -471,9 +472,9 @@ def main_benchmark() -> None:
     parser.add_argument("--enospc", type=int, default=20)
     parser.add_argument("--corruptions", type=int, default=30, help="damaged copies per file and kind of damage")
     parser.add_argument("--seed", type=int, default=None, help="random kill times etc. (default: fresh)")
+    parser.add_argument("--note", default="", help="what else ran on the machine, for the report")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown report here too")
     args = parser.parse_args()
-    command = "python benchmarks/fault_injection.py " + shlex.join(sys.argv[1:])
     rng = random.Random(args.seed)
     started = time.monotonic()
     results: dict = {}
@@ -493,7 +494,7 @@ def main_benchmark() -> None:
         results["corrupt"] = corrupt_files(work, reference, args.corruptions, rng)
         print("corrupt files done", flush=True)
         results["bad_inputs"] = bad_inputs(work, reference)
-        text = report(command, results, started)
+        text = report(args.note, results, started)
     print(text)
     if args.out is not None:
         out = args.out if args.out.is_absolute() else Path(__file__).resolve().parents[1] / args.out

@@ -17,11 +17,9 @@ alternate within every repeat and their order rotates between repeats, so that m
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -29,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from record import header, write
 from smose.errors import SmoseError
 from smose_cli import run_smose
 
@@ -107,16 +106,14 @@ def main() -> None:
 
     median = {name: {key: statistics.median(s[key] for s in runs) for key in ("sps", "cpu_ms_per_step")}
               for name, runs in samples.items()}
-    command = "python benchmarks/finetune_speed.py " + shlex.join(sys.argv[1:])
-    record = {"command": command, "date": dt.date.today().isoformat(), "machine": platform.platform(),
-              "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "note": args.note,
+    # the platform (operating system, kernel, C library) beside the header's machine: it bears on the speed
+    record = {**header("finetune_speed.py", args.note), "platform": platform.platform(),
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "note")},
               "samples": samples, "median": median}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     base = median["train --resume fused"]["sps"]
-    lines = [f"# Fine-tuning speed ({args.env})", "", f"`{command}`, {record['date']}, {record['machine']}, "
-             f"{record['cpus']} CPUs. {args.note}".rstrip(), "",
+    lines = [f"# Fine-tuning speed ({args.env})", "", f"Command: `{record['command']}`", "",
+             f"Machine: {record['machine']} ({record['platform']}); smose {record['smose']}; {record['date']}. "
+             f"{record['note']}".rstrip(), "",
              f"{args.measure} learning steps after {args.warm} warm-up ones, from a {args.source_steps}-step source "
              f"run's checkpoint (depth-3 per-expert trees); medians of {args.repeats} interleaved repeats, one "
              "thread each.", "",
@@ -125,8 +122,7 @@ def main() -> None:
     for name in CONTENDERS:
         m = median[name]
         lines.append(f"| {name} | {m['sps']:.1f} | {m['cpu_ms_per_step']:.2f} | {m['sps'] / base:.2f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out, record, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

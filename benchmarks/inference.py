@@ -18,14 +18,10 @@ median over single calls (ONNX Runtime, torch, whose per-call cost dwarfs the ti
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smose import __version__
+from record import header, time_of_day, write
 from smose.export import export_policy
 from smose.interpret.distill import collect_states
 from smose.serialization import load_model
@@ -168,6 +164,7 @@ def main() -> None:
     parser.add_argument("--c-repeats", type=int, default=21)
     parser.add_argument("--py-repeats", type=int, default=101, help="batches of 1,000 calls for the Python file")
     parser.add_argument("--single-calls", type=int, default=20_000, help="timed calls for ONNX Runtime and torch")
+    parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
 
@@ -217,14 +214,11 @@ def main() -> None:
             "timed": calls,
         })
     counts = actor.parameter_counts()
-    command = "python benchmarks/inference.py " + shlex.join(sys.argv[1:])
+    # beside the header's machine, what else the timings depend on: the CPU model, the C compiler, the load
     report = {
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "gcc": gcc_version(), "torch_threads": torch.get_num_threads(),
-                    "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
-        "smose_version": __version__,
+        **header("inference.py", args.note), "time": time_of_day(), "cpu": cpu_model(),
+        "python": platform.python_version(), "gcc": gcc_version(), "torch_threads": torch.get_num_threads(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "policy": {"run": str(run), "env_id": meta["env_id"], "architecture": meta["architecture"],
                    "mode": args.mode, "router": "neural", "parameter_counts": counts},
         "results": rows_out,
@@ -234,10 +228,10 @@ def main() -> None:
     lines = [
         f"# Inference time per action, batch 1 ({meta['env_id']}, {arch['algo']}, {shape}, mode {args.mode})",
         "",
-        f"Command: `{command}`  ",
-        (f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['gcc']}, "
-        f"Python {report['machine']['python']}; date {report['date']}; 1-min load average at the end "
-        f"{report['machine']['load_average_1min_at_end']}.  "),
+        f"Command: `{report['command']}`  ",
+        (f"Machine: {report['machine']}, {report['cpu']}, {report['gcc']}, Python {report['python']}; smose "
+         f"{report['smose']}; date {report['date']} {report['time']}; 1-min load average at the end "
+         f"{report['load_average_1min_at_end']}. {report['note']}".rstrip() + "  "),
         f"Policy: {run} ({meta.get('trained_steps')} training steps).  ",
         f"Parameters: {counts['deploy']:,} in the deployed policy, {counts['active']:,} used per decision.",
         "",
@@ -250,12 +244,10 @@ def main() -> None:
     lines += ["", ("C and Python rows: spread over repeats of the mean per call; ONNX Runtime and torch rows: spread "
               "over single calls. All single-threaded; the states are 256 states visited by the policy.")]
     text = "\n".join(lines) + "\n"
-    print(text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(text)
+        write(Path(args.out), report, text)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

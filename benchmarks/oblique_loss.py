@@ -97,8 +97,8 @@ def markdown(record: dict) -> str:
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
              f"Median wall clock of the misrouted fraction of {CMA_POPULATION} depth-3 oblique trees (one CMA-ES "
              "generation) on the states distill fits on, one thread, the two interleaved; *differ*: losses "
-             "where the two disagree, of all the generations' trees; *peak MB*: the most memory either allocates at once for "
-             "a generation (each tree / at once).", "",
+             "where the two disagree, of all the generations' trees; *peak MB*: the most memory either allocates at "
+             "once for a generation (each tree / at once).", "",
              "| run | states | observations | each tree (ms) | at once (ms) | faster | differ | peak MB |",
              "|---|---|---|---|---|---|---|---|"]
     for run in record["runs"]:

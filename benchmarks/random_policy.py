@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import gymnasium as gym
 import numpy as np
 
+from record import header
 from smose.evaluate import EVAL_SEED_OFFSET
 
 TASKS = ("Walker2d-v4", "Hopper-v4", "Ant-v4", "HalfCheetah-v4", "Reacher-v4", "Swimmer-v4")
@@ -48,9 +48,9 @@ def main() -> None:
         r = np.asarray(random_returns(env_id, args.episodes))
         results[env_id] = {"mean": float(r.mean()), "std": float(r.std()), "episodes": args.episodes}
         print(env_id, f"{r.mean():.2f} ± {r.std():.2f}", flush=True)
-    record = {"command": f"python benchmarks/random_policy.py --episodes {args.episodes} --out {args.out}",
-              "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, Python {platform.python_version()}",
-              "gymnasium": gym.__version__, "results": results}
+    # no note: the returns do not depend on what else runs on the machine
+    record = {**header("random_policy.py", ""), "python": platform.python_version(), "gymnasium": gym.__version__,
+              "results": results}
     with open(args.out, "w") as fh:
         json.dump(record, fh, indent=1)
         fh.write("\n")

@@ -21,6 +21,12 @@ def header(script: str, note: str) -> dict:
             "note": note}
 
 
+def time_of_day() -> str:
+    """The local time and its offset from UTC (``03:56:28+00:00``), beside header()'s date, for the records whose
+    numbers depend on what else the machine was doing at the time."""
+    return dt.datetime.now().astimezone().timetz().isoformat(timespec="seconds")
+
+
 def write(out: Path, record: dict, markdown: str) -> None:
     """OUT.json and OUT.md, and the table on standard output."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,15 +13,15 @@ machine noise hits both alike. Works with trees whose Trainer is ``smose.trainin
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from record import header, time_of_day, write
 
 WORKER = """
 import json, sys, time
@@ -89,22 +89,20 @@ def main() -> None:
             samples[name].append(sps)
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {sps:.1f} learning steps/s", flush=True)
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    # the header's smose is the version this script imports; the code measured is the trees', named by their commits
     record = {
-        "command": "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-                   f"{platform.python_version()}",
-        "note": args.note,
+        **header("source_trees.py", args.note),
+        "time": time_of_day(),
+        "python": platform.python_version(),
         "settings": {k: getattr(args, k) for k in ("env", "repeats", "learning_starts", "warm", "measure", "update")},
         "commits": {name: git_commit(tree) for name, tree in trees.items()},
         "samples": samples,
         "medians": medians,
         "after_over_before": medians["after"] / medians["before"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"# Learning-step throughput before and after ({args.env}, `--update {args.update}`)", "",
-             f"- Command: `{record['command']}`", f"- Date: {record['date']}; machine: {record['machine']}",
+             f"- Command: `{record['command']}`",
+             f"- Date: {record['date']} {record['time']}; machine: {record['machine']}, Python {record['python']}",
              f"- Commits: before {record['commits']['before']}, after {record['commits']['after']}",
              f"- Settings: {args.repeats} interleaved repeats of {args.measure} timed learning steps after "
              f"{args.learning_starts} + {args.warm}; one thread; order alternating per repeat.",
@@ -113,8 +111,7 @@ def main() -> None:
     for name in ("before", "after"):
         lines.append(f"| {name} | {medians[name]:.1f} | {', '.join(f'{v:.1f}' for v in samples[name])} |")
     lines += ["", f"after / before: {record['after_over_before']:.3f}", ""]
-    args.out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write(args.out, record, "\n".join(lines))
 
 
 if __name__ == "__main__":
