@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from record import header, time_of_day, write
+from smose.experiments.bench import cpu_model
 from smose.export import export_policy
 from smose.interpret.distill import collect_states
 from smose.serialization import load_model
@@ -138,17 +139,6 @@ def bench_single_calls(call, inputs: list, repeats: int) -> list[float]:
         call(x)
         times.append(time.perf_counter_ns() - start)
     return times
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def gcc_version() -> str:

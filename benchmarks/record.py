@@ -11,13 +11,15 @@ import sys
 from pathlib import Path
 
 from smose import __version__
+from smose.experiments.bench import cpu_model
 
 
 def header(script: str, note: str) -> dict:
     """The command as run (``script`` and this process's arguments), the date, the machine, smose's version and the
     note of what else ran."""
     return {"command": f"python benchmarks/{script} " + shlex.join(sys.argv[1:]), "date": dt.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs", "smose": __version__,
+            "machine": f"{cpu_model()}, {platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs",
+            "smose": __version__,
             "note": note}
 
 
