@@ -108,7 +108,8 @@ def main() -> None:
         print(f"{run}: ratio {last[0]['ratio']} -> {last[-1]['ratio']} ({results[-1]['seconds']} s)", flush=True)
         # rewritten after every run, so that the runs measured so far are kept when a later one fails
         record = {**header("dagger.py", args.note), "results": results}
-        write(Path(args.out), record, markdown(record, args))
+        write(Path(args.out), record, markdown(record, args), echo=False)
+    print(markdown(record, args))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from record import header, time_of_day
+from record import header
 from smose import serialization
 from smose.cli import main
 from smose.errors import SmoseError
@@ -406,7 +406,7 @@ def report(note: str, results: dict, started: float) -> str:
         "# Fault injection",
         "",
         f"Command: `{head['command']}`  ",
-        f"Date: {head['date']} {time_of_day()}; machine: {head['machine']}; smose {head['smose']}, torch "
+        f"Date: {head['date']} {head['time']}; machine: {head['machine']}; smose {head['smose']}, torch "
         f"{torch.__version__}, Python {platform.python_version()}; took {time.monotonic() - started:.0f} s; "
         f"1-min load average at the end {os.getloadavg()[0]:.1f}. {head['note']}".rstrip() + "  ",
         f"Training configuration: `smose train {shlex.join(CONFIG_ARGS)}`; one checkpoint interval = "

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from record import header, time_of_day, write
-from smose.experiments.bench import cpu_model
+from record import header, write
 from smose.export import export_policy
 from smose.interpret.distill import collect_states
 from smose.serialization import load_model
@@ -204,9 +203,9 @@ def main() -> None:
             "timed": calls,
         })
     counts = actor.parameter_counts()
-    # beside the header's machine, what else the timings depend on: the CPU model, the C compiler, the load
+    # beside the header's machine, what else the timings depend on: Python, the C compiler, torch's threads, the load
     report = {
-        **header("inference.py", args.note), "time": time_of_day(), "cpu": cpu_model(),
+        **header("inference.py", args.note),
         "python": platform.python_version(), "gcc": gcc_version(), "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "policy": {"run": str(run), "env_id": meta["env_id"], "architecture": meta["architecture"],
@@ -219,7 +218,7 @@ def main() -> None:
         f"# Inference time per action, batch 1 ({meta['env_id']}, {arch['algo']}, {shape}, mode {args.mode})",
         "",
         f"Command: `{report['command']}`  ",
-        (f"Machine: {report['machine']}, {report['cpu']}, {report['gcc']}, Python {report['python']}; smose "
+        (f"Machine: {report['machine']}, {report['gcc']}, Python {report['python']}; smose "
          f"{report['smose']}; date {report['date']} {report['time']}; 1-min load average at the end "
          f"{report['load_average_1min_at_end']}. {report['note']}".rstrip() + "  "),
         f"Policy: {run} ({meta.get('trained_steps')} training steps).  ",

@@ -33,13 +33,19 @@ from smose.tasks.envs import make_run_env
 
 
 def peak_mb(function, *args) -> float:
-    """The peak of the memory (numpy's included) that ``function(*args)`` allocates, in MB."""
-    tracemalloc.start()
+    """The peak of the memory that ``function(*args)`` allocates through Python's allocators (numpy's arrays
+    included; not BLAS's own work buffers), in MB."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
     try:
         function(*args)
-        return tracemalloc.get_traced_memory()[1] / 1e6
+        return (tracemalloc.get_traced_memory()[1] - before) / 1e6
     finally:
-        tracemalloc.stop()
+        if not tracing:
+            tracemalloc.stop()
 
 
 def measure(run_dir: Path, generations: int, episodes: int) -> dict:
@@ -64,9 +70,9 @@ def measure(run_dir: Path, generations: int, episodes: int) -> dict:
                                   {"popsize": CMA_POPULATION, "seed": 1, "verbose": -9})
     each, many, disagreements, peaks = [], [], 0, {}
     with threadpool_limits(limits=1, user_api="blas"):
-        for _ in range(generations):
+        for generation in range(generations):
             params = np.stack([np.reshape(c, (n_internal, n_obs + 1)) for c in es.ask()])
-            if not peaks:
+            if generation == 0:  # traced apart from the timed calls, which tracing would slow
                 peaks = {"each_peak_mb": peak_mb(lambda: [oblique.misrouted(x, labels, p, left, right, n_classes)
                                                           for p in params]),
                          "many_peak_mb": peak_mb(oblique.misrouted_many, x, labels, params, left, right, n_classes)}
@@ -84,7 +90,7 @@ def measure(run_dir: Path, generations: int, episodes: int) -> dict:
             "disagreements": disagreements, **peaks}
 
 
-def peak(run: dict) -> str:
+def peak_column(run: dict) -> str:
     """The peak memory column: "each / at once" in MB; "–" for records made before it was measured."""
     if "many_peak_mb" not in run:
         return "–"
@@ -98,13 +104,13 @@ def markdown(record: dict) -> str:
              f"Median wall clock of the misrouted fraction of {CMA_POPULATION} depth-3 oblique trees (one CMA-ES "
              "generation) on the states distill fits on, one thread, the two interleaved; *differ*: losses "
              "where the two disagree, of all the generations' trees; *peak MB*: the most memory either allocates at "
-             "once for a generation (each tree / at once).", "",
+             "once for the first generation (each tree / at once).", "",
              "| run | states | observations | each tree (ms) | at once (ms) | faster | differ | peak MB |",
              "|---|---|---|---|---|---|---|---|"]
     for run in record["runs"]:
         lines.append(f"| {Path(run['run']).name} | {run['states']:,} | {run['n_obs']} | {run['each_ms']:.0f} | "
                      f"{run['many_ms']:.0f} | {run['ratio']:.1f}× | {run['disagreements']} of "
-                     f"{run['generations'] * CMA_POPULATION} | {peak(run)} |")
+                     f"{run['generations'] * CMA_POPULATION} | {peak_column(run)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from record import header, time_of_day, write
+from record import header, write
 
 WORKER = """
 import json, sys, time
@@ -92,7 +92,6 @@ def main() -> None:
     # the header's smose is the version this script imports; the code measured is the trees', named by their commits
     record = {
         **header("source_trees.py", args.note),
-        "time": time_of_day(),
         "python": platform.python_version(),
         "settings": {k: getattr(args, k) for k in ("env", "repeats", "learning_starts", "warm", "measure", "update")},
         "commits": {name: git_commit(tree) for name, tree in trees.items()},

@@ -86,10 +86,10 @@ def source_dir(run_dir: Path, record: dict) -> Path:
 
 def holds_trees(run_dir: Path, kind: str, sha256: str) -> bool:
     """Whether ``run_dir``'s ``kind`` tree file holds the trees of SHA-256 ``sha256`` (as recorded by a fine-tuning
-    run); False when there is no such file or it is not a tree file."""
+    run); False when there is no tree file there, or no JSON (read_json's SmoseError)."""
     try:
         return trees_digest(read_json(tree_file(run_dir, kind), "tree file")) == sha256
-    except (SmoseError, OSError, TypeError, ValueError):
+    except SmoseError:
         return False
 
 
