@@ -7,22 +7,41 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
-from smose import __version__
+import smose
 from smose.experiments.bench import cpu_model
+
+
+def code_version(package_dir: Path = Path(smose.__file__).parent) -> str:
+    """smose's version and, when the package is imported from a git checkout, the commit it is at ("0.1.0 at
+    276e3c8"; "+ uncommitted changes" when the checkout's tracked files differ from it): which code measured."""
+    def git(*words: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package_dir), *words], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):  # no git here
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    # a package the checkout does not track (a wheel installed in a venv inside it) is not at its commit
+    commit = git("rev-parse", "--short", "HEAD") if git("ls-files", "--error-unmatch", "__init__.py") else None
+    if commit is None:  # installed from a wheel, or git is missing
+        return smose.__version__
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"{smose.__version__} at {commit}" + (" + uncommitted changes" if changed else "")
 
 
 def header(script: str, note: str) -> dict:
     """The command as run from the repository (``script`` and this process's arguments), the date and the time of
     day with its offset from UTC (timings depend on what else the machine was doing then), the machine, smose's
-    version and the note of what else ran."""
+    version with the commit it was imported from (code_version) and the note of what else ran."""
     now = dt.datetime.now().astimezone()
     return {"command": f"python benchmarks/{script} " + shlex.join(sys.argv[1:]), "date": now.date().isoformat(),
             "time": now.timetz().isoformat(timespec="seconds"),
             "machine": f"{cpu_model()}, {platform.machine()}, {platform.system()}, {os.cpu_count()} CPUs",
-            "smose": __version__, "note": note}
+            "smose": code_version(), "note": note}
 
 
 def write(out: Path, record: dict, markdown: str, echo: bool = True) -> None:

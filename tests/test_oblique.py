@@ -1,8 +1,10 @@
 """Oblique trees fitted with CMA-ES (`smose distill --kind oblique`): fitting, file format, routing, CLI."""
 
+import io
 import itertools
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -200,6 +202,22 @@ def test_cli_oblique_distill_eval_explain_and_export(pendulum_run, tmp_path, cap
     assert main(["export", str(run_dir), "--format", "python", "--router", "tree", "--tree-kind", "oblique",
                  "--out", str(tmp_path / "policy.py")]) == 0
     assert "route(obs)" in (tmp_path / "policy.py").read_text()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_fits_progress_bar_shows_on_a_terminal_unless_quiet(pendulum_run, tmp_path, monkeypatch, quiet):
+    run_dir = tmp_path / "run"
+    shutil.copytree(pendulum_run, run_dir)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["--kind", "oblique", "--depth", "1", "--episodes", "1", "--eval-episodes", "1", "--cma-iterations", "2"]
+    assert main(["distill", str(run_dir), *args, *(["--quiet"] if quiet else [])]) == 0
+    assert ("oblique tree (200 states)" in terminal.getvalue()) is not quiet
 
 
 def test_oblique_bad_input_is_refused(pendulum_run, capsys):

@@ -188,7 +188,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     summary = distill(args.run_dir, depth=args.depth, episodes=args.episodes, kind=args.kind, seed=args.seed,
                       eval_episodes=args.eval_episodes, mode=args.mode, dagger=args.dagger,
-                      cma_iterations=args.cma_iterations, cma_start=args.cma_start)
+                      cma_iterations=args.cma_iterations, cma_start=args.cma_start, progress=not args.quiet)
     print_summary(summary, Path(args.run_dir))
     return 0
 
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the oblique fits show one on a terminal)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("finetune", help="continue SAC with the router's choice replaced by the run's distilled "

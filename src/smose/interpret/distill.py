@@ -100,6 +100,7 @@ def dagger_fits(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
     cma_iterations: int = oblique.DEFAULT_ITERATIONS, cma_start: str = oblique.CMA_DEFAULT_START,
+    progress: bool = True,
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """Trees of ``kind`` fitted on the neural policy's states (round 0), then after each of ``rounds`` DAgger rounds:
     roll out the current trees for ``episodes`` episodes, label the states they reach with the router's choice, add
@@ -113,7 +114,7 @@ def dagger_fits(
 
     def fit(actor, states, labels, depth, env_id, names):
         if kind == "oblique":
-            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed, names, cma_start)
+            return fit_oblique(actor, states, labels, depth, env_id, cma_iterations, seed, names, cma_start, progress)
         return (fit_per_expert if kind == "per-expert" else fit_multiclass)(actor, states, labels, depth, env_id,
                                                                                names)
 
@@ -131,12 +132,13 @@ def fit_with_dagger(
     actor: SMOSEActor, env, kind: str, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
     rounds: int, episodes: int, seed: int, mode: DeterministicMode = "gated",
     cma_iterations: int = oblique.DEFAULT_ITERATIONS, cma_start: str = oblique.CMA_DEFAULT_START,
+    progress: bool = True,
 ) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """The trees after the last of ``rounds`` DAgger rounds (see dagger_fits), the data they were fitted on and the
     number of states each round added."""
     sizes = []
     for trees, states, labels in dagger_fits(actor, env, kind, states, labels, depth, env_id, rounds, episodes, seed,
-                                             mode, cma_iterations, cma_start):
+                                             mode, cma_iterations, cma_start, progress):
         sizes.append(len(labels))
     return trees, states, labels, [int(b - a) for a, b in zip(sizes, sizes[1:])]
 
@@ -194,6 +196,7 @@ def distill(
     dagger: int = 0,
     cma_iterations: int = oblique.DEFAULT_ITERATIONS,
     cma_start: str = oblique.CMA_DEFAULT_START,
+    progress: bool = True,
 ) -> dict:
     """Fit, save and score trees for the SMOSE run in ``run_dir``; returns (and writes) the fidelity summary.
 
@@ -244,7 +247,7 @@ def distill(
             started = time.perf_counter()
             trees, states, labels, added[k] = fit_with_dagger(actor, env, k, train_states, train_labels, depth, env_id,
                                                               dagger, episodes, seed, mode, cma_iterations,
-                                                              cma_start)
+                                                              cma_start, progress)
             fitted[k], fit_data[k], seconds[k] = trees, (states, labels), time.perf_counter() - started
         summary: dict[str, Any] = {
             "format": FIDELITY_FORMAT,

@@ -131,7 +131,7 @@ def check_cma_start(start: str) -> None:
 
 def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth: int, env_id: str,
                 iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None,
-                start: str = oblique.CMA_DEFAULT_START) -> dict:
+                start: str = oblique.CMA_DEFAULT_START, progress: bool = True) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
     target k(s), from ``start`` ("router": the best tree of the actor's router boundaries; "zeros": the authors');
     returns the tree-file dict. Leaf counts and votes come from the library's own walk
@@ -141,7 +141,7 @@ def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth
     router = None
     if start == "router":
         router = (actor.router.weight.detach().double().numpy(), actor.router.bias.detach().double().numpy())
-    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed, router)
+    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed, router, progress)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
                           fitted["scale"], states, labels, actor.n_experts)
     header = _header("oblique", actor, env_id, depth, names)

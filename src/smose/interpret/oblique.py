@@ -253,7 +253,7 @@ def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: 
 
 
 def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iterations: int = DEFAULT_ITERATIONS,
-        seed: int = 0, router: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        seed: int = 0, router: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True) -> dict:
     """Fit a complete oblique tree of ``depth`` to the labels with CMA-ES; returns the standardisation, the node
     structure and each internal node's (weight, bias) in float32 (rows of non-internal nodes are zero), with how the
     fit went.
@@ -263,6 +263,7 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     authors. The loss is the misrouted fraction with majority-vote leaves (:func:`misrouted`), evaluated with float32
     matrix products (fast; away from activations within rounding of 0 the same decisions as node_activations) for a
     whole generation at once (:func:`misrouted_many`). The best candidate ever seen, the start included, is kept.
+    ``progress``: a bar of the generations on a terminal (False: none).
     """
     import cma  # only needed to fit, not to use the trees
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
@@ -292,8 +293,8 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     best, best_loss = x0, misrouted(x, labels, unpack(x0), left, right, n_classes)
     start_loss = best_loss
     # a fit takes minutes on large runs: a bar on a terminal (tqdm leaves it off elsewhere), gone when done
-    bar = tqdm(total=iterations, disable=None, leave=False, unit="gen", desc=f"oblique tree ({len(labels):,} states)",
-               dynamic_ncols=True)
+    bar = tqdm(total=iterations, disable=None if progress else True, leave=False, unit="gen",
+               desc=f"oblique tree ({len(labels):,} states)", dynamic_ncols=True)
     with bar, threadpool_limits(limits=1, user_api="blas"):  # small products: threads cost more than they give
         while best_loss > 0.0 and not es.stop():
             candidates = es.ask()
