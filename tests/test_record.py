@@ -32,6 +32,9 @@ def test_a_checked_out_package_is_at_its_commit_and_says_when_it_differs(tmp_pat
     (tmp_path / "runs").mkdir()  # files the checkout does not track change nothing
     (tmp_path / "runs" / "out.json").write_text("{}")
     assert code_version(package) == f"{smose.__version__} at {commit}"
+    (tmp_path / "README").write_text("about\n")  # nor do tracked files outside the package
+    git(tmp_path, "add", "README")
+    assert code_version(package) == f"{smose.__version__} at {commit}"
     (package / "__init__.py").write_text("x = 2\n")
     assert code_version(package) == f"{smose.__version__} at {commit} + uncommitted changes"
 
