@@ -17,10 +17,11 @@ from smose.experiments.bench import cpu_model
 BENCHMARKS = Path(__file__).resolve().parent
 
 
-def code_version(package_dir: Path = Path(smose.__file__).parent) -> str:
+def code_version(package_dir: Path = Path(smose.__file__).parent, benchmarks_dir: Path = BENCHMARKS) -> str:
     """smose's version and, when the package is imported from a git checkout, the commit it is at ("0.1.0 at
-    276e3c8"), which code measured; "+ uncommitted changes" when the package's tracked files, or the benchmarks' of the
-    same checkout, differ from it (other files, results and docs being written beside a benchmark, do not count)."""
+    276e3c8"), which code measured; "+ uncommitted changes" when the package's tracked files, or the benchmarks'
+    scripts (``benchmarks_dir``'s Python files) in the same checkout, differ from it. Other files do not count: the
+    results and docs written beside a benchmark (benchmarks/results holds no code) are not the code that measured."""
     def git(*words: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(package_dir), *words], capture_output=True, text=True, timeout=30)
@@ -32,7 +33,7 @@ def code_version(package_dir: Path = Path(smose.__file__).parent) -> str:
     commit = git("rev-parse", "--short", "HEAD") if git("ls-files", "--error-unmatch", "__init__.py") else None
     if commit is None:  # installed from a wheel, or git is missing
         return smose.__version__
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", str(BENCHMARKS))
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f"{benchmarks_dir}/*.py")
     if changed is None:  # these benchmarks are not in the package's checkout
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return f"{smose.__version__} at {commit}" + (" + uncommitted changes" if changed else "")

@@ -39,6 +39,23 @@ def test_a_checked_out_package_is_at_its_commit_and_says_when_it_differs(tmp_pat
     assert code_version(package) == f"{smose.__version__} at {commit} + uncommitted changes"
 
 
+def test_the_benchmarks_scripts_count_and_their_results_do_not(tmp_path):
+    package, benchmarks = tmp_path / "src" / "smose", tmp_path / "benchmarks"
+    (benchmarks / "results").mkdir(parents=True)
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (benchmarks / "bench.py").write_text("x = 1\n")
+    (benchmarks / "results" / "bench.json").write_text("{}\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "first")
+    commit = git(tmp_path, "rev-parse", "--short", "HEAD")
+    (benchmarks / "results" / "bench.json").write_text('{"a": 1}\n')  # a result written beside the benchmark
+    assert code_version(package, benchmarks) == f"{smose.__version__} at {commit}"
+    (benchmarks / "bench.py").write_text("x = 2\n")
+    assert code_version(package, benchmarks) == f"{smose.__version__} at {commit} + uncommitted changes"
+
+
 def test_a_package_the_checkout_does_not_track_is_not_at_its_commit(tmp_path):
     (tmp_path / "README").write_text("a project\n")
     git(tmp_path, "init", "-q")
