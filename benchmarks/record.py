@@ -17,25 +17,36 @@ from smose.experiments.bench import cpu_model
 BENCHMARKS = Path(__file__).resolve().parent
 
 
+def git(directory: Path, *words: str) -> str | None:
+    """``git -C directory WORDS``'s output, or None where it fails (not a checkout, no git here)."""
+    try:
+        done = subprocess.run(["git", "-C", str(directory), *words], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):  # no git here
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(directory: Path, *paths: str) -> tuple[str, bool] | None:
+    """The short commit of the git checkout holding ``directory`` and whether its tracked files (those under
+    ``paths``, git pathspecs relative to ``directory``, when given) differ from it; None where git cannot say."""
+    commit = git(directory, "rev-parse", "--short", "HEAD")
+    changed = git(directory, "status", "--porcelain", "--untracked-files=no", *(("--", *paths) if paths else ()))
+    return None if commit is None or changed is None else (commit, bool(changed))
+
+
 def code_version(package_dir: Path = Path(smose.__file__).parent, benchmarks_dir: Path = BENCHMARKS) -> str:
     """smose's version and, when the package is imported from a git checkout, the commit it is at ("0.1.0 at
     276e3c8"), which code measured; "+ uncommitted changes" when the package's tracked files, or the benchmarks'
     scripts (``benchmarks_dir``'s Python files) in the same checkout, differ from it. Other files do not count: the
     results and docs written beside a benchmark (benchmarks/results holds no code) are not the code that measured."""
-    def git(*words: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(package_dir), *words], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):  # no git here
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
     # a package the checkout does not track (a wheel installed in a venv inside it) is not at its commit
-    commit = git("rev-parse", "--short", "HEAD") if git("ls-files", "--error-unmatch", "__init__.py") else None
-    if commit is None:  # installed from a wheel, or git is missing
+    if git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is None:
         return smose.__version__
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f"{benchmarks_dir}/*.py")
-    if changed is None:  # these benchmarks are not in the package's checkout
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    # the benchmarks' pathspec fails where they are not in the package's checkout: the package alone then
+    state = git_state(package_dir, ".", f"{benchmarks_dir}/*.py") or git_state(package_dir, ".")
+    if state is None:
+        return smose.__version__
+    commit, changed = state
     return f"{smose.__version__} at {commit}" + (" + uncommitted changes" if changed else "")
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from record import header, write
+from record import git_state, header, write
 
 WORKER = """
 import json, sys, time
@@ -58,10 +58,8 @@ def measure(tree: Path, args: argparse.Namespace, update: str) -> dict:
 
 
 def git_commit(tree: Path) -> str:
-    proc = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return (proc.stdout.strip() or "?") + (" (with uncommitted changes)" if dirty else "")
+    state = git_state(tree)
+    return "?" if state is None else state[0] + (" (with uncommitted changes)" if state[1] else "")
 
 
 def main() -> None:

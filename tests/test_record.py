@@ -69,3 +69,17 @@ def test_a_package_the_checkout_does_not_track_is_not_at_its_commit(tmp_path):
 
 def test_the_header_carries_the_code_version():
     assert header("x.py", "")["smose"] == code_version()
+
+
+def test_source_trees_names_each_trees_commit_through_the_same_git_state(tmp_path):
+    from source_trees import git_commit
+
+    assert git_commit(tmp_path) == "?"  # not a checkout
+    (tmp_path / "README").write_text("a project\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "first")
+    commit = git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert git_commit(tmp_path) == commit
+    (tmp_path / "README").write_text("changed\n")  # the whole tree counts here
+    assert git_commit(tmp_path) == f"{commit} (with uncommitted changes)"
