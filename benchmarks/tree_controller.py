@@ -6,7 +6,8 @@
 
 For each SMOSE run (a run directory with its checkpoint, e.g. a sweep's) this runs the library's own commands:
 `smose distill RUN --depth D --dagger R --kind all` (per-expert CART, multiclass CART, oblique CMA-ES; skipped when
-the run already holds trees made that way), then for every kind `smose finetune RUN --steps N --tree-kind KIND` into
+the run already holds trees made that way; ``--kind K`` makes and measures one kind only), then for every kind
+`smose finetune RUN --steps N --tree-kind KIND` into
 ``--work`` (continued with `--resume` when interrupted, skipped when finished). With ``--longer L`` each finished
 fine-tuning run is then copied and continued to L steps (`smose finetune --resume COPY --steps L`): whether more
 fine-tuning helps, with the N-step result kept. It reads the numbers back from the files those commands write
@@ -26,6 +27,11 @@ Ratios compare the tree-routed return with the neural router's on the same evalu
 positive neural return; for a negative one (Reacher, where returns are costs) neural / tree while the tree's return
 is negative too, so that on both sides 1 means equal and above 1 better, and a ratio of 0.95 lets the tree cost 1/0.95
 of the neural router's cost. The difference tree − neural is shown beside it.
+
+The library's default oblique tree (`smose distill RUN --kind oblique`: CMA-ES from the router's boundaries, 1000
+generations, no DAgger) is measured with ``--kind oblique --dagger 0 --cma-start router --cma-iterations 1000``, on
+copies of the runs in another sweep directory: distilling a run again replaces the trees its earlier fine-tuning runs
+were made under, and the work directories are named by the sweep directory, so neither record's runs touch the other's.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import sys
 from pathlib import Path
 
 from record import header, write
-from smose.choices import KINDS
+from smose.choices import KIND_GROUPS, KINDS
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
 from smose.interpret.oblique import CMA_STARTS
@@ -183,11 +189,16 @@ def measure(run: Path, args: argparse.Namespace) -> dict:
         return {"run": str(run), "error": str(exc)}
 
 
+def kinds_of(kind: str) -> tuple[str, ...]:
+    """The tree kinds ``--kind`` makes and measures (a group such as "all", or one kind)."""
+    return KIND_GROUPS.get(kind, (kind,))
+
+
 def _measure(run: Path, args: argparse.Namespace) -> dict:
     checkpoint = read_checkpoint_json(run)
     if checkpoint.get("finished") is not True:
         raise SmoseError(f"{run}: the run has not finished training (its checkpoint is at step {checkpoint['step']})")
-    wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=ALL_KINDS, episodes=args.episodes,
+    wanted = Distillation(depth=args.depth, dagger=args.dagger, kind=args.kind, episodes=args.episodes,
                           eval_episodes=args.eval_episodes, cma_iterations=args.cma_iterations,
                           cma_start=args.cma_start)
     if tree_settings(run) != wanted:
@@ -204,7 +215,7 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
         if args.longer:
             result["continued"]["longer"] = control(continued(run, source_step, args, args.longer), source_step,
                                                     args.longer)
-    for kind in KINDS:
+    for kind in kinds_of(args.kind):
         out = work_dir(run, f"finetune-{kind}", args)
         finetune(run, out, source_step, kind, args.finetune_steps)
         record = read_record(out)
@@ -241,11 +252,11 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
 
 
 # the settings a record's numbers depend on: an earlier record is kept (``--keep``) only where they agree
-SETTINGS = ("depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps",
+SETTINGS = ("kind", "depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps",
             "control", "longer")
 # what a record that does not name a setting was measured with: the benchmark's only choice, or its default, before
 # it recorded the setting
-UNRECORDED = {"episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros"}
+UNRECORDED = {"kind": ALL_KINDS, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros"}
 
 
 def record_settings(record: dict, where: Path) -> dict:
@@ -327,6 +338,7 @@ def markdown(record: dict) -> str:
     longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
     longer = longer_steps is not None
     control = any("continued" in run for run in runs)
+    kinds = kinds_of(record.get("kind", UNRECORDED["kind"]))
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -335,7 +347,8 @@ def markdown(record: dict) -> str:
                  f"smose {batch['smose']}): {', '.join(Path(name).name for name in batch['runs'])}, measured by "
                  f"`{batch['command']}`. {batch['note'] or ''}".rstrip(), "")],
              f"Depth-{record['depth']} trees with {record['dagger']} DAgger "
-             f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind all`), "
+             f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind "
+             f"{record.get('kind', UNRECORDED['kind'])}`), "
              f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
              "the router on held-out states of the neural policy; *closed loop*: on the steps the tree-routed policy "
              "takes itself; *before* / *after*: the tree-routed return against the neural router's, on the "
@@ -375,12 +388,12 @@ def markdown(record: dict) -> str:
               "", "| task | seeds | kind | held-out | closed loop | neural | before | after | worst run, after | "
               "runs at or above the neural router, after |", "|---|---|---|---|---|---|---|---|---|---|"]
     tasks = sorted({run["env_id"] for run in runs})
-    met: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    worst_run: dict[str, float | None] = {kind: None for kind in KINDS}
-    high: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    met: dict[str, list[str]] = {kind: [] for kind in kinds}
+    worst_run: dict[str, float | None] = {kind: None for kind in kinds}
+    high: dict[str, list[str]] = {kind: [] for kind in kinds}
     for task in tasks:
         mine = [run for run in runs if run["env_id"] == task]
-        for kind in KINDS:
+        for kind in kinds:
             ks = [run["kinds"][kind] for run in mine]
             neural = statistics.mean(k["neural_return"] for k in ks)
             before = ratio_or_gap(statistics.mean(k["before"] for k in ks), neural)
@@ -407,34 +420,34 @@ def markdown(record: dict) -> str:
                   "(`--control`): its mean final return over the seeds, and the fine-tuned controllers' mean against "
                   "it" + ("; the rows marked with a number of steps, both trained on as long as `--longer` says"
                           if longer else "") + ".", "",
-                  "| task | seeds | neural, continued | " + " | ".join(KINDS) + " |",
-                  "|---|---|---|" + "---|" * len(KINDS)]
+                  "| task | seeds | neural, continued | " + " | ".join(kinds) + " |",
+                  "|---|---|---|" + "---|" * len(kinds)]
         for task in tasks:
             mine = [run for run in runs if run["env_id"] == task and "continued" in run]
             if not mine:
                 continue
             neural = statistics.mean(run["continued"]["return"] for run in mine)
             cells = [versus(ratio_or_gap(statistics.mean(run["kinds"][kind]["after"] for run in mine), neural))
-                     for kind in KINDS]
+                     for kind in kinds]
             lines.append(f"| {task} | {len(mine)} | {neural:.1f} | " + " | ".join(cells) + " |")
             mine = [run for run in mine if "longer" in run["continued"]
-                    and all("longer" in run["kinds"][kind] for kind in KINDS)]
+                    and all("longer" in run["kinds"][kind] for kind in kinds)]
             if mine:
                 neural = statistics.mean(run["continued"]["longer"]["return"] for run in mine)
                 cells = [versus(ratio_or_gap(statistics.mean(run["kinds"][kind]["longer"]["after"] for run in mine),
-                                             neural)) for kind in KINDS]
+                                             neural)) for kind in kinds]
                 lines.append(f"| {task}, {mine[0]['continued']['longer']['steps']:,} steps | {len(mine)} | "
                              f"{neural:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""]
-    for kind in KINDS:
+    for kind in kinds:
         worst = worst_run[kind]
         lines.append(f"- {kind}, after fine-tuning: mean tree-routed return at or above the neural router's on "
                      f"{len(met[kind])} of {len(tasks)} tasks (target: 5 of 6); lowest single-run ratio "
                      f"{'–' if worst is None else f'{worst:.2f}'} (target: never below 0.95).")
-    best_kind = max(KINDS, key=lambda kind: len(high[kind]))
+    best_kind = max(kinds, key=lambda kind: len(high[kind]))
     lines.append(f"- Held-out agreement >= 95%, best kind ({best_kind}): {len(high[best_kind])} of {len(tasks)} "
                  f"tasks (target: 4 of 6): {', '.join(high[best_kind]) or 'none'}. By kind: "
-                 + "; ".join(f"{kind} {len(high[kind])}" for kind in KINDS) + ".")
+                 + "; ".join(f"{kind} {len(high[kind])}" for kind in kinds) + ".")
     if failed:
         lines += ["", "## Runs not measured", ""] + [f"- {run['error']}" for run in failed]
     return "\n".join(lines) + "\n"
@@ -443,6 +456,8 @@ def markdown(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="SMOSE run directories with checkpoints")
+    parser.add_argument("--kind", choices=[*KIND_GROUPS, *KINDS], default=ALL_KINDS,
+                        help="the tree kinds to make and fine-tune under (smose distill --kind; default %(default)s)")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--dagger", type=int, default=4)
     # 200 generations and zeros: the committed record's, made before the router start existed and before smose

@@ -74,6 +74,18 @@ def test_task_rows_average_over_seeds_before_comparing():
     assert "| A | 2 | oblique | 85.0% | 85.0% | 150.0 | 0.80 | 0.97 | 0.90 | 1 of 2 |" in text
 
 
+def test_a_record_of_one_kind_reports_and_counts_that_kind_only():
+    # --kind oblique: the runs hold oblique trees only, and every table and target speaks of them alone
+    runs = [run("A", 0, {"oblique": kind(0.97, 100, 99, 105)}), run("B", 0, {"oblique": kind(0.9, 100, 90, 94)})]
+    text = markdown(record(runs) | {"kind": "oblique"})
+    assert "(`smose distill --kind oblique`)" in text
+    assert "best kind (oblique): 1 of 2 tasks (target: 4 of 6): A. By kind: oblique 1." in text
+    assert "on 1 of 2 tasks" in target(text, "- oblique,") and "ratio 0.94" in target(text, "- oblique,")
+    assert "per-expert" not in text and "multiclass" not in text
+    # a record that does not name its kind measured all three
+    assert "(`smose distill --kind all`)" in markdown(record([run("A", 0, all_kinds(110))]))
+
+
 def test_runs_that_failed_are_listed_not_counted():
     runs = [run("A", 0, {k: kind(0.9, 100, 80, 110) for k in ("per-expert", "multiclass", "oblique")}),
             {"run": "runs/B", "error": "runs/B: no checkpoint to resume from"}]
@@ -118,7 +130,7 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
 
 
-SETTINGS = {"depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros",
+SETTINGS = {"kind": "all", "depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros",
             "finetune_steps": 50_000, "control": False, "longer": None}
 
 
@@ -172,6 +184,8 @@ def test_a_record_made_with_other_settings_is_not_kept(tmp_path, monkeypatch):
     # what a record does not name is what the benchmark did before it named it: CMA-ES from zeros, 20 episodes
     with pytest.raises(SmoseError, match="measured with cma_start = zeros, not router"):
         kept_runs(record([]), Path("e.json"), SETTINGS | {"cma_start": "router"})
+    with pytest.raises(SmoseError, match="measured with kind = all, not oblique"):
+        kept_runs(record([]), Path("e.json"), SETTINGS | {"kind": "oblique"})
     with pytest.raises(SmoseError, match="measured with episodes = 20, not 10"):
         kept_runs(record([]), Path("e.json"), SETTINGS | {"episodes": 10})
     # --control and --longer are read off the runs when the record does not name them
@@ -228,3 +242,28 @@ def test_the_benchmark_measures_a_run_and_redoes_nothing_when_run_again(pendulum
     main()
     assert {path: path.stat().st_mtime_ns for path in work.rglob("*") if path.is_file()} == stamps
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == record["runs"]
+
+
+@pytest.mark.slow
+def test_the_benchmark_measures_one_kind_made_as_the_library_makes_it(pendulum_run, tmp_path, monkeypatch):
+    """--kind oblique with smose distill's own oblique settings: the run is distilled into oblique trees only, and
+    only they are fine-tuned under."""
+    from smose.experiments.distillation import tree_settings
+    from tree_controller import main
+
+    run_dir = tmp_path / "sweep" / "runs" / "pendulum"
+    shutil.copytree(pendulum_run, run_dir)
+    work, out = tmp_path / "work", tmp_path / "out" / "tc"
+    monkeypatch.setattr(sys, "argv", [
+        "tree_controller.py", "--runs", str(run_dir), "--kind", "oblique", "--depth", "2", "--dagger", "0",
+        "--cma-start", "router", "--cma-iterations", "3", "--episodes", "2", "--eval-episodes", "1",
+        "--finetune-steps", "100", "--work", str(work), "--out", str(out)])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    main()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert (record["kind"], record["cma_start"], record["dagger"]) == ("oblique", "router", 0)
+    [measured] = record["runs"]
+    assert list(measured["kinds"]) == ["oblique"]
+    settings = tree_settings(run_dir)
+    assert (settings.kind, settings.cma_start, settings.dagger) == ("oblique", "router", 0)
+    assert sorted(path.name for path in work.iterdir()) == ["sweep-pendulum-finetune-oblique-100"]
