@@ -201,6 +201,31 @@ def test_resume_extends_fine_tuning_exactly(source, tuned, tmp_path, capsys):
         trainer.close()
 
 
+def test_a_fall_during_fine_tuning_is_reported(tuned, monkeypatch, capsys):
+    """When the tree-routed return is lower after fine-tuning than before it (on the same episodes), `smose finetune`
+    says so on stderr, naming the distilled controller to compare with; the JSON line is unchanged."""
+    import smose.training.finetune as finetune_module
+
+    real = finetune_module.summary(tuned)
+    fallen = real | {"tree_return_before": -5.49, "final_eval_mean": -6.16}
+    assert finetune_module.fell(real | {"tree_return_before": -6.16, "final_eval_mean": -5.49}) is None
+    assert finetune_module.fell(real | {"tree_return_before": 10.0, "final_eval_mean": 10.0}) is None  # level
+    assert finetune_module.fell(real | {"tree_return_before": None}) is None  # nothing to compare with
+    monkeypatch.setattr(finetune_module, "resume_finetune", lambda *args, **kwargs: tuned)
+    monkeypatch.setattr(finetune_module, "summary", lambda run_dir: fallen)
+    capsys.readouterr()
+    assert main(["finetune", "--resume", str(tuned), "--steps", str(STEPS + 1), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == fallen
+    assert err == (f"smose: warning: the tree-routed return fell during fine-tuning (-5.49 before, -6.16 after, on "
+                   f"the same episodes); compare {tuned} with the controller as distilled (smose eval "
+                   f"{real['source_run']} --router tree --tree-kind multiclass) on more episodes before choosing "
+                   "which to deploy\n")
+    monkeypatch.setattr(finetune_module, "summary", lambda run_dir: real | {"final_eval_mean": 1e9})
+    assert main(["finetune", "--resume", str(tuned), "--steps", str(STEPS + 1), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 # ------------------------------------------------------------------------------------------------- every command
 
 

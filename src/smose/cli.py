@@ -88,7 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from smose.training.finetune import finetune, resume_finetune, summary
+    from smose.training.finetune import fell, finetune, resume_finetune, summary
+    from smose.training.logger import warn
     from smose.training.trainer import TrainingInterrupted
 
     try:
@@ -110,7 +111,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
-    print(json.dumps(summary(run_dir)))
+    result = summary(run_dir)
+    print(json.dumps(result))
+    if message := fell(result):
+        warn(message)
     return 0
 
 

@@ -257,6 +257,20 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
     return resume(run_dir, None if steps is None else start + steps, checkpoint_every, progress=progress)
 
 
+def fell(result: dict) -> str | None:
+    """What `smose finetune` adds on stderr when ``result`` (its summary) has the tree-routed return lower after
+    fine-tuning than before it, on the same evaluation episodes; None otherwise. A controller near its router's
+    optimum can lose a little under fine-tuning, and the trees' controller as distilled is then the one to weigh
+    against it, on more episodes than the training's evaluation."""
+    before, after = result.get("tree_return_before"), result.get("final_eval_mean")
+    if before is None or after is None or after >= before:
+        return None
+    return (f"the tree-routed return fell during fine-tuning ({before:.6g} before, {after:.6g} after, on the same "
+            f"episodes); compare {result['run_dir']} with the controller as distilled (smose eval "
+            f"{result['source_run']} --router tree --tree-kind {result['tree_kind']}) on more episodes before "
+            f"choosing which to deploy")
+
+
 def summary(run_dir: Path) -> dict:
     """What `smose finetune` prints: the run, its source, the returns before and after (the same episodes)."""
     from smose.serialization import read_eval
