@@ -130,8 +130,8 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
     assert "| A | 2 | 130.0 | 0.85 | 0.85 | 0.85 |" in text
 
 
-SETTINGS = {"kind": "all", "depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros",
-            "finetune_steps": 50_000, "control": False, "longer": None}
+SETTINGS = {"kind": "all", "depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200,
+            "cma_start": "zeros", "finetune_steps": 50_000, "control": False, "longer": None}
 
 
 def all_kinds(after: float) -> dict:
