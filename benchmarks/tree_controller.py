@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 
 from record import header, write
-from smose.choices import KIND_GROUPS, KINDS
+from smose.choices import KIND_GROUPS, KINDS, kinds_of
 from smose.errors import SmoseError
 from smose.experiments.distillation import Distillation, tree_settings
 from smose.interpret.oblique import CMA_STARTS
@@ -187,11 +187,6 @@ def measure(run: Path, args: argparse.Namespace) -> dict:
         return _measure(run, args)
     except SmoseError as exc:
         return {"run": str(run), "error": str(exc)}
-
-
-def kinds_of(kind: str) -> tuple[str, ...]:
-    """The tree kinds ``--kind`` makes and measures (a group such as "all", or one kind)."""
-    return KIND_GROUPS.get(kind, (kind,))
 
 
 def _measure(run: Path, args: argparse.Namespace) -> dict:
@@ -338,7 +333,8 @@ def markdown(record: dict) -> str:
     longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
     longer = longer_steps is not None
     control = any("continued" in run for run in runs)
-    kinds = kinds_of(record.get("kind", UNRECORDED["kind"]))
+    kind_setting = record.get("kind", UNRECORDED["kind"])
+    kinds = kinds_of(kind_setting)
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -347,8 +343,7 @@ def markdown(record: dict) -> str:
                  f"smose {batch['smose']}): {', '.join(Path(name).name for name in batch['runs'])}, measured by "
                  f"`{batch['command']}`. {batch['note'] or ''}".rstrip(), "")],
              f"Depth-{record['depth']} trees with {record['dagger']} DAgger "
-             f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind "
-             f"{record.get('kind', UNRECORDED['kind'])}`), "
+             f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind {kind_setting}`), "
              f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
              "the router on held-out states of the neural policy; *closed loop*: on the steps the tree-routed policy "
              "takes itself; *before* / *after*: the tree-routed return against the neural router's, on the "

@@ -32,6 +32,13 @@ ROUTERS = ("neural", "tree")
 KINDS = ("per-expert", "multiclass", "oblique")
 # What `smose distill --kind` accepts beyond one kind: "both" the two CART kinds (the default), "all" every kind.
 KIND_GROUPS = {"both": ("per-expert", "multiclass"), "all": KINDS}
+
+
+def kinds_of(kind: str) -> tuple[str, ...]:
+    """The tree kinds a `--kind` value stands for: a group's members, or the one kind."""
+    return KIND_GROUPS.get(kind, (kind,))
+
+
 DEFAULT_TREE_KIND = "per-expert"  # the trees that route (eval, video, export, finetune) unless told otherwise
 # The oblique tree's CMA-ES: the authors' population (cma_tree.py) and the generations per fit unless told otherwise
 # (`smose distill --cma-iterations`): from the router start, 1000 rather than 200 generations take Hopper's and Ant's

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smose.choices import kinds_of
 from smose.errors import SmoseError
-from smose.interpret.distill import KIND_GROUPS, distill_settings, stale_trees
+from smose.interpret.distill import distill_settings, stale_trees
 from smose.interpret.oblique import CMA_DEFAULT_START, DEFAULT_ITERATIONS
 from smose.run import RunDir
 from smose.serialization import read_json
@@ -56,7 +57,7 @@ class Distillation:
                   if self._oblique() else [])]
 
     def _oblique(self) -> bool:
-        return "oblique" in KIND_GROUPS.get(self.kind, (self.kind,))
+        return "oblique" in kinds_of(self.kind)
 
     def describe(self) -> str:
         return " ".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)

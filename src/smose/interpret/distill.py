@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from smose.algo.policy import DeterministicMode, SMOSEActor
-from smose.choices import KIND_GROUPS, KINDS
+from smose.choices import KIND_GROUPS, KINDS, kinds_of
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.interpret import oblique
@@ -221,7 +221,7 @@ def distill(
     if kind not in (*KINDS, *KIND_GROUPS):
         raise SmoseError(f"unknown tree kind {kind!r}; expected one of {', '.join((*KINDS, *KIND_GROUPS))}")
     check_cma_start(cma_start)  # before any rollout
-    kinds = KIND_GROUPS.get(kind, (kind,))
+    kinds = kinds_of(kind)
     if "oblique" in kinds and depth > oblique.MAX_DEPTH:
         raise SmoseError(f"oblique trees have depth <= {oblique.MAX_DEPTH} (a complete tree of depth {depth} has "
                          f"{2 ** depth - 1} hyperplanes to search and read); got --depth {depth}")
