@@ -327,14 +327,17 @@ def fmt_seconds(seconds: float | None, unit: float) -> str:
     return "–" if seconds is None else f"{seconds / unit:.1f}"
 
 
+def longer_steps_of(runs: list[dict]) -> int | None:
+    """The ``--longer`` steps of a record's runs; None when it has no longer fine-tuning."""
+    return next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
+
+
 def markdown(record: dict) -> str:
     runs = [run for run in record["runs"] if "error" not in run]
-    failed = [run for run in record["runs"] if "error" in run]
-    longer_steps = next((k["longer"]["steps"] for run in runs for k in run["kinds"].values() if "longer" in k), None)
+    longer_steps = longer_steps_of(runs)
     longer = longer_steps is not None
     control = any("continued" in run for run in runs)
     kind_setting = record.get("kind", UNRECORDED["kind"])
-    kinds = kinds_of(kind_setting)
     lines = ["# The deployable tree-routed controller: fidelity and return before and after fine-tuning", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -357,8 +360,20 @@ def markdown(record: dict) -> str:
                 "(`--control`), on the same episodes" if control else "")
              + ". Times: *fit s*, wall clock of fitting that kind's trees with DAgger, from the distillation's "
              "record (the rollouts all kinds share are not in it); *fine-tune min*, of fine-tuning, evaluations "
-             "included.", "",
-             "| run | source step | neural | kind | held-out | closed loop | before | after | best | "
+             "included.", ""]
+    return "\n".join(lines + tables(record)) + "\n"
+
+
+def tables(record: dict) -> list[str]:
+    """The markdown's tables and targets (each run, by task, against the control) of a record of this benchmark, or
+    of one in its shape (benchmarks/tree_controller_episodes.py: its returns on more episodes)."""
+    runs = [run for run in record["runs"] if "error" not in run]
+    failed = [run for run in record["runs"] if "error" in run]
+    longer_steps = longer_steps_of(runs)
+    longer = longer_steps is not None
+    control = any("continued" in run for run in runs)
+    kinds = kinds_of(record.get("kind", UNRECORDED["kind"]))
+    lines = ["| run | source step | neural | kind | held-out | closed loop | before | after | best | "
              + ("vs continued | " if control else "") + (f"after {longer_steps:,} | " if longer else "") + "fit s | "
              "fine-tune min |",
              "|---|---|---|---|---|---|---|---|---|" + ("---|" if control else "") + ("---|" if longer else "")
@@ -445,7 +460,7 @@ def markdown(record: dict) -> str:
                  + "; ".join(f"{kind} {len(high[kind])}" for kind in kinds) + ".")
     if failed:
         lines += ["", "## Runs not measured", ""] + [f"- {run['error']}" for run in failed]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:

@@ -267,3 +267,47 @@ def test_the_benchmark_measures_one_kind_made_as_the_library_makes_it(pendulum_r
     settings = tree_settings(run_dir)
     assert (settings.kind, settings.cma_start, settings.dagger) == ("oblique", "router", 0)
     assert sorted(path.name for path in work.iterdir()) == ["sweep-pendulum-finetune-oblique-100"]
+
+
+@pytest.mark.slow
+def test_more_episodes_evaluates_every_controller_again_without_writing(pendulum_run, tmp_path, monkeypatch):
+    """benchmarks/tree_controller_episodes.py on a record of the benchmark: on the episodes the record's own
+    evaluations used (the runs' eval episodes and seed) it finds the record's returns again, the trees as distilled
+    included; it writes nothing into the run directories; a run whose directory is gone is listed, not counted."""
+    from tree_controller import main
+    from tree_controller_episodes import main as episodes_main
+
+    sweep = tmp_path / "sweep" / "runs"
+    for name in ("pendulum", "gone"):
+        shutil.copytree(pendulum_run, sweep / name)
+    work, out = tmp_path / "work", tmp_path / "out" / "tc"
+    monkeypatch.setattr(sys, "argv", [
+        "tree_controller.py", "--runs", str(sweep / "pendulum"), str(sweep / "gone"), "--kind", "both",
+        "--depth", "2", "--dagger", "0", "--episodes", "2", "--eval-episodes", "1", "--finetune-steps", "100",
+        "--control", "--work", str(work), "--out", str(out)])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    main()
+    recorded = json.loads(out.with_suffix(".json").read_text())
+    shutil.rmtree(sweep / "gone")
+    stamps = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    again = tmp_path / "again" / "tc-2"
+    monkeypatch.setattr(sys, "argv", ["tree_controller_episodes.py", "--record", str(out.with_suffix(".json")),
+                                      "--episodes", "2", "--seed", "0", "--out", str(again)])
+    episodes_main()
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()
+            and again.parent not in path.parents} == stamps
+    record = json.loads(again.with_suffix(".json").read_text())
+    assert (record["episodes"], record["seed"], record["kind"]) == (2, 0, "both")
+    measured, gone = record["runs"]
+    assert "error" in gone and "gone" in gone["error"] and "error" not in measured
+    [source] = [run for run in recorded["runs"] if run["run"] == measured["run"]]
+    assert measured["continued"]["return"] == pytest.approx(source["continued"]["return"], rel=1e-6)
+    assert list(measured["kinds"]) == ["per-expert", "multiclass"]
+    for kind, mine in measured["kinds"].items():
+        theirs = source["kinds"][kind]
+        for key in ("neural_return", "before", "after"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-6), (kind, key)
+        assert mine["recorded_after_vs_neural"] == theirs["after_vs_neural"]
+        assert mine["after_vs_continued"] == ratio_or_gap(mine["after"], measured["continued"]["return"])
+    text = again.with_suffix(".md").read_text()
+    assert "on 2 episodes" in text and "## Runs not measured" in text and "## Targets" in text
