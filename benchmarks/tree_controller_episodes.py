@@ -93,11 +93,12 @@ def again(run: dict, episodes: int, seed: int) -> dict:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# The tree-routed controllers of a record on {record['episodes']} episodes", "",
+    episodes, seed = record["compared_on"]["episodes"], record["compared_on"]["seed"]
+    lines = [f"# The tree-routed controllers of a record on {episodes} episodes", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
              f"Every controller of `{record['record']}` (made by `{record['record_command']}`) evaluated again on "
-             f"the same {record['episodes']} episodes (reset seeds from {record['seed']}; deterministic, gated): the "
+             f"the same {episodes} episodes (reset seeds from {seed}; deterministic, gated): the "
              "neural router, each kind's trees as distilled (*before*) and fine-tuned (*after*), and the control "
              "trained on as long (*vs continued*). Compared as in that record: tree / neural, or for negative "
              "returns (costs) neural / tree with the difference beside it. Agreement and times are the record's; "
@@ -124,8 +125,9 @@ def main() -> None:
         sys.exit(f"tree_controller_episodes: {exc}")
     torch.set_num_threads(1)  # one core per process, as the runs were evaluated
     runs = [again(run, args.episodes, args.seed) for run in source["runs"] if "error" not in run]
-    record = {**header("tree_controller_episodes.py", args.note), "record": str(args.record),
-              "record_command": source["command"], "episodes": args.episodes, "seed": args.seed, **settings,
+    # the record's own settings keep their names (its "episodes" are distill's); these are the new evaluations'
+    record = {**header("tree_controller_episodes.py", args.note), **settings, "record": str(args.record),
+              "record_command": source["command"], "compared_on": {"episodes": args.episodes, "seed": args.seed},
               "runs": runs}
     write(args.out, record, markdown(record))
     if not any("error" not in run for run in runs):

@@ -283,7 +283,7 @@ def test_more_episodes_evaluates_every_controller_again_without_writing(pendulum
     work, out = tmp_path / "work", tmp_path / "out" / "tc"
     monkeypatch.setattr(sys, "argv", [
         "tree_controller.py", "--runs", str(sweep / "pendulum"), str(sweep / "gone"), "--kind", "both",
-        "--depth", "2", "--dagger", "0", "--episodes", "2", "--eval-episodes", "1", "--finetune-steps", "100",
+        "--depth", "2", "--dagger", "0", "--episodes", "3", "--eval-episodes", "1", "--finetune-steps", "100",
         "--control", "--work", str(work), "--out", str(out)])
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     main()
@@ -297,7 +297,8 @@ def test_more_episodes_evaluates_every_controller_again_without_writing(pendulum
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()
             and again.parent not in path.parents} == stamps
     record = json.loads(again.with_suffix(".json").read_text())
-    assert (record["episodes"], record["seed"], record["kind"]) == (2, 0, "both")
+    # the record's settings as they were (distill's 3 episodes), beside the episodes evaluated on here
+    assert (record["compared_on"], record["episodes"], record["kind"]) == ({"episodes": 2, "seed": 0}, 3, "both")
     measured, gone = record["runs"]
     assert "error" in gone and "gone" in gone["error"] and "error" not in measured
     [source] = [run for run in recorded["runs"] if run["run"] == measured["run"]]
