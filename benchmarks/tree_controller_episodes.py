@@ -97,7 +97,8 @@ def markdown(record: dict) -> str:
     lines = [f"# The tree-routed controllers of a record on {episodes} episodes", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
-             f"Every controller of `{record['record']}` (made by `{record['record_command']}`) evaluated again on "
+             f"Every controller of `{record['record']}` (made by `{record['record_command']}`)"
+             + (f" on {', '.join(record['envs'])}" if record.get("envs") else "") + " evaluated again on "
              f"the same {episodes} episodes (reset seeds from {seed}; deterministic, gated): the "
              "neural router, each kind's trees as distilled (*before*) and fine-tuned (*after*), and the control "
              "trained on as long (*vs continued*). Compared as in that record: tree / neural, or for negative "
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000,
                         help="reset seed of the first episode (default %(default)s: none of the episodes the trees "
                              "were fitted or checked on)")
+    parser.add_argument("--envs", nargs="+", default=None, metavar="ENV_ID",
+                        help="only the record's runs of these tasks (default: all of them)")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
@@ -124,10 +127,15 @@ def main() -> None:
     except SmoseError as exc:
         sys.exit(f"tree_controller_episodes: {exc}")
     torch.set_num_threads(1)  # one core per process, as the runs were evaluated
-    runs = [again(run, args.episodes, args.seed) for run in source["runs"] if "error" not in run]
+    wanted = [run for run in source["runs"]
+              if "error" not in run and (args.envs is None or run["env_id"] in args.envs)]
+    if not wanted:
+        sys.exit(f"tree_controller_episodes: {args.record} has no measured runs of {', '.join(args.envs or [])}")
+    runs = [again(run, args.episodes, args.seed) for run in wanted]
     # the record's own settings keep their names (its "episodes" are distill's); these are the new evaluations'
     record = {**header("tree_controller_episodes.py", args.note), **settings, "record": str(args.record),
               "record_command": source["command"], "compared_on": {"episodes": args.episodes, "seed": args.seed},
+              **({"envs": args.envs} if args.envs else {}),
               "runs": runs}
     write(args.out, record, markdown(record))
     if not any("error" not in run for run in runs):

@@ -312,3 +312,16 @@ def test_more_episodes_evaluates_every_controller_again_without_writing(pendulum
         assert mine["after_vs_continued"] == ratio_or_gap(mine["after"], measured["continued"]["return"])
     text = again.with_suffix(".md").read_text()
     assert "on 2 episodes" in text and "## Runs not measured" in text and "## Targets" in text
+    # --envs: only the record's runs of those tasks; none there is one line and a non-zero exit
+    other = tmp_path / "again" / "other"
+    monkeypatch.setattr(sys, "argv", ["tree_controller_episodes.py", "--record", str(out.with_suffix(".json")),
+                                      "--episodes", "1", "--envs", "Hopper-v4", "--out", str(other)])
+    with pytest.raises(SystemExit) as exited:
+        episodes_main()
+    assert str(exited.value).startswith("tree_controller_episodes: ") and "Hopper-v4" in str(exited.value)
+    assert not other.with_suffix(".json").exists()
+    monkeypatch.setattr(sys, "argv", ["tree_controller_episodes.py", "--record", str(out.with_suffix(".json")),
+                                      "--episodes", "1", "--envs", "Pendulum-v1", "--out", str(other)])
+    episodes_main()
+    assert [run.get("env_id") for run in json.loads(other.with_suffix(".json").read_text())["runs"]] == [
+        "Pendulum-v1", None]  # the run whose directory is gone: listed with its error
