@@ -59,17 +59,18 @@ ALL_KINDS = "all"
 DISTILLATION = Distillation(depth=3)  # the defaults of the settings the benchmark does not choose itself
 
 
-def state(out: Path, source: Path, source_step: int, kind: str, steps: int) -> str:
+def state(out: Path, source: Path, source_step: int, kind: str, steps: int, select_episodes: int = 0) -> str:
     """Where the fine-tuning run in ``out`` stands: "finished" (all ``steps`` steps from ``source``'s checkpoint, at
-    ``source_step``, under its current ``kind`` trees), "resumable" (the same, interrupted after a checkpoint) or
-    "fresh" (anything else: nothing there, another source step or other trees, say after the source was distilled
-    again)."""
+    ``source_step``, under its current ``kind`` trees, compared at the end on ``select_episodes`` episodes),
+    "resumable" (the same, interrupted after a checkpoint) or "fresh" (anything else: nothing there, another source
+    step or other trees, say after the source was distilled again)."""
     try:
         record, checkpoint = read_record(out), read_checkpoint_json(out)
     except SmoseError:
         return "fresh"
     if (record is None or "before" not in record or record["tree_kind"] != kind
-            or record["source_step"] != source_step or not holds_trees(source, kind, record["trees_sha256"])
+            or record.get("select_episodes", 0) != select_episodes or record["source_step"] != source_step
+            or not holds_trees(source, kind, record["trees_sha256"])
             or source_dir(out, record).resolve() != source.resolve()):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]
@@ -89,14 +90,15 @@ def ratio_or_gap(value: float, neural: float) -> dict:
     return {"ratio": ratio, "difference": value - neural, "at_or_above": value >= neural, "costs": neural < 0}
 
 
-def finetune(run: Path, out: Path, source_step: int, kind: str, steps: int) -> None:
-    """Fine-tune ``run`` under its ``kind`` trees for ``steps`` steps into ``out``, unless that is done already."""
-    where = state(out, run, source_step, kind, steps)
+def finetune(run: Path, out: Path, source_step: int, kind: str, steps: int, select_episodes: int = 0) -> None:
+    """Fine-tune ``run`` under its ``kind`` trees for ``steps`` steps into ``out`` (compared with the controller as
+    distilled at the end on ``select_episodes`` episodes), unless that is done already."""
+    where = state(out, run, source_step, kind, steps, select_episodes)
     if where == "resumable":
         run_smose("finetune", "--resume", str(out), "--steps", str(steps), "--quiet")
     elif where == "fresh":
         run_smose("finetune", str(run), "--steps", str(steps), "--tree-kind", kind, "--out", str(out), "--force",
-                  "--quiet")
+                  "--select-episodes", str(select_episodes), "--quiet")
 
 
 def longer_copy(work: Path, steps: int) -> Path:
@@ -105,13 +107,14 @@ def longer_copy(work: Path, steps: int) -> Path:
     return work.with_name(f"{work.name}-longer{steps}")
 
 
-def longer(run: Path, out: Path, source_step: int, kind: str, steps: int, longer_steps: int) -> Path:
+def longer(run: Path, out: Path, source_step: int, kind: str, steps: int, longer_steps: int,
+           select_episodes: int = 0) -> Path:
     """``out`` (finished at ``steps``) copied and continued to ``longer_steps`` fine-tuning steps; the copy."""
     copy = longer_copy(out, longer_steps)
-    if state(copy, run, source_step, kind, longer_steps) == "fresh":
+    if state(copy, run, source_step, kind, longer_steps, select_episodes) == "fresh":
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(out, copy)
-    finetune(run, copy, source_step, kind, longer_steps)
+    finetune(run, copy, source_step, kind, longer_steps, select_episodes)
     return copy
 
 
@@ -212,7 +215,7 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
                                                     args.longer)
     for kind in kinds_of(args.kind):
         out = work_dir(run, f"finetune-{kind}", args)
-        finetune(run, out, source_step, kind, args.finetune_steps)
+        finetune(run, out, source_step, kind, args.finetune_steps, args.select_episodes)
         record = read_record(out)
         before = record["before"]
         done = after_finetuning(out, record)
@@ -234,7 +237,7 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
                 raise SmoseError(f"{result['continued']['run']}: its evaluation is not on the fine-tuning's episodes")
             result["kinds"][kind]["after_vs_continued"] = ratio_or_gap(after, result["continued"]["return"])
         if args.longer:
-            copy = longer(run, out, source_step, kind, args.finetune_steps, args.longer)
+            copy = longer(run, out, source_step, kind, args.finetune_steps, args.longer, args.select_episodes)
             more = after_finetuning(copy, read_record(copy))
             result["kinds"][kind]["longer"] = {
                 "steps": args.longer, "after": more["after"],
@@ -248,10 +251,12 @@ def _measure(run: Path, args: argparse.Namespace) -> dict:
 
 # the settings a record's numbers depend on: an earlier record is kept (``--keep``) only where they agree
 SETTINGS = ("kind", "depth", "dagger", "episodes", "eval_episodes", "cma_iterations", "cma_start", "finetune_steps",
+            "select_episodes",
             "control", "longer")
 # what a record that does not name a setting was measured with: the benchmark's only choice, or its default, before
 # it recorded the setting
-UNRECORDED = {"kind": ALL_KINDS, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros"}
+UNRECORDED = {"kind": ALL_KINDS, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200, "cma_start": "zeros",
+              "select_episodes": 0}
 
 
 def record_settings(record: dict, where: Path) -> dict:
@@ -347,7 +352,11 @@ def markdown(record: dict) -> str:
                  f"`{batch['command']}`. {batch['note'] or ''}".rstrip(), "")],
              f"Depth-{record['depth']} trees with {record['dagger']} DAgger "
              f"round{'s' if record['dagger'] != 1 else ''} (`smose distill --kind {kind_setting}`), "
-             f"then `smose finetune --steps {record['finetune_steps']}` under each kind. *held-out*: agreement with "
+             f"then `smose finetune --steps {record['finetune_steps']}"
+             + (f" --select-episodes {record['select_episodes']}` under each kind (*after*: the controller it keeps, "
+                "the fine-tuned one or the one as distilled). " if record.get("select_episodes") else
+                " --select-episodes 0` under each kind (*after*: the fine-tuned controller). ")
+             + "*held-out*: agreement with "
              "the router on held-out states of the neural policy; *closed loop*: on the steps the tree-routed policy "
              "takes itself; *before* / *after*: the tree-routed return against the neural router's, on the "
              "fine-tuning run's evaluation episodes: tree / neural, or for negative returns (costs) neural / tree "
@@ -485,6 +494,11 @@ def main() -> None:
                         help="episodes of distill's own evaluation (smose distill --eval-episodes); the fine-tuning "
                              "runs evaluate on their source run's episodes")
     parser.add_argument("--finetune-steps", type=int, default=50_000)
+    parser.add_argument("--select-episodes", type=int, default=UNRECORDED["select_episodes"], metavar="N",
+                        help="smose finetune --select-episodes: at the end keep the controller as distilled where it "
+                             "does better on N episodes of their own (default %(default)s, as the committed records: "
+                             "the fine-tuned controller; benchmarks/tree_controller_episodes.py --select-episodes "
+                             "makes the comparison on finished runs)")
     parser.add_argument("--control", action="store_true",
                         help="also train each source run on under its neural router for --finetune-steps steps (a "
                              "copy) and compare with that")

@@ -10,11 +10,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+import smose.training.finetune as finetune_module
 from smose.algo.fast.fused import SACLearner
 from smose.algo.learner import make_learner
 from smose.algo.policy import SMOSEActor, make_actor
@@ -22,14 +24,28 @@ from smose.algo.sac import SAC
 from smose.api import SMOSE
 from smose.cli import main
 from smose.errors import SmoseError
+from smose.evaluate import evaluate
 from smose.export import export_policy
 from smose.interpret.distill import TreeRouter, distill, fit_multiclass, load_trees, tree_file
 from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
+from smose.rollout import SELECTION_SEED_OFFSET
 from smose.serialization import load_model, save_model
 from smose.training.buffer import Batch
 from smose.training.checkpoint import CHECKPOINT_DIR, read_checkpoint_json
 from smose.training.config import SACHyperParams
-from smose.training.finetune import check_source, holds_trees, prepare, read_record, source_dir
+from smose.training.finetune import (
+    AS_DISTILLED,
+    FINE_TUNED,
+    check_source,
+    choose,
+    controller_to_compare,
+    holds_trees,
+    keep_better,
+    prepare,
+    read_record,
+    source_dir,
+    summary,
+)
 from smose.training.trainer import Trainer
 
 STEPS = 200
@@ -47,8 +63,10 @@ def source(pendulum_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tuned(source) -> Path:
-    """`smose finetune` for STEPS steps under the multiclass tree, into the default directory beside the source."""
-    assert main(["finetune", str(source), "--steps", str(STEPS), "--tree-kind", "multiclass", "--quiet"]) == 0
+    """`smose finetune` for STEPS steps under the multiclass tree, into the default directory beside the source; the
+    fine-tuned controller kept whatever (--select-episodes 0: what the tests of fine-tuning itself look at)."""
+    assert main(["finetune", str(source), "--steps", str(STEPS), "--tree-kind", "multiclass", "--select-episodes",
+                 "0", "--quiet"]) == 0
     return source.parent / f"{source.name}-finetune-multiclass"
 
 
@@ -176,7 +194,7 @@ def test_an_update_trains_the_chosen_expert_and_the_gate_only(update, learner_cl
 def test_resume_extends_fine_tuning_exactly(source, tuned, tmp_path, capsys):
     longer = tmp_path / "longer"
     assert main(["finetune", str(source), "--steps", str(STEPS + 100), "--tree-kind", "multiclass", "--out",
-                 str(longer), "--quiet"]) == 0
+                 str(longer), "--select-episodes", "0", "--quiet"]) == 0
     resumed = tmp_path / "resumed"
     shutil.copytree(tuned, resumed)
     capsys.readouterr()
@@ -224,6 +242,127 @@ def test_a_fall_during_fine_tuning_is_reported(tuned, monkeypatch, capsys):
     monkeypatch.setattr(finetune_module, "summary", lambda run_dir: real | {"final_eval_mean": 1e9})
     assert main(["finetune", "--resume", str(tuned), "--steps", str(STEPS + 1), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------ the better of fine-tuned and as distilled
+
+
+def as_distilled_of(source: Path) -> TreeRoutedActor:
+    actor, _ = load_model(source)
+    return TreeRoutedActor.from_smose(actor, load_trees(tree_file(source, "multiclass")))
+
+
+def test_the_better_controller_is_kept_by_default(source, tmp_path, capsys):
+    """By default `smose finetune` compares the controller as fine-tuned and as distilled on 30 episodes of their own
+    at the end; the record holds both returns, the run the better controller, eval.json its evaluation."""
+    out = tmp_path / "default"
+    capsys.readouterr()
+    assert main(["finetune", str(source), "--steps", str(STEPS), "--tree-kind", "multiclass", "--out", str(out),
+                 "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    selection = read_record(out)["selection"]
+    assert printed["selection"] == selection and printed["kept"] == selection["kept"]
+    assert selection["episodes"] == 30 and selection["seed"] == 0
+    env = gymnasium.make("Pendulum-v1")
+    distilled = evaluate(as_distilled_of(source), env, 30, 0, offset=SELECTION_SEED_OFFSET)["mean"]
+    assert selection["as_distilled_return"] == pytest.approx(distilled, rel=1e-6)
+    assert selection["kept"] == (FINE_TUNED if selection["fine_tuned_return"] >= distilled else AS_DISTILLED)
+    kept, _ = load_model(out)
+    # the kept controller is the one compared: its return on the comparison's episodes, and eval.json its own
+    assert evaluate(kept, env, 30, 0, offset=SELECTION_SEED_OFFSET)["mean"] == pytest.approx(
+        selection["fine_tuned_return" if selection["kept"] == FINE_TUNED else "as_distilled_return"], rel=1e-6)
+    assert json.loads((out / "eval.json").read_text())["mean"] == pytest.approx(evaluate(kept, env, 2, 0)["mean"],
+                                                                                 rel=1e-6)
+
+
+def worse_copy(tuned: Path, target: Path, select_episodes: int) -> Path:
+    """A copy of ``tuned`` whose fine-tuned controller brakes the pendulum wherever it swings (every expert's mean
+    -5 × angular velocity), so it comes to hang at the bottom, the costliest place (about -1,860 a 200-step episode,
+    against about -1,670 as distilled); its record asks for a comparison on ``select_episodes`` episodes."""
+    shutil.copytree(tuned, target)
+    actor, meta = load_model(target)
+    with torch.no_grad():
+        actor.expert_weight[:, :1].zero_()
+        actor.expert_weight[:, 0, 2] = -5.0
+        actor.expert_bias[:, :1].zero_()
+    save_model(actor, target, "Pendulum-v1", {"trained_steps": meta["trained_steps"]})
+    config = json.loads((target / "config.json").read_text())
+    config["finetune"]["select_episodes"] = select_episodes
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_a_worse_fine_tuned_controller_gives_way_to_the_one_as_distilled(source, tuned, tmp_path, capsys):
+    run = worse_copy(tuned, tmp_path / "worse", 4)
+    checkpoint = (run / CHECKPOINT_DIR).glob("*")
+    checkpoint_files = {p.name: p.read_bytes() for p in checkpoint}
+    choice = keep_better(run, controller_to_compare(run))
+    assert choice["kept"] == AS_DISTILLED and choice["episodes"] == 4
+    assert choice["as_distilled_return"] > choice["fine_tuned_return"]
+    # the run now holds the source's experts under the same trees, and eval.json is the evaluation before fine-tuning
+    kept, meta = load_model(run)
+    expected = as_distilled_of(source)
+    assert isinstance(kept, TreeRoutedActor) and kept.trees_sha256 == expected.trees_sha256
+    for name, tensor in expected.state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[name], tensor, rtol=0, atol=0)
+    record = read_record(run)
+    assert meta["trained_steps"] == record["source_step"] and record["selection"] == choice
+    assert json.loads((run / "eval.json").read_text())["mean"] == pytest.approx(record["before"]["tree_return"],
+                                                                                 rel=1e-6)
+    assert {p.name: p.read_bytes() for p in (run / CHECKPOINT_DIR).glob("*")} == checkpoint_files
+    result = summary(run)
+    assert result["kept"] == AS_DISTILLED and result["final_eval_mean"] == result["tree_return_before"]
+    assert finetune_module.kept_as_distilled(result) == (
+        f"fine-tuning did not beat the controller as distilled on the 4 episodes of the comparison "
+        f"({choice['fine_tuned_return']:.6g} fine-tuned, {choice['as_distilled_return']:.6g} as distilled): {run} "
+        "holds the controller as distilled (the source's experts under the same trees); its checkpoint keeps the "
+        "fine-tuned state, and --resume fine-tunes on from there")
+    assert finetune_module.fell(result) is None  # the evaluation's return is the one before
+    # every command reads it: info names the choice, the report shows both returns of the comparison
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    assert "kept       the controller as distilled (" in capsys.readouterr().out
+    assert main(["explain", str(run), "--episodes", "1"]) == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "fine-tuning under them did not beat the controller as distilled" in report
+    assert "this run's controller: as distilled, kept (eval.json)" in report
+    # a tie keeps the fine-tuned one; nothing asks for a comparison with select_episodes 0
+    env = gymnasium.make("Pendulum-v1")
+    assert choose(expected, expected, env, 2, 0)["kept"] == FINE_TUNED
+    assert keep_better(tuned, expected) is None and "selection" not in read_record(tuned)
+
+
+def test_resume_fine_tunes_on_from_the_checkpoint_and_compares_again(source, tuned, tmp_path, capsys):
+    run = worse_copy(tuned, tmp_path / "worse", 4)
+    keep_better(run, controller_to_compare(run))
+    assert read_record(run)["selection"]["kept"] == AS_DISTILLED
+    trainer = Trainer.resume(run, steps=1500 + STEPS + 20)  # what trains on: the checkpoint, no stale comparison
+    try:
+        assert "selection" not in trainer.record["finetune"] and trainer.record["finetune"]["select_episodes"] == 4
+    finally:
+        trainer.close()
+    capsys.readouterr()
+    assert main(["finetune", "--resume", str(run), "--steps", str(STEPS + 20), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["fine_tuning_steps"] == STEPS + 20 and printed["selection"] == read_record(run)["selection"]
+    # the same as resuming the run without the comparison, then comparing
+    plain = tmp_path / "plain"
+    shutil.copytree(tuned, plain)
+    assert main(["finetune", "--resume", str(plain), "--steps", str(STEPS + 20), "--quiet"]) == 0
+    env = gymnasium.make("Pendulum-v1")
+    resumed, _ = load_model(plain)
+    assert choose(resumed, as_distilled_of(source), env, 4, 0) == printed["selection"]
+    # without its source run there is nothing to compare with: refused before anything trains
+    orphan = tmp_path / "elsewhere" / "orphan"
+    shutil.copytree(run, orphan)
+    config = json.loads((orphan / "config.json").read_text())
+    config["finetune"] |= {"source_run": str(tmp_path / "gone"), "source_run_relative": "../gone"}
+    (orphan / "config.json").write_text(json.dumps(config))
+    before = listing(orphan)
+    capsys.readouterr()
+    err = refused(capsys, "finetune", "--resume", str(orphan), "--steps", str(STEPS + 40), "--quiet")
+    assert "is not there with the trees it was fine-tuned under" in err
+    assert listing(orphan) == before
 
 
 # ------------------------------------------------------------------------------------------------- every command
@@ -417,6 +556,8 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(source, tuned, tmp_
         (("--resume", str(source)), "not a fine-tuning run"),
         (("--resume", str(tuned), "--tree-kind", "oblique"), "only --steps and --checkpoint-every"),
         (("--resume", str(tuned), "--update", "autograd"), "only --steps and --checkpoint-every"),
+        (("--resume", str(tuned), "--select-episodes", "3"), "only --steps and --checkpoint-every"),
+        ((str(source), "--steps", "10", "--select-episodes", "-1"), "expected an integer from 0"),
         ((str(source), "--steps", "10", "--update", "numpy"), "invalid choice"),
     ]
     watched = [source, tuned, busy, no_trees, no_checkpoint, one_kind, stale, committed]

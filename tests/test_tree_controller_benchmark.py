@@ -131,7 +131,7 @@ def test_longer_fine_tuning_is_compared_with_a_control_trained_as_long():
 
 
 SETTINGS = {"kind": "all", "depth": 3, "dagger": 4, "episodes": 20, "eval_episodes": 10, "cma_iterations": 200,
-            "cma_start": "zeros", "finetune_steps": 50_000, "control": False, "longer": None}
+            "cma_start": "zeros", "finetune_steps": 50_000, "select_episodes": 0, "control": False, "longer": None}
 
 
 def all_kinds(after: float) -> dict:
@@ -312,6 +312,28 @@ def test_more_episodes_evaluates_every_controller_again_without_writing(pendulum
         assert mine["after_vs_continued"] == ratio_or_gap(mine["after"], measured["continued"]["return"])
     text = again.with_suffix(".md").read_text()
     assert "on 2 episodes" in text and "## Runs not measured" in text and "## Targets" in text
+    # --select-episodes: after is the controller `smose finetune --select-episodes 3` keeps, by the library's own
+    # comparison at the end of a fine-tuning run (made here on a copy asking for it)
+    from smose.training.finetune import AS_DISTILLED, controller_to_compare, keep_better
+
+    kept = tmp_path / "again" / "kept"
+    monkeypatch.setattr(sys, "argv", ["tree_controller_episodes.py", "--record", str(out.with_suffix(".json")),
+                                      "--episodes", "2", "--seed", "0", "--select-episodes", "3", "--out", str(kept)])
+    episodes_main()
+    selected = json.loads(kept.with_suffix(".json").read_text())
+    assert selected["compared_on"] == {"episodes": 2, "seed": 0, "select_episodes": 3}
+    for kind, mine in selected["runs"][0]["kinds"].items():
+        copy = tmp_path / "copies" / kind
+        shutil.copytree(mine["finetune_run"], copy, ignore=shutil.ignore_patterns("checkpoint"))
+        config = json.loads((copy / "config.json").read_text())
+        config["finetune"]["select_episodes"] = 3
+        (copy / "config.json").write_text(json.dumps(config))
+        assert keep_better(copy, controller_to_compare(copy)) == mine["selection"]
+        unselected = measured["kinds"][kind]
+        assert mine["fine_tuned_after"] == unselected["after"]
+        assert mine["after"] == (unselected["before"] if mine["selection"]["kept"] == AS_DISTILLED
+                                 else unselected["after"])
+    assert "*After* is the controller `smose finetune --select-episodes 3` keeps" in kept.with_suffix(".md").read_text()
     # --envs: only the record's runs of those tasks; none there is one line and a non-zero exit
     other = tmp_path / "again" / "other"
     monkeypatch.setattr(sys, "argv", ["tree_controller_episodes.py", "--record", str(out.with_suffix(".json")),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smose.algo.policy import Actor, SMOSEActor, check_observations
-from smose.choices import DEFAULT_TREE_KIND, DeterministicMode
+from smose.choices import DEFAULT_SELECT_EPISODES, DEFAULT_TREE_KIND, DeterministicMode
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.run import RunDir
@@ -153,17 +153,19 @@ class SMOSE:
         return model
 
     def finetune(self, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: str | Path | None = None,
-                 force: bool = False, progress_bar: bool = False, update: str | None = None) -> SMOSE:
+                 force: bool = False, progress_bar: bool = False, update: str | None = None,
+                 select_episodes: int = DEFAULT_SELECT_EPISODES) -> SMOSE:
         """Fine-tune the loaded run for ``steps`` steps with its expert chosen by its distilled ``tree_kind`` trees
         (`smose finetune`, docs/finetune.md) into ``out`` (default RUN-finetune-<kind> beside it); ``update`` as
-        ``smose train --update`` (default: the run's own). Returns the fine-tuned controller, loaded. Needs a run
-        directory with a checkpoint and trees."""
+        ``smose train --update`` (default: the run's own); ``select_episodes`` as ``smose finetune
+        --select-episodes``. Returns the controller kept, loaded. Needs a run directory with a checkpoint and
+        trees."""
         from smose.training.finetune import finetune
 
         if getattr(self, "path", None) is None:
             raise SmoseError("fine-tuning continues a run directory's checkpoint: load one with SMOSE.load(RUN_DIR)")
         return SMOSE.load(finetune(self.path, steps, tree_kind, out, force=force, progress=progress_bar,
-                                   update=update), self.mode)
+                                   update=update, select_episodes=select_episodes), self.mode)
 
     def check_env(self, env: gym.Env, source: Path | str = "model") -> None:
         """Raise SmoseError if ``env`` has other observation/action sizes than this model was trained for."""

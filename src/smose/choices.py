@@ -49,3 +49,8 @@ CMA_DEFAULT_ITERATIONS = 1000
 # router's own boundaries between two experts (smose.interpret.oblique.boundary_tree); "zeros", the authors' start.
 CMA_STARTS = ("router", "zeros")
 CMA_DEFAULT_START = "router"
+# `smose finetune --select-episodes`: at the end, the controller as fine-tuned and as distilled are compared on this
+# many episodes of their own and the better is kept (0: the fine-tuned one whatever). More than evaluation's 5, as
+# Reacher's return moves by several per cent between sets of 5 episodes (docs/results.md); two evaluations of 30
+# episodes take under a minute on a 1,000-step task.
+DEFAULT_SELECT_EPISODES = 30

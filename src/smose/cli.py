@@ -19,6 +19,7 @@ from smose.choices import (
     CMA_DEFAULT_START,
     CMA_POPULATION,
     CMA_STARTS,
+    DEFAULT_SELECT_EPISODES,
     DEFAULT_TREE_KIND,
     KIND_GROUPS,
     KINDS,
@@ -88,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from smose.training.finetune import fell, finetune, resume_finetune, summary
+    from smose.training.finetune import fell, finetune, kept_as_distilled, resume_finetune, summary
     from smose.training.logger import warn
     from smose.training.trainer import TrainingInterrupted
 
@@ -96,7 +97,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if args.resume is not None:
             given = [flag for flag, value in (("RUN_DIR", args.run_dir), ("--tree-kind", args.tree_kind),
                                               ("--out", args.out), ("--force", args.force),
-                                              ("--update", args.update)) if value]
+                                              ("--update", args.update),
+                                              ("--select-episodes", args.select_episodes is not None)) if value]
             if given:
                 raise SmoseError(f"--resume continues a fine-tuning run with its own source, trees and directory; "
                                  f"only --steps and --checkpoint-every may be given (got {', '.join(given)})")
@@ -107,14 +109,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             run_dir = finetune(Path(args.run_dir), args.steps, args.tree_kind or DEFAULT_TREE_KIND,
                                Path(args.out) if args.out else None, force=args.force,
                                checkpoint_every=args.checkpoint_every, progress=not args.quiet,
-                               update=args.update)
+                               update=args.update, select_episodes=DEFAULT_SELECT_EPISODES
+                               if args.select_episodes is None else args.select_episodes)
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
     result = summary(run_dir)
     print(json.dumps(result))
-    if message := fell(result):
-        warn(message)
+    for message in (kept_as_distilled(result), fell(result)):
+        if message:
+            warn(message)
     return 0
 
 
@@ -245,6 +249,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         record = info["finetune"]
         print(f"routing    fixed {record['tree_kind']} trees (fine-tuned under them from {record['source_dir']} at "
               f"step {record['source_step']})")
+        if selection := record.get("selection"):
+            print(f"kept       the controller {selection['kept']} ({selection['fine_tuned_return']:.6g} fine-tuned, "
+                  f"{selection['as_distilled_return']:.6g} as distilled on {selection['episodes']} episodes of their "
+                  "own)")
     print(f"parameters train {counts['train']:,} / deploy {counts['deploy']:,} / active {counts['active']:,}")
     print(f"trained    {info['trained_steps']} steps")
     for key in ("last_episode", "last_eval"):
@@ -400,8 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", choices=UPDATES, default=None,
                    help="the SAC update's implementation, as for train (default: the source run's, fused unless it "
                         "was trained with --update autograd)")
+    p.add_argument("--select-episodes", type=Count(0, MAX_EPISODES), default=None, metavar="N",
+                   help="at the end, keep the controller as distilled instead when it does better on N episodes of "
+                        f"their own (default {DEFAULT_SELECT_EPISODES}; 0: keep the fine-tuned one)")
     p.add_argument("--resume", metavar="FINETUNE_DIR", default=None,
-                   help="continue a fine-tuning run from its last checkpoint (--steps may extend it)")
+                   help="continue a fine-tuning run from its last checkpoint (--steps may extend it; compared again "
+                        "at the end as it was first)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
 

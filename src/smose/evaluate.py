@@ -71,13 +71,15 @@ def evaluate(
     seed: int,
     mode: DeterministicMode = "gated",
     router: RouterFn | None = None,
+    offset: int = EVAL_SEED_OFFSET,
 ) -> dict:
-    """Run ``episodes`` deterministic episodes (seeds seed+EVAL_SEED_OFFSET+i) and summarise them."""
+    """Run ``episodes`` deterministic episodes (reset seeds seed+offset+i; evaluation's by default) and summarise
+    them."""
     n_experts = getattr(actor, "n_experts", 0)
     usage = np.zeros(n_experts, dtype=np.int64)
     agreeing = 0  # steps on which ``router`` chose what the actor's own router would have
     results = EpisodeResults()
-    for step in rollout(actor, env, episodes, seed, EVAL_SEED_OFFSET, mode, router):
+    for step in rollout(actor, env, episodes, seed, offset, mode, router):
         if router is not None:
             agreeing += int(step.expert[0] == actor.choose(step.obs)[0])
         if step.expert is not None:

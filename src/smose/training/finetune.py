@@ -4,8 +4,9 @@ A run's distilled trees stand in for its router's argmax; the experts were train
 tree-routed controller loses some return. Fine-tuning continues SAC from the run's last checkpoint (networks,
 optimisers, temperature, replay buffer, random streams and env state) with the choice of expert taken from the trees
 (:class:`smose.interpret.tree_policy.TreeRoutedActor`), into a new run directory. What it trains is what
-``smose eval --router tree`` evaluates and ``smose export`` writes; the trees never change. Why each setting is what
-it is: docs/finetune.md.
+``smose eval --router tree`` evaluates and ``smose export`` writes; the trees never change. At the end it keeps the
+better of the controller as fine-tuned and as distilled, compared on episodes of their own (:func:`choose`): SAC under
+fixed trees can lose return, and a user deploys the run's model. Why each setting is what it is: docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from smose import runlock
-from smose.algo.policy import SMOSEActor
-from smose.choices import DEFAULT_TREE_KIND, KINDS
+from smose.algo.policy import Actor, SMOSEActor
+from smose.choices import DEFAULT_SELECT_EPISODES, DEFAULT_TREE_KIND, KINDS
 from smose.errors import SmoseError
 from smose.evaluate import evaluate
 from smose.interpret.distill import load_trees, router_digest, stale_trees, tree_file, validate_trees
 from smose.interpret.tree_policy import TreeRoutedActor, trees_digest
-from smose.limits import MAX_STEPS
+from smose.limits import MAX_EPISODES, MAX_STEPS
+from smose.rollout import SELECTION_SEED_OFFSET
 from smose.run import CHECKPOINT_DIR, CHECKPOINT_JSON, CONFIG_FILE, RunDir
-from smose.serialization import load_model, read_json
+from smose.serialization import load_model, read_json, save_model, write_eval, write_json
+from smose.tasks.envs import env_record, make_env
 from smose.training.checkpoint import checkpoint_path, load_checkpoint, read_checkpoint_json
 from smose.training.config import TrainConfig, read_run_config
 from smose.training.logger import RunLogger
@@ -43,6 +46,11 @@ FINETUNE_SETTINGS: dict[str, Any] = {"lb_loss": "none", "lb_weight": None}
 # Settings a fine-tuning run may take other than its source's checkpoint: the SAC update's implementation (either
 # continues the other's state, smose.algo.learner).
 MAY_DIFFER = (*FINETUNE_SETTINGS, "update")
+# The record's number of episodes on which the controller as fine-tuned and as distilled are compared at the end
+# (0: keep the fine-tuned one whatever), and the outcome of that comparison.
+SELECT_EPISODES_KEY = "select_episodes"
+SELECTION_KEY = "selection"
+FINE_TUNED, AS_DISTILLED = "fine-tuned", "as distilled"
 
 
 def default_out(run_dir: Path, tree_kind: str) -> Path:
@@ -61,10 +69,18 @@ def read_record(run_dir: Path) -> dict | None:
     if not (isinstance(record, dict) and record.get("tree_kind") in KINDS
             and isinstance(record.get("trees_sha256"), str) and isinstance(record.get("source_step"), int)
             and isinstance(record.get("source_run"), str)
-            and isinstance(record.get(SOURCE_RELATIVE_KEY, ""), str)):
+            and isinstance(record.get(SOURCE_RELATIVE_KEY, ""), str)
+            and isinstance(record.get(SELECT_EPISODES_KEY, 0), int) and record.get(SELECT_EPISODES_KEY, 0) >= 0
+            and _valid_selection(record.get(SELECTION_KEY))):
         raise SmoseError(f"{path}: invalid {FINETUNE_KEY} record (needs source_run, source_step, tree_kind and "
                          "trees_sha256)")
     return record
+
+
+def _valid_selection(selection: object) -> bool:
+    return selection is None or (isinstance(selection, dict) and selection.get("kept") in (FINE_TUNED, AS_DISTILLED)
+                                 and all(isinstance(selection.get(key), (int, float))
+                                         for key in ("fine_tuned_return", "as_distilled_return")))
 
 
 def source_dir(run_dir: Path, record: dict) -> Path:
@@ -103,7 +119,8 @@ def fixed_trees(run_dir: Path) -> tuple[dict, dict | None]:
     if trees_digest(trees) != record["trees_sha256"]:
         raise SmoseError(f"{path}: not the trees {run_dir} was fine-tuned under (their SHA-256 differs from the one in "
                          f"{CONFIG_FILE}): the file was changed or replaced")
-    return {FINETUNE_KEY: record}, trees
+    # a run that trains on holds the fine-tuned model until it is compared again at its end
+    return {FINETUNE_KEY: {k: v for k, v in record.items() if k != SELECTION_KEY}}, trees
 
 
 @dataclasses.dataclass
@@ -163,9 +180,10 @@ def _check_out(source: Source, out: Path, force: bool) -> Path:
 
 
 def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None = None,
-            update: str | None = None) -> Trainer:
+            update: str | None = None, select_episodes: int = DEFAULT_SELECT_EPISODES) -> Trainer:
     """A trainer for ``out`` holding ``source``'s checkpoint, its expert chosen by the source's trees; writes nothing.
-    ``update``: the SAC update's implementation (``smose train --update``; default: the source run's)."""
+    ``update``: the SAC update's implementation (``smose train --update``; default: the source run's);
+    ``select_episodes``: as :func:`finetune`'s."""
     start = source.checkpoint["step"]
     if start + steps > MAX_STEPS:
         raise SmoseError(f"{source.run_dir} is at step {start:,}: {steps:,} more steps would pass the limit of "
@@ -179,7 +197,8 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
     record = {"source_run": str(source.run_dir),
               SOURCE_RELATIVE_KEY: os.path.relpath(source.run_dir.resolve(), Path(out).resolve()),
               "source_step": start, "tree_kind": source.trees["kind"],
-              "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"]}
+              "trees_sha256": trees_digest(source.trees), "router_sha256": source.trees["router_sha256"],
+              SELECT_EPISODES_KEY: select_episodes}
     trainer = Trainer(config, out, routing_trees=source.trees, record={FINETUNE_KEY: record})
     try:
         with load_checkpoint(source.run_dir, source.checkpoint, trainer.state_dict(),
@@ -199,15 +218,20 @@ def prepare(source: Source, steps: int, out: Path, checkpoint_every: int | None 
 
 def finetune(run_dir: Path | str, steps: int, tree_kind: str = DEFAULT_TREE_KIND, out: Path | str | None = None,
              force: bool = False, checkpoint_every: int | None = None, progress: bool = True,
-             update: str | None = None) -> Path:
+             update: str | None = None, select_episodes: int = DEFAULT_SELECT_EPISODES) -> Path:
     """Fine-tune the SMOSE run in ``run_dir`` for ``steps`` steps under its ``tree_kind`` trees into ``out`` (default
     RUN-finetune-<kind> beside it); returns ``out``, an ordinary run directory. ``update``: as ``smose train
-    --update`` (default: the source run's). Anything refused (SmoseError) is refused before ``out`` is created."""
+    --update`` (default: the source run's). ``select_episodes``: at the end, keep the controller as distilled instead
+    when it does better on that many episodes of their own (:func:`keep_better`; 0: keep the fine-tuned one).
+    Anything refused (SmoseError) is refused before ``out`` is created."""
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
         raise SmoseError(f"--steps must be an integer from 1 to {MAX_STEPS:,}, got {steps!r}")
+    if not isinstance(select_episodes, int) or isinstance(select_episodes, bool) \
+            or not 0 <= select_episodes <= MAX_EPISODES:
+        raise SmoseError(f"--select-episodes must be an integer from 0 to {MAX_EPISODES:,}, got {select_episodes!r}")
     source = check_source(run_dir, tree_kind)
     out = _check_out(source, Path(out) if out is not None else default_out(source.run_dir, tree_kind), force)
-    trainer = prepare(source, steps, out, checkpoint_every, update)
+    trainer = prepare(source, steps, out, checkpoint_every, update, select_episodes)
     try:
         create_run_dir(out)
     except BaseException:
@@ -219,6 +243,7 @@ def finetune(run_dir: Path | str, steps: int, tree_kind: str = DEFAULT_TREE_KIND
         return _evaluate_before(trainer, source)
 
     run_locked(out, fresh_trainer, progress)
+    keep_better(out, TreeRoutedActor.from_smose(source.actor, source.trees))
     return out
 
 
@@ -257,6 +282,71 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
     return resume(run_dir, None if steps is None else start + steps, checkpoint_every, progress=progress)
 
 
+def controller_to_compare(run_dir: Path) -> TreeRoutedActor | None:
+    """What a resumed run compares its controller with at the end (:func:`keep_better`): for a fine-tuning run whose
+    record asks for the comparison, the controller as distilled (its source run's model, the checkpoint it started
+    from, routed by its trees); None for any other run. SmoseError, before anything is trained, when the source run
+    is not found with those trees."""
+    record = read_record(run_dir) if RunDir(run_dir).config.is_file() else None
+    if not record or not record.get(SELECT_EPISODES_KEY):
+        return None
+    return distilled_controller(run_dir, record)
+
+
+def distilled_controller(run_dir: Path, record: dict) -> TreeRoutedActor:
+    """The controller as distilled of the fine-tuning run ``run_dir`` (its record: :func:`read_record`): the source
+    run's model routed by the trees ``run_dir`` was fine-tuned under, both checked to be the ones it started from."""
+    source = source_dir(run_dir, record)
+    if not holds_trees(source, record["tree_kind"], record["trees_sha256"]):
+        raise SmoseError(f"{run_dir}: its source run ({source}) is not there with the trees it was fine-tuned under; "
+                         "the comparison with the controller as distilled at the end needs it: put it back where "
+                         f"it was ({record['source_run']}, or {record.get(SOURCE_RELATIVE_KEY)} from this run)")
+    actor, meta = load_model(source)
+    if not isinstance(actor, SMOSEActor) or isinstance(actor, TreeRoutedActor) \
+            or router_digest(actor) != record.get("router_sha256"):
+        raise SmoseError(f"{source}: holds another model than the one {run_dir} was fine-tuned from")
+    return TreeRoutedActor.from_smose(actor, load_trees(tree_file(source, record["tree_kind"]), actor, meta["env_id"]))
+
+
+def choose(fine_tuned: Actor, as_distilled: Actor, env: Any, episodes: int, seed: int) -> dict:
+    """Which controller to keep: the mean deterministic return of each over the same ``episodes`` episodes (reset
+    seeds seed + SELECTION_SEED_OFFSET + i: neither the evaluation's nor the fitting's), the fine-tuned one kept
+    unless the one as distilled does strictly better."""
+    returns = [evaluate(actor, env, episodes, seed, offset=SELECTION_SEED_OFFSET)["mean"]
+               for actor in (fine_tuned, as_distilled)]
+    return {"episodes": episodes, "seed": seed, "fine_tuned_return": returns[0], "as_distilled_return": returns[1],
+            "kept": FINE_TUNED if returns[0] >= returns[1] else AS_DISTILLED}
+
+
+def keep_better(run_dir: Path, as_distilled: TreeRoutedActor) -> dict | None:
+    """After fine-tuning ``run_dir`` (finished): compare its controller with ``as_distilled`` (:func:`choose`, on the
+    record's ``select_episodes``) and, when that one does better, make it the run's model and evaluation (eval.json
+    on the evaluation's episodes, as before fine-tuning); the record keeps the comparison. The checkpoint keeps the
+    fine-tuned state, so ``--resume`` fine-tunes on from it and compares again. None when the record asks for no
+    comparison (``select_episodes`` 0)."""
+    run_dir = Path(run_dir)
+    with runlock.hold(run_dir, "finetune"):
+        record = read_record(run_dir)
+        if not record or not record.get(SELECT_EPISODES_KEY):
+            return None
+        config = read_run_config(RunDir(run_dir).config)
+        fine_tuned, meta = load_model(run_dir)
+        env = make_env(config.env, env_kwargs=config.env_kwargs)
+        try:
+            choice = choose(fine_tuned, as_distilled, env, record[SELECT_EPISODES_KEY], config.seed)
+            if choice["kept"] == AS_DISTILLED:
+                save_model(as_distilled, run_dir, config.env,
+                           {"trained_steps": record["source_step"], **env_record(config.env_kwargs, env)})
+                result = evaluate(as_distilled, env, config.eval_episodes, config.seed)
+                write_eval(RunDir(run_dir).eval, result | {"step": record["source_step"], "source": "train"})
+        finally:
+            env.close()
+        data = read_json(RunDir(run_dir).config, "run configuration")
+        data[FINETUNE_KEY][SELECTION_KEY] = choice
+        write_json(RunDir(run_dir).config, data)
+    return choice
+
+
 def fell(result: dict) -> str | None:
     """What `smose finetune` adds on stderr when ``result`` (its summary) has the tree-routed return lower after
     fine-tuning than before it, on the same evaluation episodes; None otherwise. A controller near its router's
@@ -265,14 +355,35 @@ def fell(result: dict) -> str | None:
     before, after = result.get("tree_return_before"), result.get("final_eval_mean")
     if before is None or after is None or after >= before:
         return None
+    selection = result.get("selection")
+    if selection:  # the fine-tuned one was kept: it did better on the selection's episodes
+        return (f"the tree-routed return fell during fine-tuning on the evaluation's episodes ({before:.6g} before, "
+                f"{after:.6g} after), though it rose on the {selection['episodes']} episodes of the comparison "
+                f"({selection['as_distilled_return']:.6g} as distilled, {selection['fine_tuned_return']:.6g} "
+                f"fine-tuned); compare {result['run_dir']} with the controller as distilled (smose eval "
+                f"{result['source_run']} --router tree --tree-kind {result['tree_kind']}) on more episodes before "
+                f"choosing which to deploy")
     return (f"the tree-routed return fell during fine-tuning ({before:.6g} before, {after:.6g} after, on the same "
             f"episodes); compare {result['run_dir']} with the controller as distilled (smose eval "
             f"{result['source_run']} --router tree --tree-kind {result['tree_kind']}) on more episodes before "
             f"choosing which to deploy")
 
 
+def kept_as_distilled(result: dict) -> str | None:
+    """What `smose finetune` adds on stderr when the comparison at the end kept the controller as distilled (its
+    summary ``result``); None otherwise."""
+    selection = result.get("selection")
+    if not selection or selection["kept"] != AS_DISTILLED:
+        return None
+    return (f"fine-tuning did not beat the controller as distilled on the {selection['episodes']} episodes of the "
+            f"comparison ({selection['fine_tuned_return']:.6g} fine-tuned, {selection['as_distilled_return']:.6g} as "
+            f"distilled): {result['run_dir']} holds the controller as distilled (the source's experts under the same "
+            f"trees); its checkpoint keeps the fine-tuned state, and --resume fine-tunes on from there")
+
+
 def summary(run_dir: Path) -> dict:
-    """What `smose finetune` prints: the run, its source, the returns before and after (the same episodes)."""
+    """What `smose finetune` prints: the run, its source, the returns before and after (the same episodes; after: the
+    controller kept), which controller was kept and the comparison that chose it (None when none was made)."""
     from smose.serialization import read_eval
 
     record = read_record(run_dir) or {}
@@ -288,5 +399,7 @@ def summary(run_dir: Path) -> dict:
             "fine_tuning_steps": read_checkpoint_json(run_dir)["step"] - record.get("source_step", 0),
             "neural_return": neural, "tree_return_before": before.get("tree_return"),
             "final_eval_mean": after["mean"], "final_eval_std": after["std"],
-            "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"])}
+            "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"]),
+            "kept": (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
+            "selection": record.get(SELECTION_KEY)}
 

@@ -474,7 +474,12 @@ def resume(run_dir: Path, steps: int | None = None, checkpoint_every: int | None
     run_dir = Path(run_dir)
     if not run_dir.is_dir():  # before the lock, whose file would go in it
         raise SmoseError(f"{run_dir}: no such run directory")
+    from smose.training.finetune import controller_to_compare, keep_better
+
+    as_distilled = controller_to_compare(run_dir)  # a fine-tuning run: compared again at the end
     run_locked(run_dir, lambda: Trainer.resume(run_dir, steps, checkpoint_every), progress)
+    if as_distilled is not None:
+        keep_better(run_dir, as_distilled)
     return run_dir
 
 

@@ -18,6 +18,7 @@ from smose.interpret.rules import rules_text
 from smose.interpret.trees import load_trees, router_digest, stale_trees, tree_file
 from smose.run import FIDELITY_FILE, TREES_DIR
 from smose.serialization import read_json
+from smose.training.finetune import AS_DISTILLED, SELECTION_KEY
 
 
 def load_tree_files(
@@ -73,10 +74,16 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
         return section
     if view.fixed_trees is not None:
         record = view.finetune
+        if (record.get(SELECTION_KEY) or {}).get("kept") == AS_DISTILLED:
+            trained = ("fine-tuning under them did not beat the controller as distilled, which this run holds, and "
+                       "they did not change")
+        else:
+            trained = (f"the controller was fine-tuned under them for "
+                       f"{(view.meta.get('trained_steps') or 0) - record.get('source_step', 0):,} steps and they did "
+                       "not change")
         section.blocks.append(Text(
-            f"These trees choose the expert at every step: the controller was fine-tuned under them for "
-            f"{(view.meta.get('trained_steps') or 0) - record.get('source_step', 0):,} steps and they did not "
-            f"change. They were distilled from the neural router of {view.finetune_source} "
+            f"These trees choose the expert at every step: {trained}. They were distilled from the neural router of "
+            f"{view.finetune_source} "
             "(its trees/fidelity.json holds their agreement with it). Splits are shown on the raw state variable; "
             "'true' branches go left."))
         fidelity = {}
@@ -223,8 +230,11 @@ def _finetune_returns(view: RunView) -> list[Block]:
                                                        before.get("tree_return"))]
     same = bool(after) and (after.get("episodes"), after.get("seed"), after.get("mode", "gated")) == \
         (before.get("episodes"), before.get("seed"), before.get("mode"))
+    selection = view.finetune.get(SELECTION_KEY)
+    kept_as_distilled = bool(selection) and selection.get("kept") == AS_DISTILLED
     if same:
-        returns.append(("fine-tuned controller (eval.json)", after.get("mean")))
+        returns.append(("this run's controller: as distilled, kept (eval.json)" if kept_as_distilled
+                        else "fine-tuned controller (eval.json)", after.get("mean")))
     positive = isinstance(neural, (int, float)) and neural > 0
     rows = [[name, fmt(value), f"{value / neural:.3f}" if positive and isinstance(value, (int, float)) else "n/a"]
             for name, value in returns]
@@ -233,6 +243,14 @@ def _finetune_returns(view: RunView) -> list[Block]:
              f"episodes (seed {before.get('seed')}): the ratio is the return over the source run's neural router's "
              "(defined for positive returns)."),
         Table(["controller", "mean return", "ratio"], rows)]
+    if selection:
+        blocks.append(Text(
+            f"At the end of fine-tuning the controller as fine-tuned and as distilled were compared on "
+            f"{selection.get('episodes')} episodes of their own (neither these nor the trees' fitting episodes): "
+            f"{fmt(selection.get('fine_tuned_return'))} fine-tuned, {fmt(selection.get('as_distilled_return'))} as "
+            f"distilled. This run holds the controller {selection.get('kept')}"
+            + (" (the source run's experts under the same trees; the checkpoint keeps the fine-tuned state)."
+               if kept_as_distilled else ".")))
     if not same:
         blocks.append(Note(f"eval.json holds another evaluation than these episodes; `smose eval {view.run_dir} "
                            f"--episodes {before.get('episodes')} --seed {before.get('seed')}` gives the comparable "
