@@ -229,6 +229,12 @@ def test_a_fall_during_fine_tuning_is_reported(tuned, monkeypatch, capsys):
     assert finetune_module.fell(real | {"tree_return_before": -6.16, "final_eval_mean": -5.49}) is None
     assert finetune_module.fell(real | {"tree_return_before": 10.0, "final_eval_mean": 10.0}) is None  # level
     assert finetune_module.fell(real | {"tree_return_before": None}) is None  # nothing to compare with
+    # kept after the comparison at the end: the message says the comparison's episodes saw it otherwise
+    compared = {"episodes": 30, "seed": 0, "fine_tuned_return": -5.2, "as_distilled_return": -5.3,
+                "kept": "fine-tuned"}
+    assert finetune_module.fell(fallen | {"selection": compared}).startswith(
+        "the tree-routed return fell during fine-tuning on the evaluation's episodes (-5.49 before, -6.16 after), "
+        "though it rose on the 30 episodes of the comparison (-5.3 as distilled, -5.2 fine-tuned); compare ")
     monkeypatch.setattr(finetune_module, "resume_finetune", lambda *args, **kwargs: tuned)
     monkeypatch.setattr(finetune_module, "summary", lambda run_dir: fallen)
     capsys.readouterr()

@@ -355,18 +355,16 @@ def fell(result: dict) -> str | None:
     before, after = result.get("tree_return_before"), result.get("final_eval_mean")
     if before is None or after is None or after >= before:
         return None
+    advice = (f"compare {result['run_dir']} with the controller as distilled (smose eval {result['source_run']} "
+              f"--router tree --tree-kind {result['tree_kind']}) on more episodes before choosing which to deploy")
     selection = result.get("selection")
-    if selection:  # the fine-tuned one was kept: it did better on the selection's episodes
+    if selection:  # the fine-tuned one was kept: it did better on the comparison's episodes
         return (f"the tree-routed return fell during fine-tuning on the evaluation's episodes ({before:.6g} before, "
                 f"{after:.6g} after), though it rose on the {selection['episodes']} episodes of the comparison "
                 f"({selection['as_distilled_return']:.6g} as distilled, {selection['fine_tuned_return']:.6g} "
-                f"fine-tuned); compare {result['run_dir']} with the controller as distilled (smose eval "
-                f"{result['source_run']} --router tree --tree-kind {result['tree_kind']}) on more episodes before "
-                f"choosing which to deploy")
+                f"fine-tuned); {advice}")
     return (f"the tree-routed return fell during fine-tuning ({before:.6g} before, {after:.6g} after, on the same "
-            f"episodes); compare {result['run_dir']} with the controller as distilled (smose eval "
-            f"{result['source_run']} --router tree --tree-kind {result['tree_kind']}) on more episodes before "
-            f"choosing which to deploy")
+            f"episodes); {advice}")
 
 
 def kept_as_distilled(result: dict) -> str | None:
