@@ -7,8 +7,8 @@ For each SMOSE run this does what `smose distill --kind oblique --cma-start STAR
 and defaults: depth 3, 20 fitting and 20 held-out episodes, 10 evaluation episodes; but 200 generations unless told,
 those of its first records, made before smose distill's default became 1000), for both starts on the same states,
 one after the other, and the two CART kinds beside them for reference (`--kind per-expert`, `--kind multiclass`, the
-same DAgger rounds). Nothing is written into the run directories. Writes OUT.json (every number) and OUT.md (the
-table).
+same DAgger rounds); ``--contenders`` fits only those named. Nothing is written into the run directories. Writes
+OUT.json (every number) and OUT.md (the table).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def measure(run_dir: Path, args: argparse.Namespace) -> dict:
         neural = evaluate(actor, env, args.eval_episodes, seed)
         result = {"run": str(run_dir), "env_id": env_id, "train_states": len(labels),
                   "heldout_states": len(heldout_labels), "neural_return": neural["mean"], "contenders": {}}
-        for name, kind, start in CONTENDERS:
+        for name, kind, start in contenders(args.contenders):
             started = time.perf_counter()
             trees, fit_states, fit_labels, _ = fit_with_dagger(
                 actor, env, kind, states, labels, args.depth, env_id, args.dagger, args.episodes, seed,
@@ -69,12 +69,17 @@ def measure(run_dir: Path, args: argparse.Namespace) -> dict:
     return result
 
 
+def contenders(names: list[str] | None) -> list[tuple[str, str, str | None]]:
+    """The CONTENDERS named (all of them for None), in CONTENDERS' order."""
+    return [c for c in CONTENDERS if names is None or c[0] in names]
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
 def markdown(record: dict) -> str:
-    names = [name for name, _, _ in CONTENDERS]
+    names = [name for name, _, _ in contenders(record.get("contenders"))]
     lines = ["# The oblique tree's CMA-ES start: zeros (the authors) or the router's boundaries", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
@@ -116,13 +121,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--cma-iterations", type=int, default=RECORDED_ITERATIONS)
+    parser.add_argument("--contenders", nargs="+", choices=[name for name, _, _ in CONTENDERS], default=None,
+                        metavar="NAME", help="fit only these (default: all: "
+                                             + ", ".join(repr(name) for name, _, _ in CONTENDERS) + ")")
     parser.add_argument("--note", default="", help="what else ran on the machine, for the record")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
     runs = [measure(run, args) for run in args.runs]
     record = {**header("oblique_start.py", args.note), "depth": args.depth, "dagger": args.dagger,
               "episodes": args.episodes, "eval_episodes": args.eval_episodes, "cma_iterations": args.cma_iterations,
-              "runs": runs}
+              **({"contenders": args.contenders} if args.contenders else {}), "runs": runs}
     write(args.out, record, markdown(record))
 
 

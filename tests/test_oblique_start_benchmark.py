@@ -33,3 +33,13 @@ def test_both_starts_are_fitted_on_the_same_states_and_tabled(pendulum_run, tmp_
     table = out.with_suffix(".md").read_text()
     assert table.count("| pendulum | ") == len(CONTENDERS) and "1 DAgger round," in table
     assert "| oblique from zeros | " in table.split("## Means over the runs")[1]
+    # --contenders: only those named are fitted and tabled
+    monkeypatch.setattr(sys, "argv", ["oblique_start.py", "--runs", str(pendulum_run), "--depth", "2",
+                                      "--episodes", "2", "--eval-episodes", "1", "--cma-iterations", "3",
+                                      "--contenders", "oblique from router", "--out", str(out)])
+    main()
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["contenders"] == ["oblique from router"]
+    assert list(record["runs"][0]["contenders"]) == ["oblique from router"]
+    table = out.with_suffix(".md").read_text()
+    assert table.count("| pendulum | ") == 1 and "| oblique from router | " in table.split("## Means")[1]
