@@ -175,3 +175,13 @@ def test_eval_on_another_env_keeps_the_reference_evaluation(tmp_path, capsys):
     assert json.loads((run_dir / "eval.json").read_text()) == reference
     assert main(["train", *hopper, "--force"]) == 0
     assert not (run_dir / "eval-Hopper-v4.json").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(pendulum_run):
+    """`smose info RUN | head -1`: when stdout's reader has closed the pipe, the command ends with the status of a
+    program stopped by SIGPIPE (141) and says nothing on stderr, no traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "smose", "info", str(pendulum_run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # long before it writes: starting Python and importing smose takes a second or more
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 141 and err == b""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -505,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smose: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`smose info RUN | head`): nothing left to say to it
+        # Python flushes stdout once more at exit; pointing it at /dev/null keeps that from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program stopped by the closed pipe
 
 
 if __name__ == "__main__":
