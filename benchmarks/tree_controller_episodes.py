@@ -12,7 +12,8 @@ relative to where it was made: run this from there), on the same N episodes:
 - the neural router (the source run);
 - each kind's trees as distilled: the source run's experts routed by the trees its fine-tuning run was made under
   (that run's own copy, bound to it by SHA-256), as `smose eval SOURCE --router tree --tree-kind KIND` does;
-- each fine-tuned controller, as `smose eval FINETUNE_RUN`;
+- each fine-tuned controller, as `smose eval FINETUNE_RUN` (for a run fine-tuned with the comparison at the end,
+  the controller it kept);
 - the control trained on as long under its neural router, where the record has one.
 
 With ``--select-episodes N``, *after* is the controller `smose finetune --select-episodes N` keeps (its default

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium
@@ -234,7 +235,8 @@ def test_a_fall_during_fine_tuning_is_reported(tuned, monkeypatch, capsys):
                 "kept": "fine-tuned"}
     assert finetune_module.fell(fallen | {"selection": compared}).startswith(
         "the tree-routed return fell during fine-tuning on the evaluation's episodes (-5.49 before, -6.16 after), "
-        "though it rose on the 30 episodes of the comparison (-5.3 as distilled, -5.2 fine-tuned); compare ")
+        "though on the 30 episodes of the comparison it did at least as well (-5.3 as distilled, -5.2 fine-tuned); "
+        "compare ")
     monkeypatch.setattr(finetune_module, "resume_finetune", lambda *args, **kwargs: tuned)
     monkeypatch.setattr(finetune_module, "summary", lambda run_dir: fallen)
     capsys.readouterr()
@@ -336,6 +338,39 @@ def test_a_worse_fine_tuned_controller_gives_way_to_the_one_as_distilled(source,
     env = gymnasium.make("Pendulum-v1")
     assert choose(expected, expected, env, 2, 0)["kept"] == FINE_TUNED
     assert keep_better(tuned, expected) is None and "selection" not in read_record(tuned)
+
+
+def test_a_comparison_stopped_before_it_finished_is_made_by_resume(source, tuned, tmp_path, capsys):
+    """A run whose record asks for the comparison and holds none (stopped during it, after the last fine-tuning
+    step): its summary says kept is unknown and stderr says how to finish; `smose finetune --resume RUN` then makes
+    the comparison without training, and the tree-controller benchmark counts the run as not finished."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tree_controller import state
+
+    run = worse_copy(tuned, tmp_path / "stopped", 4)
+    checkpoint = read_checkpoint_json(run)
+    result = summary(run)
+    assert result["kept"] is None and result["selection"] is None
+    assert finetune_module.not_compared(result) == (
+        f"{run}: the comparison with the controller as distilled at the end was not made (stopped before it "
+        f"finished); `smose finetune --resume {run}` makes it")
+    assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "resumable"
+    capsys.readouterr()
+    assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["kept"] == AS_DISTILLED and printed["selection"] == read_record(run)["selection"]
+    assert read_checkpoint_json(run) == checkpoint  # nothing trained
+    assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "finished"
+    assert finetune_module.not_compared(summary(run)) is None
+    # a record whose comparison is not as smose finetune writes it is refused in one line
+    config = json.loads((run / "config.json").read_text())
+    for broken in ({"select_episodes": True}, {"select_episodes": 10 ** 9},
+                   {"selection": {**config["finetune"]["selection"], "episodes": "4"}}):
+        bad = tmp_path / f"bad-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(run, bad, ignore=shutil.ignore_patterns("checkpoint"))
+        (bad / "config.json").write_text(json.dumps(config | {"finetune": config["finetune"] | broken}))
+        err = refused(capsys, "info", str(bad))
+        assert "invalid finetune record" in err, broken
 
 
 def test_resume_fine_tunes_on_from_the_checkpoint_and_compares_again(source, tuned, tmp_path, capsys):

@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from smose.training.finetune import fell, finetune, kept_as_distilled, resume_finetune, summary
+    from smose.training.finetune import fell, finetune, kept_as_distilled, not_compared, resume_finetune, summary
     from smose.training.logger import warn
     from smose.training.trainer import TrainingInterrupted
 
@@ -117,7 +117,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 130
     result = summary(run_dir)
     print(json.dumps(result))
-    for message in (kept_as_distilled(result), fell(result)):
+    for message in (not_compared(result), kept_as_distilled(result), fell(result)):
         if message:
             warn(message)
     return 0

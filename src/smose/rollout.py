@@ -25,8 +25,8 @@ HOLDOUT_SEED_OFFSET = 5_000
 EVAL_SEED_OFFSET = 10_000
 # DAgger round r rolls out the trees from reset seeds seed + DAGGER_SEED_OFFSET + r·episodes + i.
 DAGGER_SEED_OFFSET = 20_000
-# `smose finetune` chooses between the controller as distilled and as fine-tuned on episodes of their own: the choice
-# is never made on the episodes its result is reported on (evaluation's), nor on those the trees were fitted to.
+# `smose finetune` chooses between the controller as distilled and as fine-tuned on episodes of their own: never the
+# evaluation's (on which its result is reported), nor at distill's defaults the ones the trees were fitted to.
 SELECTION_SEED_OFFSET = 30_000
 
 # A router: observation batch [1, n_obs] -> chosen expert [1]; None means the actor's own (neural) router.

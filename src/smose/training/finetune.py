@@ -70,17 +70,25 @@ def read_record(run_dir: Path) -> dict | None:
             and isinstance(record.get("trees_sha256"), str) and isinstance(record.get("source_step"), int)
             and isinstance(record.get("source_run"), str)
             and isinstance(record.get(SOURCE_RELATIVE_KEY, ""), str)
-            and isinstance(record.get(SELECT_EPISODES_KEY, 0), int) and record.get(SELECT_EPISODES_KEY, 0) >= 0
+            and _is_count(record.get(SELECT_EPISODES_KEY, 0), 0, MAX_EPISODES)
             and _valid_selection(record.get(SELECTION_KEY))):
         raise SmoseError(f"{path}: invalid {FINETUNE_KEY} record (needs source_run, source_step, tree_kind and "
-                         "trees_sha256)")
+                         f"trees_sha256; {SELECT_EPISODES_KEY} and {SELECTION_KEY}, where present, as smose finetune "
+                         "writes them)")
     return record
 
 
+def _is_count(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _valid_selection(selection: object) -> bool:
-    return selection is None or (isinstance(selection, dict) and selection.get("kept") in (FINE_TUNED, AS_DISTILLED)
-                                 and all(isinstance(selection.get(key), (int, float))
-                                         for key in ("fine_tuned_return", "as_distilled_return")))
+    """The ``selection`` of a record as :func:`choose` writes it (or none)."""
+    return selection is None or (
+        isinstance(selection, dict) and selection.get("kept") in (FINE_TUNED, AS_DISTILLED)
+        and _is_count(selection.get("episodes"), 1, MAX_EPISODES) and isinstance(selection.get("seed"), int)
+        and all(isinstance(selection.get(key), (int, float)) and not isinstance(selection.get(key), bool)
+                for key in ("fine_tuned_return", "as_distilled_return")))
 
 
 def source_dir(run_dir: Path, record: dict) -> Path:
@@ -277,9 +285,18 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
     if steps is not None and steps < done:
         raise SmoseError(f"{run_dir}: --steps {steps} is below the {done:,} fine-tuning steps already taken")
     if (steps is None or steps == done) and checkpoint.get("finished") is True:
+        if comparison_pending(record):  # fine-tuning finished, the comparison at its end did not (interrupted)
+            keep_better(run_dir, distilled_controller(run_dir, record))
+            return run_dir
         raise SmoseError(f"{run_dir}: fine-tuning already finished after {done:,} steps; pass --steps N (> {done}) to "
                          "fine-tune it further")
     return resume(run_dir, None if steps is None else start + steps, checkpoint_every, progress=progress)
+
+
+def comparison_pending(record: dict) -> bool:
+    """Whether a fine-tuning run's record asks for the comparison at the end and holds none: it has not finished, or
+    was stopped during the comparison (`smose finetune --resume RUN` then makes it)."""
+    return bool(record.get(SELECT_EPISODES_KEY)) and record.get(SELECTION_KEY) is None
 
 
 def controller_to_compare(run_dir: Path) -> TreeRoutedActor | None:
@@ -360,11 +377,20 @@ def fell(result: dict) -> str | None:
     selection = result.get("selection")
     if selection:  # the fine-tuned one was kept: it did better on the comparison's episodes
         return (f"the tree-routed return fell during fine-tuning on the evaluation's episodes ({before:.6g} before, "
-                f"{after:.6g} after), though it rose on the {selection['episodes']} episodes of the comparison "
-                f"({selection['as_distilled_return']:.6g} as distilled, {selection['fine_tuned_return']:.6g} "
-                f"fine-tuned); {advice}")
+                f"{after:.6g} after), though on the {selection['episodes']} episodes of the comparison it did at "
+                f"least as well ({selection['as_distilled_return']:.6g} as distilled, "
+                f"{selection['fine_tuned_return']:.6g} fine-tuned); {advice}")
     return (f"the tree-routed return fell during fine-tuning ({before:.6g} before, {after:.6g} after, on the same "
             f"episodes); {advice}")
+
+
+def not_compared(result: dict) -> str | None:
+    """What `smose finetune` adds on stderr when the comparison at the end is still to be made (its summary
+    ``result``: ``kept`` None); None otherwise."""
+    if result.get("kept") is not None:
+        return None
+    return (f"{result['run_dir']}: the comparison with the controller as distilled at the end was not made (stopped "
+            f"before it finished); `smose finetune --resume {result['run_dir']}` makes it")
 
 
 def kept_as_distilled(result: dict) -> str | None:
@@ -398,6 +424,7 @@ def summary(run_dir: Path) -> dict:
             "neural_return": neural, "tree_return_before": before.get("tree_return"),
             "final_eval_mean": after["mean"], "final_eval_std": after["std"],
             "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"]),
-            "kept": (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
+            # None: the comparison the record asks for is not made yet (comparison_pending)
+            "kept": None if comparison_pending(record) else (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
             "selection": record.get(SELECTION_KEY)}
 
