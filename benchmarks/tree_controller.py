@@ -52,7 +52,7 @@ from smose.interpret.oblique import CMA_STARTS
 from smose.run import RunDir, read_metrics
 from smose.serialization import read_eval, read_json
 from smose.training.checkpoint import read_checkpoint_json
-from smose.training.finetune import comparison_pending, holds_trees, read_record, source_dir
+from smose.training.finetune import holds_trees, read_record, selection_pending, source_dir
 from smose_cli import run_smose
 
 ALL_KINDS = "all"
@@ -74,8 +74,8 @@ def state(out: Path, source: Path, source_step: int, kind: str, steps: int, sele
             or source_dir(out, record).resolve() != source.resolve()):
         return "fresh"
     done = checkpoint["step"] - record["source_step"]
-    # a comparison at the end still to make (stopped during it): `smose finetune --resume` makes it
-    finished = checkpoint.get("finished") is True and done == steps and not comparison_pending(record)
+    # the end still to complete (stopped during the comparison or its writes): `smose finetune --resume` makes it
+    finished = checkpoint.get("finished") is True and done == steps and not selection_pending(out, record)
     return "finished" if finished else "resumable"
 
 

@@ -352,8 +352,8 @@ def test_a_comparison_stopped_before_it_finished_is_made_by_resume(source, tuned
     result = summary(run)
     assert result["kept"] is None and result["selection"] is None
     assert finetune_module.not_compared(result) == (
-        f"{run}: the comparison with the controller as distilled at the end was not made (stopped before it "
-        f"finished); `smose finetune --resume {run}` makes it")
+        f"{run}: the comparison with the controller as distilled at the end was not completed (stopped before it "
+        f"finished); `smose finetune --resume {run}` completes it")
     assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "resumable"
     capsys.readouterr()
     assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
@@ -373,6 +373,41 @@ def test_a_comparison_stopped_before_it_finished_is_made_by_resume(source, tuned
         assert "invalid finetune record" in err, broken
 
 
+def test_a_stop_between_the_records_write_and_the_models_is_completed_by_resume(source, tuned, tmp_path, capsys):
+    """The comparison's record is written before the model and eval.json it chose: a run stopped between those
+    writes (the fine-tuned model or evaluation still there beside a record that keeps the one as distilled) reads as
+    not completed, and `smose finetune --resume RUN` writes what the record chose without comparing again, to the
+    same files as an end that was not stopped."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from tree_controller import state
+
+    whole = worse_copy(tuned, tmp_path / "whole", 4)
+    before = {name: (whole / name).read_bytes() for name in ("model.safetensors", "model.json", "eval.json")}
+    keep_better(whole, controller_to_compare(whole))
+    assert read_record(whole)["selection"]["kept"] == AS_DISTILLED
+    expected = {name: (whole / name).read_bytes() for name in before}
+    for stale in (("model.safetensors", "model.json", "eval.json"), ("eval.json",)):  # stopped before either, or one
+        run = tmp_path / f"stopped-{len(stale)}"
+        shutil.copytree(whole, run)
+        for name in stale:
+            (run / name).write_bytes(before[name])
+        assert finetune_module.replacement_pending(run, read_record(run))
+        result = summary(run)
+        assert result["kept"] is None and finetune_module.not_compared(result) == (
+            f"{run}: the comparison with the controller as distilled at the end was not completed (stopped before it "
+            f"finished); `smose finetune --resume {run}` completes it")
+        assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "resumable"
+        capsys.readouterr()
+        assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["kept"] == AS_DISTILLED and printed["selection"] == read_record(whole)["selection"]
+        assert {name: (run / name).read_bytes() for name in before} == expected
+        assert not finetune_module.replacement_pending(run, read_record(run))
+        assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "finished"
+    # a run that kept the fine-tuned one has nothing pending, whatever its model's step
+    assert not finetune_module.replacement_pending(tuned, read_record(tuned) | {"selection": {"kept": FINE_TUNED}})
+
+
 def test_resume_fine_tunes_on_from_the_checkpoint_and_compares_again(source, tuned, tmp_path, capsys):
     run = worse_copy(tuned, tmp_path / "worse", 4)
     keep_better(run, controller_to_compare(run))
@@ -386,6 +421,16 @@ def test_resume_fine_tunes_on_from_the_checkpoint_and_compares_again(source, tun
     assert main(["finetune", "--resume", str(run), "--steps", str(STEPS + 20), "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["fine_tuning_steps"] == STEPS + 20 and printed["selection"] == read_record(run)["selection"]
+    # `smose train --resume` (absolute steps) on a fine-tuning run compares again and prints what finetune prints
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    assert main(["train", "--resume", str(again), "--steps", str(1500 + STEPS + 40), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    printed_by_train = json.loads(captured.out)
+    assert printed_by_train["fine_tuning_steps"] == STEPS + 40
+    assert printed_by_train["kept"] in (FINE_TUNED, AS_DISTILLED)
+    assert printed_by_train["selection"] == read_record(again)["selection"]
+    assert (printed_by_train["kept"] == AS_DISTILLED) == ("did not beat the controller as distilled" in captured.err)
     # the same as resuming the run without the comparison, then comparing
     plain = tmp_path / "plain"
     shutil.copytree(tuned, plain)

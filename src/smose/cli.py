@@ -81,6 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
+    if args.resume is not None:
+        from smose.training.finetune import read_record
+
+        if read_record(run_dir) is not None:  # a fine-tuning run, resumed: what `smose finetune --resume` prints
+            return _print_finetune_summary(run_dir)
     result = read_eval(RunDir(run_dir).eval)
     summary = {"run_dir": str(run_dir), "final_eval_mean": result["mean"], "final_eval_std": result["std"]}
     if "success_rate" in result:
@@ -89,9 +94,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from smose.training.finetune import fell, finetune, kept_as_distilled, not_compared, resume_finetune, summary
+def _print_finetune_summary(run_dir: Path) -> int:
+    """A fine-tuning run's summary on stdout (JSON) and what it calls for on stderr: the comparison at the end not
+    completed, the controller as distilled kept, the return fallen."""
+    from smose.training.finetune import fell, kept_as_distilled, not_compared, summary
     from smose.training.logger import warn
+
+    result = summary(run_dir)
+    print(json.dumps(result))
+    for message in (not_compared(result), kept_as_distilled(result), fell(result)):
+        if message:
+            warn(message)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from smose.training.finetune import finetune, resume_finetune
     from smose.training.trainer import TrainingInterrupted
 
     try:
@@ -115,12 +133,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"smose: {exc}", file=sys.stderr)
         return 130
-    result = summary(run_dir)
-    print(json.dumps(result))
-    for message in (not_compared(result), kept_as_distilled(result), fell(result)):
-        if message:
-            warn(message)
-    return 0
+    return _print_finetune_summary(run_dir)
 
 
 def _eval_protocols(args: argparse.Namespace) -> list[tuple[str, int]]:

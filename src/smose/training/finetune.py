@@ -285,7 +285,7 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
     if steps is not None and steps < done:
         raise SmoseError(f"{run_dir}: --steps {steps} is below the {done:,} fine-tuning steps already taken")
     if (steps is None or steps == done) and checkpoint.get("finished") is True:
-        if comparison_pending(record):  # fine-tuning finished, the comparison at its end did not (interrupted)
+        if selection_pending(run_dir, record):  # fine-tuning finished, the comparison at its end did not (stopped)
             keep_better(run_dir, distilled_controller(run_dir, record))
             return run_dir
         raise SmoseError(f"{run_dir}: fine-tuning already finished after {done:,} steps; pass --steps N (> {done}) to "
@@ -297,6 +297,27 @@ def comparison_pending(record: dict) -> bool:
     """Whether a fine-tuning run's record asks for the comparison at the end and holds none: it has not finished, or
     was stopped during the comparison (`smose finetune --resume RUN` then makes it)."""
     return bool(record.get(SELECT_EPISODES_KEY)) and record.get(SELECTION_KEY) is None
+
+
+def replacement_pending(run_dir: Path, record: dict) -> bool:
+    """Whether the comparison at the end kept the controller as distilled and the run's model or eval.json is not yet
+    that controller's (stopped between the record's write and theirs; `smose finetune --resume RUN` writes them): the
+    one as distilled is saved at the source's step, the fine-tuned one at a later step."""
+    if (record.get(SELECTION_KEY) or {}).get("kept") != AS_DISTILLED:
+        return False
+    paths, step = RunDir(run_dir), record["source_step"]
+    try:
+        written = (read_json(paths.model_meta, "model metadata").get("trained_steps"),
+                   read_json(paths.eval, "evaluation").get("step"))
+    except (SmoseError, AttributeError):
+        return True
+    return written != (step, step)
+
+
+def selection_pending(run_dir: Path, record: dict) -> bool:
+    """Whether the end of fine-tuning is still to be completed by `smose finetune --resume RUN`: the comparison
+    (:func:`comparison_pending`) or what it chose (:func:`replacement_pending`)."""
+    return comparison_pending(record) or replacement_pending(run_dir, record)
 
 
 def controller_to_compare(run_dir: Path) -> TreeRoutedActor | None:
@@ -340,17 +361,26 @@ def keep_better(run_dir: Path, as_distilled: TreeRoutedActor) -> dict | None:
     record's ``select_episodes``) and, when that one does better, make it the run's model and evaluation (eval.json
     on the evaluation's episodes, as before fine-tuning); the record keeps the comparison. The checkpoint keeps the
     fine-tuned state, so ``--resume`` fine-tunes on from it and compares again. None when the record asks for no
-    comparison (``select_episodes`` 0)."""
+    comparison (``select_episodes`` 0).
+
+    The record is written first and the model and eval.json after it, so that a stop between the writes leaves a
+    state that says what is missing (:func:`replacement_pending`) rather than a model the record does not describe;
+    called again on such a run, it writes them without comparing again (the fine-tuned model may be gone)."""
     run_dir = Path(run_dir)
     with runlock.hold(run_dir, "finetune"):
         record = read_record(run_dir)
         if not record or not record.get(SELECT_EPISODES_KEY):
             return None
         config = read_run_config(RunDir(run_dir).config)
-        fine_tuned, meta = load_model(run_dir)
         env = make_env(config.env, env_kwargs=config.env_kwargs)
         try:
-            choice = choose(fine_tuned, as_distilled, env, record[SELECT_EPISODES_KEY], config.seed)
+            choice = record.get(SELECTION_KEY)
+            if choice is None:
+                fine_tuned, _ = load_model(run_dir)
+                choice = choose(fine_tuned, as_distilled, env, record[SELECT_EPISODES_KEY], config.seed)
+                data = read_json(RunDir(run_dir).config, "run configuration")
+                data[FINETUNE_KEY][SELECTION_KEY] = choice
+                write_json(RunDir(run_dir).config, data)
             if choice["kept"] == AS_DISTILLED:
                 save_model(as_distilled, run_dir, config.env,
                            {"trained_steps": record["source_step"], **env_record(config.env_kwargs, env)})
@@ -358,9 +388,6 @@ def keep_better(run_dir: Path, as_distilled: TreeRoutedActor) -> dict | None:
                 write_eval(RunDir(run_dir).eval, result | {"step": record["source_step"], "source": "train"})
         finally:
             env.close()
-        data = read_json(RunDir(run_dir).config, "run configuration")
-        data[FINETUNE_KEY][SELECTION_KEY] = choice
-        write_json(RunDir(run_dir).config, data)
     return choice
 
 
@@ -389,8 +416,8 @@ def not_compared(result: dict) -> str | None:
     ``result``: ``kept`` None); None otherwise."""
     if result.get("kept") is not None:
         return None
-    return (f"{result['run_dir']}: the comparison with the controller as distilled at the end was not made (stopped "
-            f"before it finished); `smose finetune --resume {result['run_dir']}` makes it")
+    return (f"{result['run_dir']}: the comparison with the controller as distilled at the end was not completed "
+            f"(stopped before it finished); `smose finetune --resume {result['run_dir']}` completes it")
 
 
 def kept_as_distilled(result: dict) -> str | None:
@@ -424,7 +451,8 @@ def summary(run_dir: Path) -> dict:
             "neural_return": neural, "tree_return_before": before.get("tree_return"),
             "final_eval_mean": after["mean"], "final_eval_std": after["std"],
             "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"]),
-            # None: the comparison the record asks for is not made yet (comparison_pending)
-            "kept": None if comparison_pending(record) else (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
+            # None: the comparison the record asks for is not completed yet (selection_pending)
+            "kept": None if selection_pending(run_dir, record)
+            else (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
             "selection": record.get(SELECTION_KEY)}
 
