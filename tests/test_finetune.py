@@ -373,11 +373,13 @@ def test_a_comparison_stopped_before_it_finished_is_made_by_resume(source, tuned
         assert "invalid finetune record" in err, broken
 
 
-def test_a_stop_between_the_records_write_and_the_models_is_completed_by_resume(source, tuned, tmp_path, capsys):
-    """The comparison's record is written before the model and eval.json it chose: a run stopped between those
-    writes (the fine-tuned model or evaluation still there beside a record that keeps the one as distilled) reads as
-    not completed, and `smose finetune --resume RUN` writes what the record chose without comparing again, to the
-    same files as an end that was not stopped."""
+def test_a_stop_between_the_records_write_and_the_models_is_completed_by_resume(source, tuned, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The comparison's record is written before eval.json and the model it chose (model.json last): a run stopped
+    between those writes (a record that keeps the one as distilled beside the fine-tuned model) reads as not completed
+    in the summary, `info` and the report, and `smose finetune --resume RUN` writes what the record chose without
+    comparing again, to the same files as an end that was not stopped. `smose eval` rewriting eval.json afterwards
+    leaves the run completed."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from tree_controller import state
 
@@ -386,8 +388,8 @@ def test_a_stop_between_the_records_write_and_the_models_is_completed_by_resume(
     keep_better(whole, controller_to_compare(whole))
     assert read_record(whole)["selection"]["kept"] == AS_DISTILLED
     expected = {name: (whole / name).read_bytes() for name in before}
-    for stale in (("model.safetensors", "model.json", "eval.json"), ("eval.json",)):  # stopped before either, or one
-        run = tmp_path / f"stopped-{len(stale)}"
+    for stale in (("model.safetensors", "model.json", "eval.json"), ("model.safetensors", "model.json")):
+        run = tmp_path / f"stopped-{len(stale)}"  # stopped before eval.json, or between it and the model
         shutil.copytree(whole, run)
         for name in stale:
             (run / name).write_bytes(before[name])
@@ -398,14 +400,50 @@ def test_a_stop_between_the_records_write_and_the_models_is_completed_by_resume(
             f"finished); `smose finetune --resume {run}` completes it")
         assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "resumable"
         capsys.readouterr()
-        assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
+        assert main(["info", str(run)]) == 0
+        assert (f"kept       not yet known: the comparison at the end was not completed; `smose finetune --resume "
+                f"{run}` completes it") in capsys.readouterr().out
+        assert main(["explain", str(run), "--episodes", "1"]) == 0
+        report = (run / "report" / "report.md").read_text()
+        assert "was not completed (stopped before it finished)" in report and "as distilled, kept" not in report
+        capsys.readouterr()
+        with monkeypatch.context() as patched:  # what the record chose is written, not chosen again
+            patched.setattr(finetune_module, "choose", lambda *a, **k: pytest.fail("compared again"))
+            assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
         printed = json.loads(capsys.readouterr().out)
         assert printed["kept"] == AS_DISTILLED and printed["selection"] == read_record(whole)["selection"]
         assert {name: (run / name).read_bytes() for name in before} == expected
         assert not finetune_module.replacement_pending(run, read_record(run))
         assert state(run, source, 1500, "multiclass", STEPS, select_episodes=4) == "finished"
+    assert main(["eval", str(run), "--episodes", "2"]) == 0  # another eval.json: the model is what counts
+    assert summary(run)["kept"] == AS_DISTILLED
     # a run that kept the fine-tuned one has nothing pending, whatever its model's step
     assert not finetune_module.replacement_pending(tuned, read_record(tuned) | {"selection": {"kept": FINE_TUNED}})
+
+
+def test_a_resume_stopped_before_its_first_checkpoint_fine_tunes_on(source, tuned, tmp_path, capsys):
+    """A run that kept the controller as distilled, resumed with more steps and stopped before the first new
+    checkpoint (config.json asks for more steps than the finished checkpoint holds, no comparison recorded, the model
+    as distilled): `smose finetune --resume RUN` fine-tunes on to config.json's steps and compares at the end, rather
+    than comparing the model as distilled with itself; keep_better alone refuses such a run in one line."""
+    run = worse_copy(tuned, tmp_path / "worse", 4)
+    keep_better(run, controller_to_compare(run))
+    trainer = Trainer.resume(run, steps=1500 + STEPS + 20)
+    try:
+        trainer.write_config()  # what a --resume writes before its first step; then stopped
+    finally:
+        trainer.close()
+    record = read_record(run)
+    assert "selection" not in record and summary(run)["kept"] is None
+    with pytest.raises(SmoseError, match=rf"its model \(step 1500\) is not the fine-tuned controller of the "
+                                         rf"{1500 + STEPS + 20:,} steps its configuration asks for"):
+        keep_better(run, controller_to_compare(run))
+    capsys.readouterr()
+    assert main(["finetune", "--resume", str(run), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["fine_tuning_steps"] == STEPS + 20 and printed["kept"] in (FINE_TUNED, AS_DISTILLED)
+    assert printed["selection"] == read_record(run)["selection"]
+    assert load_model(run)[1]["trained_steps"] == (1500 + STEPS + 20 if printed["kept"] == FINE_TUNED else 1500)
 
 
 def test_resume_fine_tunes_on_from_the_checkpoint_and_compares_again(source, tuned, tmp_path, capsys):

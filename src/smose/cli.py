@@ -230,11 +230,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         **_last_metrics(run_dir),
     }
     if paths.config.is_file():
-        from smose.training.finetune import FINETUNE_KEY, read_record, source_dir
+        from smose.training.finetune import FINETUNE_KEY, read_record, selection_pending, source_dir
 
         record = read_record(run_dir)
-        if record is not None:  # with where the source run is from here
-            info[FINETUNE_KEY] = {**record, "source_dir": str(source_dir(run_dir, record))}
+        if record is not None:  # with where the source run is from here, and whether its end is still to complete
+            info[FINETUNE_KEY] = {**record, "source_dir": str(source_dir(run_dir, record)),
+                                  "selection_pending": selection_pending(run_dir, record)}
     if paths.eval.is_file():
         from smose.serialization import read_eval
 
@@ -263,7 +264,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         record = info["finetune"]
         print(f"routing    fixed {record['tree_kind']} trees (fine-tuned under them from {record['source_dir']} at "
               f"step {record['source_step']})")
-        if selection := record.get("selection"):
+        if record["selection_pending"]:
+            print(f"kept       not yet known: the comparison at the end was not completed; `smose finetune --resume "
+                  f"{run_dir}` completes it")
+        elif selection := record.get("selection"):
             print(f"kept       the controller {selection['kept']} ({selection['fine_tuned_return']:.6g} fine-tuned, "
                   f"{selection['as_distilled_return']:.6g} as distilled on {selection['episodes']} episodes of their "
                   "own)")

@@ -284,7 +284,10 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
     start, done = record["source_step"], checkpoint["step"] - record["source_step"]
     if steps is not None and steps < done:
         raise SmoseError(f"{run_dir}: --steps {steps} is below the {done:,} fine-tuning steps already taken")
-    if (steps is None or steps == done) and checkpoint.get("finished") is True:
+    # config.json's steps beyond the checkpoint's: a --resume with more steps stopped before its first checkpoint,
+    # which resume() continues to that target
+    target = read_json(RunDir(run_dir).config, "run configuration").get("steps")
+    if (steps is None or steps == done) and checkpoint.get("finished") is True and target == checkpoint["step"]:
         if selection_pending(run_dir, record):  # fine-tuning finished, the comparison at its end did not (stopped)
             keep_better(run_dir, distilled_controller(run_dir, record))
             return run_dir
@@ -300,18 +303,18 @@ def comparison_pending(record: dict) -> bool:
 
 
 def replacement_pending(run_dir: Path, record: dict) -> bool:
-    """Whether the comparison at the end kept the controller as distilled and the run's model or eval.json is not yet
-    that controller's (stopped between the record's write and theirs; `smose finetune --resume RUN` writes them): the
-    one as distilled is saved at the source's step, the fine-tuned one at a later step."""
+    """Whether the comparison at the end kept the controller as distilled and the run's model is not yet that
+    controller (stopped between the record's write and the model's; `smose finetune --resume RUN` writes it): the one
+    as distilled is saved at the source's step, the fine-tuned one at a later step. model.json is the last file
+    :func:`keep_better` writes, so a stop anywhere before it is seen here; eval.json is not looked at (`smose eval`
+    rewrites it)."""
     if (record.get(SELECTION_KEY) or {}).get("kept") != AS_DISTILLED:
         return False
-    paths, step = RunDir(run_dir), record["source_step"]
     try:
-        written = (read_json(paths.model_meta, "model metadata").get("trained_steps"),
-                   read_json(paths.eval, "evaluation").get("step"))
+        written = read_json(RunDir(run_dir).model_meta, "model metadata").get("trained_steps")
     except (SmoseError, AttributeError):
         return True
-    return written != (step, step)
+    return written != record["source_step"]
 
 
 def selection_pending(run_dir: Path, record: dict) -> bool:
@@ -363,9 +366,11 @@ def keep_better(run_dir: Path, as_distilled: TreeRoutedActor) -> dict | None:
     fine-tuned state, so ``--resume`` fine-tunes on from it and compares again. None when the record asks for no
     comparison (``select_episodes`` 0).
 
-    The record is written first and the model and eval.json after it, so that a stop between the writes leaves a
-    state that says what is missing (:func:`replacement_pending`) rather than a model the record does not describe;
-    called again on such a run, it writes them without comparing again (the fine-tuned model may be gone)."""
+    The record is written first, then eval.json and the model (model.json last), so that a stop between the writes
+    leaves a state that says what is missing (:func:`replacement_pending`) rather than a model the record does not
+    describe; called again on such a run, it writes them without comparing again (the fine-tuned model may be gone).
+    SmoseError when a comparison is to be made and the run's model is not the fine-tuned controller of its
+    configuration's steps."""
     run_dir = Path(run_dir)
     with runlock.hold(run_dir, "finetune"):
         record = read_record(run_dir)
@@ -376,16 +381,20 @@ def keep_better(run_dir: Path, as_distilled: TreeRoutedActor) -> dict | None:
         try:
             choice = record.get(SELECTION_KEY)
             if choice is None:
-                fine_tuned, _ = load_model(run_dir)
+                fine_tuned, meta = load_model(run_dir)
+                if meta.get("trained_steps") != config.steps:  # e.g. the one as distilled, before a stopped --resume
+                    raise SmoseError(f"{run_dir}: its model (step {meta.get('trained_steps')}) is not the fine-tuned "
+                                     f"controller of the {config.steps:,} steps its configuration asks for; `smose "
+                                     f"finetune --resume {run_dir}` fine-tunes on to them and compares at the end")
                 choice = choose(fine_tuned, as_distilled, env, record[SELECT_EPISODES_KEY], config.seed)
                 data = read_json(RunDir(run_dir).config, "run configuration")
                 data[FINETUNE_KEY][SELECTION_KEY] = choice
                 write_json(RunDir(run_dir).config, data)
-            if choice["kept"] == AS_DISTILLED:
-                save_model(as_distilled, run_dir, config.env,
-                           {"trained_steps": record["source_step"], **env_record(config.env_kwargs, env)})
+            if choice["kept"] == AS_DISTILLED:  # eval.json, then the model: model.json last (replacement_pending)
                 result = evaluate(as_distilled, env, config.eval_episodes, config.seed)
                 write_eval(RunDir(run_dir).eval, result | {"step": record["source_step"], "source": "train"})
+                save_model(as_distilled, run_dir, config.env,
+                           {"trained_steps": record["source_step"], **env_record(config.env_kwargs, env)})
         finally:
             env.close()
     return choice

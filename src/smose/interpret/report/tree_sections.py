@@ -74,7 +74,7 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
         return section
     if view.fixed_trees is not None:
         record = view.finetune
-        if (record.get(SELECTION_KEY) or {}).get("kept") == AS_DISTILLED:
+        if (record.get(SELECTION_KEY) or {}).get("kept") == AS_DISTILLED and not view.finetune_pending:
             trained = ("fine-tuning under them did not beat the controller as distilled, which this run holds, and "
                        "they did not change")
         else:
@@ -231,7 +231,8 @@ def _finetune_returns(view: RunView) -> list[Block]:
     same = bool(after) and (after.get("episodes"), after.get("seed"), after.get("mode", "gated")) == \
         (before.get("episodes"), before.get("seed"), before.get("mode"))
     selection = view.finetune.get(SELECTION_KEY)
-    kept_as_distilled = bool(selection) and selection.get("kept") == AS_DISTILLED
+    pending = view.finetune_pending
+    kept_as_distilled = bool(selection) and selection.get("kept") == AS_DISTILLED and not pending
     if same:
         returns.append(("this run's controller: as distilled, kept (eval.json)" if kept_as_distilled
                         else "fine-tuned controller (eval.json)", after.get("mean")))
@@ -243,7 +244,11 @@ def _finetune_returns(view: RunView) -> list[Block]:
              f"episodes (seed {before.get('seed')}): the ratio is the return over the source run's neural router's "
              "(defined for positive returns)."),
         Table(["controller", "mean return", "ratio"], rows)]
-    if selection:
+    if pending:
+        blocks.append(Note(f"The comparison with the controller as distilled at the end of fine-tuning was not "
+                           f"completed (stopped before it finished); `smose finetune --resume {view.run_dir}` "
+                           "completes it."))
+    elif selection:
         blocks.append(Text(
             f"At the end of fine-tuning the controller as fine-tuned and as distilled were compared on "
             f"{selection.get('episodes')} episodes of their own (neither these nor the trees' fitting episodes): "

@@ -162,6 +162,14 @@ class RunView:
         return record if isinstance(record, dict) else {}
 
     @property
+    def finetune_pending(self) -> bool:
+        """Whether the end of fine-tuning (the comparison with the controller as distilled, or writing the one it
+        kept) is still to be completed by `smose finetune --resume` (smose.training.finetune.selection_pending)."""
+        from smose.training.finetune import selection_pending
+
+        return bool(self.finetune) and selection_pending(self.run_dir, self.finetune)
+
+    @property
     def finetune_source(self) -> str:
         """Where the run it was fine-tuned from is (smose.training.finetune.source_dir), as an absolute path: the
         report is read from anywhere."""
