@@ -286,7 +286,7 @@ def resume_finetune(run_dir: Path | str, steps: int | None = None, checkpoint_ev
         raise SmoseError(f"{run_dir}: --steps {steps} is below the {done:,} fine-tuning steps already taken")
     # config.json's steps beyond the checkpoint's: a --resume with more steps stopped before its first checkpoint,
     # which resume() continues to that target
-    target = read_json(RunDir(run_dir).config, "run configuration").get("steps")
+    target = read_run_config(RunDir(run_dir).config).steps
     if (steps is None or steps == done) and checkpoint.get("finished") is True and target == checkpoint["step"]:
         if selection_pending(run_dir, record):  # fine-tuning finished, the comparison at its end did not (stopped)
             keep_better(run_dir, distilled_controller(run_dir, record))
@@ -321,6 +321,14 @@ def selection_pending(run_dir: Path, record: dict) -> bool:
     """Whether the end of fine-tuning is still to be completed by `smose finetune --resume RUN`: the comparison
     (:func:`comparison_pending`) or what it chose (:func:`replacement_pending`)."""
     return comparison_pending(record) or replacement_pending(run_dir, record)
+
+
+def kept(run_dir: Path, record: dict) -> str | None:
+    """Which controller the fine-tuning run ``run_dir`` (its record: :func:`read_record`) holds: FINE_TUNED or
+    AS_DISTILLED; None while the end of fine-tuning is not completed (:func:`selection_pending`)."""
+    if selection_pending(run_dir, record):
+        return None
+    return (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED)
 
 
 def controller_to_compare(run_dir: Path) -> TreeRoutedActor | None:
@@ -460,8 +468,6 @@ def summary(run_dir: Path) -> dict:
             "neural_return": neural, "tree_return_before": before.get("tree_return"),
             "final_eval_mean": after["mean"], "final_eval_std": after["std"],
             "ratio_before": ratio(before.get("tree_return")), "ratio_after": ratio(after["mean"]),
-            # None: the comparison the record asks for is not completed yet (selection_pending)
-            "kept": None if selection_pending(run_dir, record)
-            else (record.get(SELECTION_KEY) or {}).get("kept", FINE_TUNED),
+            "kept": kept(run_dir, record),
             "selection": record.get(SELECTION_KEY)}
 

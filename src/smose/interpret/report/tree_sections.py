@@ -74,7 +74,7 @@ def section_trees(view: RunView, trees: dict, fidelity: dict | None, notes: list
         return section
     if view.fixed_trees is not None:
         record = view.finetune
-        if (record.get(SELECTION_KEY) or {}).get("kept") == AS_DISTILLED and not view.finetune_pending:
+        if view.finetune_kept == AS_DISTILLED:
             trained = ("fine-tuning under them did not beat the controller as distilled, which this run holds, and "
                        "they did not change")
         else:
@@ -231,8 +231,8 @@ def _finetune_returns(view: RunView) -> list[Block]:
     same = bool(after) and (after.get("episodes"), after.get("seed"), after.get("mode", "gated")) == \
         (before.get("episodes"), before.get("seed"), before.get("mode"))
     selection = view.finetune.get(SELECTION_KEY)
-    pending = view.finetune_pending
-    kept_as_distilled = bool(selection) and selection.get("kept") == AS_DISTILLED and not pending
+    pending = view.finetune_kept is None
+    kept_as_distilled = view.finetune_kept == AS_DISTILLED
     if same:
         returns.append(("this run's controller: as distilled, kept (eval.json)" if kept_as_distilled
                         else "fine-tuned controller (eval.json)", after.get("mean")))

@@ -162,12 +162,12 @@ class RunView:
         return record if isinstance(record, dict) else {}
 
     @property
-    def finetune_pending(self) -> bool:
-        """Whether the end of fine-tuning (the comparison with the controller as distilled, or writing the one it
-        kept) is still to be completed by `smose finetune --resume` (smose.training.finetune.selection_pending)."""
-        from smose.training.finetune import selection_pending
+    def finetune_kept(self) -> str | None:
+        """Which controller a fine-tuned run holds ("fine-tuned" or "as distilled"); None for other runs and while
+        the end of fine-tuning is still to be completed by `smose finetune --resume` (smose.training.finetune.kept)."""
+        from smose.training.finetune import kept
 
-        return bool(self.finetune) and selection_pending(self.run_dir, self.finetune)
+        return kept(self.run_dir, self.finetune) if self.finetune else None
 
     @property
     def finetune_source(self) -> str:
