@@ -1,11 +1,12 @@
-"""Where the oblique tree's CMA-ES starts: from zeros (the authors) or from the best tree of the router's boundaries.
+"""Where the oblique tree's CMA-ES starts: from zeros (the authors), from the best tree of the router's boundaries, or
+from the better of that and the best tree of expert groups.
 
     python benchmarks/oblique_start.py --runs benchmarks/results/runs/*-v4__smose__s0 --dagger 0 \
         --out benchmarks/results/oblique-start/oblique-start
 
 For each SMOSE run this does what `smose distill --kind oblique --cma-start START` does (the same functions, seeds
 and defaults: depth 3, 20 fitting and 20 held-out episodes, 10 evaluation episodes; but 200 generations unless told,
-those of its first records, made before smose distill's default became 1000), for both starts on the same states,
+those of its first records, made before smose distill's default became 1000), for every start on the same states,
 one after the other, and the two CART kinds beside them for reference (`--kind per-expert`, `--kind multiclass`, the
 same DAgger rounds); ``--contenders`` fits only those named. Nothing is written into the run directories. Writes
 OUT.json (every number) and OUT.md (the table).
@@ -80,7 +81,7 @@ def pct(x: float) -> str:
 
 def markdown(record: dict) -> str:
     names = [name for name, _, _ in contenders(record.get("contenders"))]
-    lines = ["# The oblique tree's CMA-ES start: zeros (the authors) or the router's boundaries", "",
+    lines = ["# The oblique tree's CMA-ES start", "",
              f"Command: `{record['command']}`", "",
              f"Machine: {record['machine']}; smose {record['smose']}; {record['date']}. {record['note']}".rstrip(), "",
              f"Depth-{record['depth']} trees, {record['dagger']} DAgger round{'' if record['dagger'] == 1 else 's'}, "

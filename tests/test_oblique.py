@@ -3,6 +3,7 @@
 import io
 import itertools
 import json
+import math
 import shutil
 import sys
 
@@ -231,7 +232,7 @@ def test_oblique_bad_input_is_refused(pendulum_run, capsys):
         distill(pendulum_run, kind="forest")
     with pytest.raises(SmoseError, match="cma_iterations must be an integer >= 1"):
         distill(pendulum_run, kind="oblique", cma_iterations=0)
-    with pytest.raises(SmoseError, match="unknown CMA-ES start 'ones'; expected one of router, zeros"):
+    with pytest.raises(SmoseError, match="unknown CMA-ES start 'ones'; expected one of router, groups, zeros"):
         distill(pendulum_run, kind="oblique", cma_start="ones")
     for argv in (["distill", str(pendulum_run), "--kind", "forest"],
                  ["distill", str(pendulum_run), "--cma-iterations", "0"],
@@ -408,3 +409,89 @@ def test_table_has_oblique_columns_only_where_distilled():
     assert "oblique: agreement / closed loop" in lines[3] and lines[-1].count("|") == lines[3].count("|") == 15
     assert lines[-1].endswith("| 90.0% / 50.0% | 80.0% / 40.0% | 70.0% / 60.0% | 100.00 | 90.00 (0.90, 0.90) | "
                               "80.00 (0.80, 0.80) | 70.00 (0.70, 0.70) |")
+
+
+def ordered_layouts(experts: tuple[int, ...], depth: int):
+    """Every placement of the experts at the leaves, mirror images included: the plain recursion leaf_layouts prunes."""
+    if len(experts) == 1:
+        yield experts[0]
+    elif depth > 0 and len(experts) <= 2**depth:
+        for size in range(1, len(experts)):
+            for chosen in itertools.combinations(experts, size):
+                rest = tuple(e for e in experts if e not in chosen)
+                for a in ordered_layouts(chosen, depth - 1):
+                    for b in ordered_layouts(rest, depth - 1):
+                        yield a, b
+
+
+def canonical(layout):
+    """A layout with the children of every node in a fixed order: mirror images become equal."""
+    if isinstance(layout, int):
+        return layout
+    return tuple(sorted((canonical(layout[0]), canonical(layout[1])), key=repr))
+
+
+@pytest.mark.parametrize("n_experts,depth", [(1, 3), (2, 1), (3, 2), (4, 2), (5, 3), (7, 3), (8, 3)])
+def test_leaf_layouts_are_every_placement_once_up_to_mirror_images(n_experts, depth):
+    experts = tuple(range(10, 10 + n_experts))
+    layouts = list(oblique.leaf_layouts(experts, depth))
+    assert all(sorted(oblique.layout_experts(layout)) == list(experts) for layout in layouts)
+    assert len({canonical(layout) for layout in layouts}) == len(layouts)  # no layout twice
+    every = {canonical(layout) for layout in ordered_layouts(experts, depth)}
+    assert {canonical(layout) for layout in layouts} == every
+    if n_experts == 2**depth:  # a full tree: n! placements, 2 mirror images at each of the n - 1 internal nodes
+        assert len(layouts) == math.factorial(n_experts) // 2 ** (n_experts - 1)
+    assert list(oblique.leaf_layouts(tuple(range(2**depth + 1)), depth)) == []  # more experts than leaves
+
+
+def test_group_hyperplane_separates_two_groups_and_sends_a_lone_side_its_way():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(600, 3)).astype(np.float32)
+    labels = np.where(states[:, 0] - 2 * states[:, 2] > 0.3, rng.integers(2, 4, 600), rng.integers(0, 2, 600))
+    labels[:50] = 4  # a fifth expert the split does not concern
+    x = oblique.loss_inputs(states, *oblique.standardisation(states))
+    plane = oblique.group_hyperplane(x, labels, (0, 1), (2, 3))
+    assert np.linalg.norm(plane[:-1]) == pytest.approx(1.0)
+    goes_left = x.astype(np.float64) @ plane <= 0
+    concerned = labels < 4
+    assert np.mean(goes_left[concerned] == (labels[concerned] < 2)) > 0.97
+    only_right = oblique.group_hyperplane(x, labels, (5,), (2, 3))  # no state routed to expert 5
+    assert (x.astype(np.float64) @ only_right > 0).all()
+    only_left = oblique.group_hyperplane(x, labels, (0, 1), (6,))
+    assert (x.astype(np.float64) @ only_left <= 0).all()
+
+
+def quadrant_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four experts, one per quadrant of (s0, s1): the root must split experts {0, 1} from {2, 3}, which no boundary
+    between two experts of a random router does."""
+    rng = np.random.default_rng(seed)
+    states = rng.normal(size=(n, 4)).astype(np.float32) * np.float32([1.0, 3.0, 1.0, 1.0])
+    labels = 2 * (states[:, 0] > 0) + (states[:, 1] > 0)
+    return states, labels.astype(np.int64)
+
+
+def test_the_groups_start_finds_the_tree_the_router_boundaries_miss():
+    actor = actor_for(4, 4, seed=3)
+    states, labels = quadrant_data(2000, seed=1)
+    fits = {start: fit_oblique(actor, states, labels, depth=2, env_id=ENV_ID, iterations=1, seed=0, start=start)
+            for start in ("router", "groups")}
+    assert fits["groups"]["cma"]["start"] == "groups" and fits["groups"]["cma"]["sigma0"] == 0.03
+    assert fits["groups"]["cma"]["start_misrouted"] < 0.01 < 0.2 < fits["router"]["cma"]["start_misrouted"]
+    assert np.mean(TreeRouter(fits["groups"]).predict(states) == labels) > 0.99
+    # the start itself: every expert gets a leaf, split by the quadrants' axes
+    x = oblique.loss_inputs(states, *oblique.standardisation(states))
+    left, right = oblique.complete_tree(2)
+    assert oblique.misrouted(x, labels, oblique.groups_start(x, labels, 4, 2), left, right, 4) < 0.01
+
+
+def test_the_groups_start_is_never_worse_than_the_router_start():
+    actor, states, labels = router_data(6, 8, 3000, seed=2)
+    fits = {start: fit_oblique(actor, states, labels, depth=3, env_id=ENV_ID, iterations=1, seed=0, start=start)
+            for start in ("router", "groups")}
+    assert fits["groups"]["cma"]["start_misrouted"] <= fits["router"]["cma"]["start_misrouted"]
+
+
+def test_one_expert_starts_from_zeros_whatever_the_start_asked():
+    actor, states, labels = router_data(3, 1, 200, seed=5)
+    trees = fit_oblique(actor, states, labels, depth=2, env_id=ENV_ID, iterations=5, seed=0, start="groups")
+    assert trees["cma"]["start"] == "zeros" and trees["cma"]["train_misrouted"] == 0.0

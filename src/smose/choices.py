@@ -46,8 +46,9 @@ DEFAULT_TREE_KIND = "per-expert"  # the trees that route (eval, video, export, f
 CMA_POPULATION = 64
 CMA_DEFAULT_ITERATIONS = 1000
 # Where the oblique tree's CMA-ES starts (`smose distill --cma-start`): "router", from the best tree whose nodes are the
-# router's own boundaries between two experts (smose.interpret.oblique.boundary_tree); "zeros", the authors' start.
-CMA_STARTS = ("router", "zeros")
+# router's own boundaries between two experts (smose.interpret.oblique.boundary_tree); "groups", the better of that tree
+# and the best tree of expert groups (smose.interpret.oblique.groups_start); "zeros", the authors' start.
+CMA_STARTS = ("router", "groups", "zeros")
 CMA_DEFAULT_START = "router"
 # `smose finetune --select-episodes`: at the end, the controller as fine-tuned and as distilled are compared on this
 # many episodes of their own and the better is kept (0: the fine-tuned one whatever). More than evaluation's 5, as

@@ -404,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{CMA_DEFAULT_ITERATIONS})")
     p.add_argument("--cma-start", choices=CMA_STARTS, default=CMA_DEFAULT_START,
                    help="where each oblique fit's CMA-ES starts: router, the best tree of the router's own boundaries "
-                        "between two experts (default); zeros, all weights zero as in the authors' code")
+                        "between two experts (default); groups, the better of that and the best tree whose nodes "
+                        "separate groups of experts (slower, often closer to the router); zeros, all weights zero as "
+                        "in the authors' code")
     p.add_argument("--dagger", type=Count(0, MAX_DAGGER_ROUNDS), default=0, metavar="ROUNDS",
                    help="DAgger rounds: roll out the trees for --episodes episodes, label the states they reach with "
                         "the router's choice, refit on everything so far (default 0: the neural policy's states only)")

@@ -133,15 +133,14 @@ def fit_oblique(actor: SMOSEActor, states: np.ndarray, labels: np.ndarray, depth
                 iterations: int = oblique.DEFAULT_ITERATIONS, seed: int = 0, names: list[str] | None = None,
                 start: str = oblique.CMA_DEFAULT_START, progress: bool = True) -> dict:
     """One oblique tree (hyperplanes over the standardised state, majority-vote leaves) fitted with CMA-ES to
-    target k(s), from ``start`` ("router": the best tree of the actor's router boundaries; "zeros": the authors');
+    target k(s), from ``start`` ("router": the best tree of the actor's router boundaries; "groups": the better of
+    that and the best tree of expert groups; "zeros": the authors');
     returns the tree-file dict. Leaf counts and votes come from the library's own walk
     (smose.interpret.oblique.node_activations)."""
     names = names or observation_names(env_id, actor.n_obs)
     check_cma_start(start)
-    router = None
-    if start == "router":
-        router = (actor.router.weight.detach().double().numpy(), actor.router.bias.detach().double().numpy())
-    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed, router, progress)
+    router = (actor.router.weight.detach().double().numpy(), actor.router.bias.detach().double().numpy())
+    fitted = oblique.fit(states, labels, actor.n_experts, depth, iterations, seed, router, progress, start)
     nodes = oblique_nodes(fitted["left"], fitted["right"], fitted["weight"], fitted["bias"], fitted["mean"],
                           fitted["scale"], states, labels, actor.n_experts)
     header = _header("oblique", actor, env_id, depth, names)

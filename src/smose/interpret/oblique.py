@@ -10,10 +10,16 @@ starts:
   experts, ``z_i(s) = z_j(s)`` (:func:`router_boundaries`, :func:`boundary_tree`), refined with a small step size
   (σ0 = 0.03 on hyperplanes of unit weight norm). The router's choice regions are bounded by exactly these
   hyperplanes, so the search starts where the answer's pieces are;
+- ``groups``: the better (fewer states misrouted) of the router start's tree and the best tree of expert groups
+  (:func:`groups_start`): for each way to place the most used experts at the leaves (:func:`leaf_layouts`), every
+  internal node a logistic regression between the experts of its left subtree and those of its right
+  (:func:`group_hyperplane`). Where a node must separate several experts from several others, no single boundary
+  between two experts does, and this start finds a tree that gives every expert its own leaf. σ0 = 0.03 as the router
+  start's;
 - ``zeros`` (the authors' ``cma_tree.py``): all weights and biases zero, σ0 = 1.
 
 Measured on 100k-step runs of the six MuJoCo tasks the router start agrees with the router far more often for the same
-generations (benchmarks/results/oblique-start/).
+generations than zeros (benchmarks/results/oblique-start/).
 
 The decision of a node is defined by one fixed sequence of IEEE operations (:func:`node_activations`: the state
 standardised in float32, the hyperplane summed in float64 in index order over exact products), so that an export in
@@ -22,6 +28,9 @@ is for reading.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -34,13 +43,17 @@ from smose.choices import (  # noqa: F401 (used and re-exported)
 
 # The initial step size of each start: the authors' (cma_tree.py) from zeros; from the boundary tree a small one, which
 # refines its hyperplanes (scaled to unit weight norm) where a large one would throw them away.
-CMA_SIGMA0 = {"zeros": 1.0, "router": 0.03}
+CMA_SIGMA0 = {"zeros": 1.0, "router": 0.03, "groups": 0.03}
 DEFAULT_ITERATIONS = CMA_DEFAULT_ITERATIONS
 # The boundary tree search tries every pair boundary at every node up to this many pairs (28: M = 8 experts); with
 # more, each node above the last level tries the BOUNDARY_BEAM pairs that split its states best on their own.
 BOUNDARY_BEAM = 28
 # Deeper complete trees have too many hyperplanes to search and to read.
 MAX_DEPTH = 3
+# The groups start fits each distinct split's logistic regression on at most this many of its states (evenly spaced
+# through them): a few hundred splits take seconds rather than minutes, and CMA-ES refines every hyperplane on all the
+# states afterwards.
+GROUP_FIT_STATES = 4096
 # States per matrix product in CMA-ES's loss (misrouted_many): a generation's products for this many states fit in
 # the cache (64 trees × 7 nodes × 2048 states in float32: 3.7 MB), twice as fast as one product for all the states;
 # the leaves are counted chunk by chunk too, so a generation's memory does not grow with the states.
@@ -197,6 +210,101 @@ def boundary_start(x: np.ndarray, labels: np.ndarray, n_classes: int, depth: int
     return np.concatenate([boundary_weight[plan], boundary_bias[plan, None]], axis=1)
 
 
+def leaf_layouts(experts: tuple[int, ...], depth: int) -> Iterator[int | tuple]:
+    """Every way to place ``experts`` (distinct, at most 2**depth) at the leaves of the complete tree of ``depth``, up
+    to mirror images: nested pairs (left, right) down to single experts; an expert alone in a subtree takes all its
+    leaves. Eight experts at depth 3 have 8! / 2**7 = 315 layouts."""
+    if len(experts) == 1:
+        yield experts[0]
+        return
+    if depth == 0 or len(experts) > 2**depth:
+        return
+    first, rest = experts[0], experts[1:]
+    half = 2 ** (depth - 1)
+    for size in range(min(len(rest), half - 1) + 1):  # the first expert goes left: each mirror pair once
+        for chosen in itertools.combinations(rest, size):
+            left = (first, *chosen)
+            right = tuple(e for e in rest if e not in chosen)
+            if right and len(right) <= half:
+                for left_layout in leaf_layouts(left, depth - 1):
+                    for right_layout in leaf_layouts(right, depth - 1):
+                        yield left_layout, right_layout
+
+
+def layout_experts(layout: int | tuple) -> tuple[int, ...]:
+    """The experts at the leaves of a layout (:func:`leaf_layouts`), left to right."""
+    return (layout,) if isinstance(layout, int) else layout_experts(layout[0]) + layout_experts(layout[1])
+
+
+def group_hyperplane(x: np.ndarray, labels: np.ndarray, left: tuple[int, ...], right: tuple[int, ...]) -> np.ndarray:
+    """[n_obs + 1] float64 weights then bias, ``||w|| = 1``, of the hyperplane that sends the states routed to the
+    ``left`` experts left (``w · x + b <= 0``) and those routed to the ``right`` experts right: an L2-regularised
+    logistic regression (scikit-learn's, C = 10) on those states (``x`` as :func:`loss_inputs`), at most
+    GROUP_FIT_STATES of them evenly spaced."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = np.flatnonzero(np.isin(labels, left + right))
+    rows = rows[np.linspace(0, len(rows) - 1, min(len(rows), GROUP_FIT_STATES)).astype(np.int64)]
+    goes_right = np.isin(labels[rows], right)
+    if goes_right.all() or not goes_right.any():  # one side has no state: send everything to the side that has
+        return np.concatenate([np.zeros(x.shape[1] - 1), [1.0 if goes_right.all() else -1.0]])
+    model = LogisticRegression(C=10.0, max_iter=500).fit(x[rows, :-1].astype(np.float64), goes_right)
+    weight, bias = model.coef_[0], float(model.intercept_[0])  # > 0: right
+    norm = np.linalg.norm(weight)
+    return np.concatenate([weight, [bias]]) / (norm if norm > 0 else 1.0)
+
+
+def layout_tree(layout: int | tuple, depth: int, split: Callable[[tuple, tuple], np.ndarray],
+                n_inputs: int) -> np.ndarray:
+    """[2**depth - 1, n_inputs] the internal nodes (pre-order, as :func:`complete_tree`) of the complete tree that
+    places a layout's experts at its leaves: ``split(left experts, right experts)`` at each node that divides experts;
+    a node above a single expert sends everything left (weights 0, bias -1)."""
+    nodes = []
+
+    def place(node: int | tuple, levels: int) -> None:
+        if levels == 0:
+            return
+        if isinstance(node, int):
+            nodes.append(np.concatenate([np.zeros(n_inputs - 1), [-1.0]]))
+            place(node, levels - 1)
+            place(node, levels - 1)
+        else:
+            nodes.append(split(layout_experts(node[0]), layout_experts(node[1])))
+            place(node[0], levels - 1)
+            place(node[1], levels - 1)
+
+    place(layout, depth)
+    return np.stack(nodes)
+
+
+def groups_start(x: np.ndarray, labels: np.ndarray, n_classes: int, depth: int) -> np.ndarray:
+    """The best tree of expert groups (module docstring): [n_internal, n_obs + 1] float64 weights then bias of each
+    internal node, for the states ``x`` (:func:`loss_inputs`) and their ``labels``.
+
+    The experts placed are the 2**depth most used (ties to the lower index), and, as a leaf given to a rare expert may
+    serve a common one better, the same without the least used of them; each distinct split is fitted once."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    left, right = complete_tree(depth)
+    usage = np.bincount(labels, minlength=n_classes)
+    used = [int(e) for e in np.argsort(-usage, kind="stable") if usage[e] > 0][:2**depth]
+    placed = {tuple(sorted(used[:k])) for k in (len(used), len(used) - 1) if k >= 1}
+    layouts = [layout for experts in sorted(placed) for layout in leaf_layouts(experts, depth)]
+    splits: dict[tuple, np.ndarray] = {}
+
+    def split(left_experts: tuple, right_experts: tuple) -> np.ndarray:
+        key = (left_experts, right_experts)
+        if key not in splits:
+            splits[key] = group_hyperplane(x, labels, left_experts, right_experts)
+        return splits[key]
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        trees = np.stack([layout_tree(layout, depth, split, x.shape[1]) for layout in layouts])
+        losses = np.concatenate([misrouted_many(x, labels, trees[i:i + CMA_POPULATION], left, right, n_classes)
+                                 for i in range(0, len(trees), CMA_POPULATION)])
+    return trees[int(np.argmin(losses))]  # ties to the first layout
+
+
 def decisions(x: np.ndarray, params: np.ndarray) -> np.ndarray:
     """[N, n_internal] which way each internal node sends each state (true: left) in CMA-ES's loss: ``x`` the
     standardised states with a column of ones (float32), ``params`` [n_internal, n_obs + 1] each node's weights then
@@ -253,16 +361,18 @@ def misrouted_many(x: np.ndarray, labels: np.ndarray, params: np.ndarray, left: 
 
 
 def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iterations: int = DEFAULT_ITERATIONS,
-        seed: int = 0, router: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True) -> dict:
+        seed: int = 0, router: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
+        start: str = CMA_DEFAULT_START) -> dict:
     """Fit a complete oblique tree of ``depth`` to the labels with CMA-ES; returns the standardisation, the node
     structure and each internal node's (weight, bias) in float32 (rows of non-internal nodes are zero), with how the
     fit went.
 
-    ``router``: the linear router's (Θ, c) whose choices the labels are: CMA-ES starts from the best tree of its pair
-    boundaries (the "router" start, module docstring); None (or a router of one expert) starts from zeros, as the
-    authors. The loss is the misrouted fraction with majority-vote leaves (:func:`misrouted`), evaluated with float32
-    matrix products (fast; away from activations within rounding of 0 the same decisions as node_activations) for a
-    whole generation at once (:func:`misrouted_many`). The best candidate ever seen, the start included, is kept.
+    ``start`` (module docstring): "router" or "groups" (both need ``router``, the linear router's (Θ, c) whose choices
+    the labels are) or "zeros"; without a router, or with a router of one expert (no boundaries, and every tree routes
+    to it), the start is zeros, as the authors'. The loss is the misrouted fraction with majority-vote leaves
+    (:func:`misrouted`), evaluated with float32 matrix products (fast; away from activations within rounding of 0 the
+    same decisions as node_activations) for a whole generation at once (:func:`misrouted_many`). The best candidate
+    ever seen, the start included, is kept.
     ``progress``: a bar of the generations on a terminal (False: none).
     """
     import cma  # only needed to fit, not to use the trees
@@ -281,10 +391,18 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
         return np.asarray(vector, dtype=np.float64).reshape(len(internal), n_obs + 1)
 
     dimension = len(internal) * (n_obs + 1)
-    # one expert has no boundaries (and every tree routes to it): that start is zeros
-    start = "router" if router is not None and len(router[0]) > 1 else "zeros"
-    x0 = boundary_start(x, labels, n_classes, depth, router, mean, scale).ravel() if start == "router" \
-        else np.zeros(dimension)
+    if start not in CMA_SIGMA0:
+        raise ValueError(f"unknown CMA-ES start {start!r}; expected one of {', '.join(CMA_STARTS)}")
+    if router is None or len(router[0]) < 2:  # one expert has no boundaries (and every tree routes to it)
+        start = "zeros"
+    x0 = np.zeros(dimension)
+    if start != "zeros":
+        x0 = boundary_start(x, labels, n_classes, depth, router, mean, scale).ravel()
+    if start == "groups":
+        groups = groups_start(x, labels, n_classes, depth).ravel()
+        if misrouted(x, labels, unpack(groups), left, right, n_classes) < misrouted(x, labels, unpack(x0), left,
+                                                                                     right, n_classes):
+            x0 = groups
     es = cma.CMAEvolutionStrategy(x0, CMA_SIGMA0[start], {
         "popsize": CMA_POPULATION, "seed": int(seed) % (2**31 - 2) + 1,  # cma reads seed 0 as "from the clock"
         "maxiter": iterations, "verbose": -9, "tolfun": 0, "tolflatfitness": iterations, "tolx": 0,
