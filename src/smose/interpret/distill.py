@@ -202,7 +202,8 @@ def distill(
 
     ``kind``: one of KINDS, or "both" (the CART kinds) or "all" (see KIND_GROUPS). ``dagger``: rounds of DAgger after
     the first fit (see fit_with_dagger), each rolling out ``episodes`` episodes. ``cma_iterations``: CMA-ES
-    generations of each oblique fit; ``cma_start``: where they start ("router" or "zeros", smose.interpret.oblique).
+    generations of each oblique fit; ``cma_start``: where they start ("router", "groups" or "zeros",
+    smose.interpret.oblique).
     """
     from smose.serialization import check_env_compatible, load_model
     from smose.tasks.envs import make_run_env
