@@ -30,6 +30,7 @@ is for reading.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -241,6 +242,7 @@ def group_hyperplane(x: np.ndarray, labels: np.ndarray, left: tuple[int, ...], r
     ``left`` experts left (``w · x + b <= 0``) and those routed to the ``right`` experts right: an L2-regularised
     logistic regression (scikit-learn's, C = 10) on those states (``x`` as :func:`loss_inputs`), at most
     GROUP_FIT_STATES of them evenly spaced."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     rows = np.flatnonzero(np.isin(labels, left + right))
@@ -248,7 +250,9 @@ def group_hyperplane(x: np.ndarray, labels: np.ndarray, left: tuple[int, ...], r
     goes_right = np.isin(labels[rows], right)
     if goes_right.all() or not goes_right.any():  # one side has no state: send everything to the side that has
         return np.concatenate([np.zeros(x.shape[1] - 1), [1.0 if goes_right.all() else -1.0]])
-    model = LogisticRegression(C=10.0, max_iter=500).fit(x[rows, :-1].astype(np.float64), goes_right)
+    with warnings.catch_warnings():  # a start, refined by CMA-ES after: an unconverged regression is no error
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=10.0, max_iter=500).fit(x[rows, :-1].astype(np.float64), goes_right)
     weight, bias = model.coef_[0], float(model.intercept_[0])  # > 0: right
     norm = np.linalg.norm(weight)
     return np.concatenate([weight, [bias]]) / (norm if norm > 0 else 1.0)
