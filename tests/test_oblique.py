@@ -205,6 +205,19 @@ def test_cli_oblique_distill_eval_explain_and_export(pendulum_run, tmp_path, cap
     assert "route(obs)" in (tmp_path / "policy.py").read_text()
 
 
+def test_cli_distills_from_the_groups_start_and_records_it(pendulum_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(pendulum_run, run_dir)
+    assert main(["distill", str(run_dir), "--kind", "oblique", "--depth", "2", "--episodes", "2",
+                 "--eval-episodes", "1", "--cma-iterations", "3", "--cma-start", "groups", "--quiet"]) == 0
+    fidelity = json.loads((run_dir / "trees" / "fidelity.json").read_text())
+    trees = load_trees(run_dir / "trees" / "oblique.json")
+    assert fidelity["cma_start"] == "groups" and distill_settings(fidelity)["cma_start"] == "groups"
+    assert trees["cma"]["start"] == "groups" and trees["cma"]["sigma0"] == oblique.CMA_SIGMA0["groups"]
+    assert stale_trees(run_dir) is None
+    assert main(["eval", str(run_dir), "--router", "tree", "--tree-kind", "oblique", "--episodes", "1"]) == 0
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
