@@ -237,6 +237,12 @@ def layout_experts(layout: int | tuple) -> tuple[int, ...]:
     return (layout,) if isinstance(layout, int) else layout_experts(layout[0]) + layout_experts(layout[1])
 
 
+def send_all(n_inputs: int, right: bool) -> np.ndarray:
+    """[n_inputs] weights 0 then bias: the hyperplane (``w · x + b <= 0``: left) that sends every state right (bias
+    1) or left (bias -1)."""
+    return np.concatenate([np.zeros(n_inputs - 1), [1.0 if right else -1.0]])
+
+
 def group_hyperplane(x: np.ndarray, labels: np.ndarray, left: tuple[int, ...], right: tuple[int, ...]) -> np.ndarray:
     """[n_obs + 1] float64 weights then bias, ``||w|| = 1``, of the hyperplane that sends the states routed to the
     ``left`` experts left (``w · x + b <= 0``) and those routed to the ``right`` experts right: an L2-regularised
@@ -249,7 +255,7 @@ def group_hyperplane(x: np.ndarray, labels: np.ndarray, left: tuple[int, ...], r
     rows = rows[np.linspace(0, len(rows) - 1, min(len(rows), GROUP_FIT_STATES)).astype(np.int64)]
     goes_right = np.isin(labels[rows], right)
     if goes_right.all() or not goes_right.any():  # one side has no state: send everything to the side that has
-        return np.concatenate([np.zeros(x.shape[1] - 1), [1.0 if goes_right.all() else -1.0]])
+        return send_all(x.shape[1], right=bool(goes_right.all()))
     with warnings.catch_warnings():  # a start, refined by CMA-ES after: an unconverged regression is no error
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = LogisticRegression(C=10.0, max_iter=500).fit(x[rows, :-1].astype(np.float64), goes_right)
@@ -269,7 +275,7 @@ def layout_tree(layout: int | tuple, depth: int, split: Callable[[tuple, tuple],
         if levels == 0:
             return
         if isinstance(node, int):
-            nodes.append(np.concatenate([np.zeros(n_inputs - 1), [-1.0]]))
+            nodes.append(send_all(n_inputs, right=False))
             place(node, levels - 1)
             place(node, levels - 1)
         else:
@@ -402,18 +408,18 @@ def fit(states: np.ndarray, labels: np.ndarray, n_classes: int, depth: int, iter
     x0 = np.zeros(dimension)
     if start != "zeros":
         x0 = boundary_start(x, labels, n_classes, depth, router, mean, scale).ravel()
+    start_loss = misrouted(x, labels, unpack(x0), left, right, n_classes)
     if start == "groups":
         groups = groups_start(x, labels, n_classes, depth).ravel()
-        if misrouted(x, labels, unpack(groups), left, right, n_classes) < misrouted(x, labels, unpack(x0), left,
-                                                                                     right, n_classes):
-            x0 = groups
+        groups_loss = misrouted(x, labels, unpack(groups), left, right, n_classes)
+        if groups_loss < start_loss:
+            x0, start_loss = groups, groups_loss
     es = cma.CMAEvolutionStrategy(x0, CMA_SIGMA0[start], {
         "popsize": CMA_POPULATION, "seed": int(seed) % (2**31 - 2) + 1,  # cma reads seed 0 as "from the clock"
         "maxiter": iterations, "verbose": -9, "tolfun": 0, "tolflatfitness": iterations, "tolx": 0,
         "tolfunhist": 0, "tolstagnation": iterations + 1,
     })
-    best, best_loss = x0, misrouted(x, labels, unpack(x0), left, right, n_classes)
-    start_loss = best_loss
+    best, best_loss = x0, start_loss
     # a fit takes minutes on large runs: a bar on a terminal (tqdm leaves it off elsewhere), gone when done
     bar = tqdm(total=iterations, disable=None if progress else True, leave=False, unit="gen",
                desc=f"oblique tree ({len(labels):,} states)", dynamic_ncols=True)
